@@ -1,0 +1,2 @@
+//! `/init` in the Phase Boot initramfs.
+fn main() {}

@@ -1,0 +1,2 @@
+//! The `phase` tool: discover, fetch, verify.
+fn main() {}

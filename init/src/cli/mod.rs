@@ -1,0 +1,1 @@
+//! (in progress) `phase` tool subcommands, see issues 4 and 5.

@@ -1,0 +1,1 @@
+//! (in progress) streaming fetch + verify, see issue 5.

@@ -1,0 +1,1 @@
+//! (in progress) DHCP client and link configuration, see issue 6 §4.

@@ -1,0 +1,1 @@
+//! (in progress) target stage, see issue 7.

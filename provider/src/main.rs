@@ -1,0 +1,2 @@
+//! `plasmd` binary: a thin wrapper around the `phase_provider` library.
+fn main() {}
