@@ -2,3 +2,6 @@
 //! the declarative initramfs layout, `modules.dep` resolution and reproducible newc cpio
 //! archives (issue 8; the init's kexec initrd uses the same cpio writer).
 #![forbid(unsafe_code)]
+
+pub mod modules_dep;
+pub mod newc;
