@@ -69,7 +69,13 @@ mod tests {
         let input = r#"{"\u20ac":"Euro Sign","\r":"Carriage Return","\ufb33":"Hebrew Letter Dalet With Dagesh","1":"One","\ud83d\ude00":"Emoji: Grinning Face","\u0080":"Control","\u00f6":"Latin Small Letter O With Diaeresis"}"#;
         let out = jcs(input);
         let order: Vec<&str> = [
-            "\r", "1", "\u{80}", "\u{f6}", "\u{20ac}", "\u{1f600}", "\u{fb33}",
+            "\r",
+            "1",
+            "\u{80}",
+            "\u{f6}",
+            "\u{20ac}",
+            "\u{1f600}",
+            "\u{fb33}",
         ]
         .to_vec();
         let mut last = 0;
@@ -83,19 +89,28 @@ mod tests {
     #[test]
     fn rfc8785_number_forms() {
         // RFC 8785 Appendix B / §3.2.2.3: ECMAScript Number.prototype.toString forms.
-        assert_eq!(jcs("[1.0, -0.0, 1e30, 1E-7, 0.000001, 333333333.33333329, 4.50]"),
-            "[1,0,1e+30,1e-7,0.000001,333333333.3333333,4.5]");
-        assert_eq!(jcs("[1e21, 1e20, 100, 9007199254740991]"),
-            "[1e+21,100000000000000000000,100,9007199254740991]");
+        assert_eq!(
+            jcs("[1.0, -0.0, 1e30, 1E-7, 0.000001, 333333333.33333329, 4.50]"),
+            "[1,0,1e+30,1e-7,0.000001,333333333.3333333,4.5]"
+        );
+        assert_eq!(
+            jcs("[1e21, 1e20, 100, 9007199254740991]"),
+            "[1e+21,100000000000000000000,100,9007199254740991]"
+        );
     }
 
     #[test]
     fn rfc8785_string_escapes() {
         // §3.2.2.2: only ", \ and control characters are escaped; \b \t \n \f \r short forms,
         // others \u00XX lowercase; "/" and non-ASCII are written as themselves.
-        assert_eq!(jcs(r#""\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/""#),
-            "\"€$\\u000f\\nA'B\\\"\\\\\\\\\\\"/\"");
-        assert_eq!(jcs(r#""\u0008\u0009\u000c\u000d\u001f""#), r#""\b\t\f\r\u001f""#);
+        assert_eq!(
+            jcs(r#""\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/""#),
+            "\"€$\\u000f\\nA'B\\\"\\\\\\\\\\\"/\""
+        );
+        assert_eq!(
+            jcs(r#""\u0008\u0009\u000c\u000d\u001f""#),
+            r#""\b\t\f\r\u001f""#
+        );
     }
 
     #[test]
@@ -112,11 +127,15 @@ mod tests {
 
     #[test]
     fn signing_bytes_drop_only_signatures() {
-        let doc: Value =
-            serde_json::from_str(r#"{"b":1,"a":{"z":[],"y":"x"},"signatures":[{"k":1}],"extra":true}"#)
-                .unwrap();
+        let doc: Value = serde_json::from_str(
+            r#"{"b":1,"a":{"z":[],"y":"x"},"signatures":[{"k":1}],"extra":true}"#,
+        )
+        .unwrap();
         let bytes = signing_bytes(&doc).unwrap();
         assert_eq!(bytes, br#"{"a":{"y":"x","z":[]},"b":1,"extra":true}"#);
-        assert!(matches!(signing_bytes(&Value::Null), Err(CanonicalError::NotAnObject)));
+        assert!(matches!(
+            signing_bytes(&Value::Null),
+            Err(CanonicalError::NotAnObject)
+        ));
     }
 }

@@ -58,7 +58,11 @@ enum Violation {
 pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Value, JsonError> {
     let violation = Cell::new(None);
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let seed = Strict { depth: 0, max_depth, violation: &violation };
+    let seed = Strict {
+        depth: 0,
+        max_depth,
+        violation: &violation,
+    };
     let result = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
     match result {
         Ok(v) => Ok(v),
@@ -85,7 +89,11 @@ impl<'a> Strict<'a> {
     }
 
     fn child(&self) -> Strict<'a> {
-        Strict { depth: self.depth + 1, max_depth: self.max_depth, violation: self.violation }
+        Strict {
+            depth: self.depth + 1,
+            max_depth: self.max_depth,
+            violation: self.violation,
+        }
     }
 
     fn enter<E: de::Error>(&self) -> Result<(), E> {
@@ -183,7 +191,10 @@ mod tests {
     #[test]
     fn duplicate_key_is_refused() {
         let err = parse_strict(br#"{"version":"1.0.0","version":"9.0.0"}"#, 4).unwrap_err();
-        assert!(matches!(err, JsonError::DuplicateKey { ref key } if key == "version"), "{err}");
+        assert!(
+            matches!(err, JsonError::DuplicateKey { ref key } if key == "version"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -194,7 +205,10 @@ mod tests {
         assert!(matches!(err, JsonError::TooDeep { limit: 4 }), "{err}");
         // Far deeper than serde_json's own recursion limit: still our typed error, no overflow.
         let very = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-        assert!(matches!(parse_strict(very.as_bytes(), 16), Err(JsonError::TooDeep { .. })));
+        assert!(matches!(
+            parse_strict(very.as_bytes(), 16),
+            Err(JsonError::TooDeep { .. })
+        ));
     }
 
     #[test]
@@ -212,7 +226,10 @@ mod tests {
 
     #[test]
     fn trailing_garbage_is_a_syntax_error() {
-        assert!(matches!(parse_strict(b"{} {}", 4), Err(JsonError::Syntax(_))));
+        assert!(matches!(
+            parse_strict(b"{} {}", 4),
+            Err(JsonError::Syntax(_))
+        ));
         assert!(matches!(parse_strict(b"", 4), Err(JsonError::Syntax(_))));
     }
 }

@@ -140,7 +140,9 @@ pub fn valid_channel(channel: &str) -> bool {
     (1..=64).contains(&channel.len())
         && channel != "."
         && channel != ".."
-        && channel.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && channel
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// True for a filename that is one safe path component (no `/`, `\`, NUL, `.`, `..`, leading
@@ -149,16 +151,22 @@ pub fn valid_filename(name: &str) -> bool {
     (1..=128).contains(&name.len())
         && !name.starts_with('.')
         && name != "manifest.json"
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'))
 }
 
 fn valid_artifact_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'))
 }
 
 fn is_http_url(url: &str) -> bool {
-    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
     matches!(rest, Some(r) if !r.is_empty() && !r.starts_with('/'))
         && !url.bytes().any(|b| b.is_ascii_control() || b == b' ')
 }
@@ -205,7 +213,10 @@ impl BootManifest {
                 return Err(ManifestError::DuplicateFilename(a.filename.clone()));
             }
             if let Some(rel) = &a.download_url {
-                if rel.is_empty() || rel.contains("://") || rel.starts_with("//") || rel.contains('\\')
+                if rel.is_empty()
+                    || rel.contains("://")
+                    || rel.starts_with("//")
+                    || rel.contains('\\')
                 {
                     return Err(ManifestError::BadUrl {
                         artifact: name.clone(),
@@ -303,10 +314,22 @@ pub(crate) mod tests {
 
     #[test]
     fn traversal_filenames_are_refused() {
-        for bad in ["../etc/passwd", "a/b", "..", ".hidden", "", "manifest.json", "a\0b", "a\\b"] {
+        for bad in [
+            "../etc/passwd",
+            "a/b",
+            "..",
+            ".hidden",
+            "",
+            "manifest.json",
+            "a\0b",
+            "a\\b",
+        ] {
             let mut m = sample();
             m.artifacts.get_mut("rootfs").unwrap().filename = bad.into();
-            assert!(matches!(m.validate(), Err(ManifestError::BadFilename { .. })), "{bad:?}");
+            assert!(
+                matches!(m.validate(), Err(ManifestError::BadFilename { .. })),
+                "{bad:?}"
+            );
         }
     }
 
@@ -323,7 +346,10 @@ pub(crate) mod tests {
         assert!(matches!(m.validate(), Err(ManifestError::BadArch(_))));
         let mut m = sample();
         m.expires_at = m.created_at;
-        assert!(matches!(m.validate(), Err(ManifestError::ExpiresBeforeCreated { .. })));
+        assert!(matches!(
+            m.validate(),
+            Err(ManifestError::ExpiresBeforeCreated { .. })
+        ));
         let mut m = sample();
         m.cmdline = "a\nb".into();
         assert_eq!(m.validate(), Err(ManifestError::BadCmdline));
@@ -335,7 +361,10 @@ pub(crate) mod tests {
         assert!(matches!(m.validate(), Err(ManifestError::BadUrl { .. })));
         let mut m = sample();
         m.artifacts.get_mut("kernel").unwrap().filename = "rootfs".into();
-        assert!(matches!(m.validate(), Err(ManifestError::DuplicateFilename(_))));
+        assert!(matches!(
+            m.validate(),
+            Err(ManifestError::DuplicateFilename(_))
+        ));
     }
 
     #[test]

@@ -58,7 +58,9 @@ impl MdnsAdvert {
     ///
     /// # Errors
     /// [`TxtError`] for a missing key, unknown arch or non-http URL.
-    pub fn from_txt<'a>(props: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, TxtError> {
+    pub fn from_txt<'a>(
+        props: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, TxtError> {
         let (mut arch, mut channel, mut url, mut version) = (None, None, None, None);
         for (k, v) in props {
             match k {
@@ -114,8 +116,19 @@ mod tests {
 
     #[test]
     fn incomplete_txt_is_refused() {
-        assert_eq!(MdnsAdvert::from_txt([("arch", "x86_64")]), Err(TxtError::Missing(TXT_MANIFEST)));
-        let bad = [("arch", "x86_64"), ("channel", "s"), ("manifest", "ftp://x"), ("version", "1")];
-        assert!(matches!(MdnsAdvert::from_txt(bad), Err(TxtError::BadUrl(_))));
+        assert_eq!(
+            MdnsAdvert::from_txt([("arch", "x86_64")]),
+            Err(TxtError::Missing(TXT_MANIFEST))
+        );
+        let bad = [
+            ("arch", "x86_64"),
+            ("channel", "s"),
+            ("manifest", "ftp://x"),
+            ("version", "1"),
+        ];
+        assert!(matches!(
+            MdnsAdvert::from_txt(bad),
+            Err(TxtError::BadUrl(_))
+        ));
     }
 }

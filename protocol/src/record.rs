@@ -121,22 +121,41 @@ impl ManifestRecord {
     ///
     /// # Errors
     /// The first failing [`RecordError`].
-    pub fn validate_for(&self, channel: &str, arch: Arch, now: DateTime<Utc>) -> Result<(), RecordError> {
+    pub fn validate_for(
+        &self,
+        channel: &str,
+        arch: Arch,
+        now: DateTime<Utc>,
+    ) -> Result<(), RecordError> {
         if self.channel != channel {
-            return Err(RecordError::WrongChannel { wanted: channel.into(), found: self.channel.clone() });
+            return Err(RecordError::WrongChannel {
+                wanted: channel.into(),
+                found: self.channel.clone(),
+            });
         }
         if !arch.matches(&self.arch) {
-            return Err(RecordError::WrongArch { wanted: arch, found: self.arch.clone() });
+            return Err(RecordError::WrongArch {
+                wanted: arch,
+                found: self.arch.clone(),
+            });
         }
         if self.ttl_secs > MAX_TTL_SECS || self.expires_at() <= now {
-            return Err(RecordError::Expired { created_at: self.created_at, ttl_secs: self.ttl_secs, now });
+            return Err(RecordError::Expired {
+                created_at: self.created_at,
+                ttl_secs: self.ttl_secs,
+                now,
+            });
         }
         if self.created_at > now + crate::verify::DEFAULT_CLOCK_SKEW {
             return Err(RecordError::FromTheFuture(self.created_at));
         }
         let url = &self.manifest_url;
-        let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
-        if !matches!(rest, Some(r) if !r.is_empty()) || url.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        if !matches!(rest, Some(r) if !r.is_empty())
+            || url.bytes().any(|b| b.is_ascii_control() || b == b' ')
+        {
             return Err(RecordError::BadUrl(url.clone()));
         }
         Ok(())
@@ -166,7 +185,10 @@ mod tests {
 
     #[test]
     fn key_uses_the_canonical_arch() {
-        assert_eq!(dht_key("stable", "amd64".parse().unwrap()), "/phase/stable/x86_64/manifest");
+        assert_eq!(
+            dht_key("stable", "amd64".parse().unwrap()),
+            "/phase/stable/x86_64/manifest"
+        );
     }
 
     #[test]
@@ -180,17 +202,35 @@ mod tests {
     fn poisoned_records_are_refused() {
         assert!(ManifestRecord::from_bytes(b"garbage").is_err());
         assert!(ManifestRecord::from_bytes(b"{}").is_err());
-        assert!(matches!(ManifestRecord::from_bytes(&vec![b' '; 5000]), Err(RecordError::TooLarge(_))));
+        assert!(matches!(
+            ManifestRecord::from_bytes(&vec![b' '; 5000]),
+            Err(RecordError::TooLarge(_))
+        ));
         let r = rec();
-        assert!(matches!(r.validate_for("testing", Arch::X86_64, now()), Err(RecordError::WrongChannel { .. })));
-        assert!(matches!(r.validate_for("stable", Arch::Aarch64, now()), Err(RecordError::WrongArch { .. })));
+        assert!(matches!(
+            r.validate_for("testing", Arch::X86_64, now()),
+            Err(RecordError::WrongChannel { .. })
+        ));
+        assert!(matches!(
+            r.validate_for("stable", Arch::Aarch64, now()),
+            Err(RecordError::WrongArch { .. })
+        ));
         let later = now() + Duration::seconds(61);
-        assert!(matches!(r.validate_for("stable", Arch::X86_64, later), Err(RecordError::Expired { .. })));
+        assert!(matches!(
+            r.validate_for("stable", Arch::X86_64, later),
+            Err(RecordError::Expired { .. })
+        ));
         let mut long = rec();
         long.ttl_secs = MAX_TTL_SECS + 1;
-        assert!(matches!(long.validate_for("stable", Arch::X86_64, now()), Err(RecordError::Expired { .. })));
+        assert!(matches!(
+            long.validate_for("stable", Arch::X86_64, now()),
+            Err(RecordError::Expired { .. })
+        ));
         let mut bad = rec();
         bad.manifest_url = "file:///etc/passwd".into();
-        assert!(matches!(bad.validate_for("stable", Arch::X86_64, now()), Err(RecordError::BadUrl(_))));
+        assert!(matches!(
+            bad.validate_for("stable", Arch::X86_64, now()),
+            Err(RecordError::BadUrl(_))
+        ));
     }
 }

@@ -64,11 +64,13 @@ pub fn sign_document(
     let Value::Object(map) = document else {
         return Err(CanonicalError::NotAnObject.into());
     };
-    let sigs = map.entry(SIGNATURES_FIELD).or_insert_with(|| Value::Array(vec![]));
+    let sigs = map
+        .entry(SIGNATURES_FIELD)
+        .or_insert_with(|| Value::Array(vec![]));
     let Value::Array(list) = sigs else {
         return Err(SignError::SignaturesNotArray);
     };
-    list.push(serde_json::to_value(&entry).map_err(|e| CanonicalError::Jcs(e))?);
+    list.push(serde_json::to_value(&entry).map_err(CanonicalError::Jcs)?);
     Ok(entry)
 }
 
@@ -92,11 +94,14 @@ pub fn public_key_text(key: &VerifyingKey) -> String {
 /// # Errors
 /// [`SignError::ReadKey`], [`SignError::BadKey`].
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, SignError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| SignError::ReadKey { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| SignError::ReadKey {
+        path: path.display().to_string(),
+        source,
+    })?;
     let mut seed = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut seed)
-        .map_err(|_| SignError::BadKey { path: path.display().to_string() })?;
+    hex::decode_to_slice(text.trim(), &mut seed).map_err(|_| SignError::BadKey {
+        path: path.display().to_string(),
+    })?;
     Ok(SigningKey::from_bytes(&seed))
 }
 
@@ -131,6 +136,9 @@ mod tests {
         std::fs::write(&path, secret_key_text(&key)).unwrap();
         assert_eq!(load_signing_key(&path).unwrap().to_bytes(), key.to_bytes());
         std::fs::write(&path, "nothex").unwrap();
-        assert!(matches!(load_signing_key(&path), Err(SignError::BadKey { .. })));
+        assert!(matches!(
+            load_signing_key(&path),
+            Err(SignError::BadKey { .. })
+        ));
     }
 }

@@ -81,7 +81,10 @@ impl TrustRoot {
     ) -> Result<Self, TrustError> {
         let keys: BTreeSet<[u8; 32]> = keys.into_iter().map(|k| k.to_bytes()).collect();
         if threshold == 0 || threshold > keys.len() {
-            return Err(TrustError::BadThreshold { threshold, keys: keys.len() });
+            return Err(TrustError::BadThreshold {
+                threshold,
+                keys: keys.len(),
+            });
         }
         Ok(TrustRoot { keys, threshold })
     }
@@ -92,7 +95,11 @@ impl TrustRoot {
     /// [`TrustError::Parse`], [`TrustError::BadKey`], [`TrustError::BadThreshold`].
     pub fn from_toml(text: &str) -> Result<Self, TrustError> {
         let file: TrustFile = toml::from_str(text).map_err(TrustError::Parse)?;
-        let keys = file.keys.iter().map(|k| parse_public_key(k)).collect::<Result<Vec<_>, _>>()?;
+        let keys = file
+            .keys
+            .iter()
+            .map(|k| parse_public_key(k))
+            .collect::<Result<Vec<_>, _>>()?;
         TrustRoot::new(keys, file.threshold)
     }
 
@@ -111,8 +118,15 @@ impl TrustRoot {
     /// The trust file text for this root.
     pub fn to_toml(&self) -> String {
         let keys: Vec<String> = self.keys.iter().map(hex::encode).collect();
-        let list = keys.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", ");
-        format!("# Phase Boot trust root (docs/manifest.md)\nthreshold = {}\nkeys = [{list}]\n", self.threshold)
+        let list = keys
+            .iter()
+            .map(|k| format!("\"{k}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "# Phase Boot trust root (docs/manifest.md)\nthreshold = {}\nkeys = [{list}]\n",
+            self.threshold
+        )
     }
 
     /// How many distinct trusted keys must sign.
@@ -152,14 +166,29 @@ mod tests {
     #[test]
     fn duplicate_keys_count_once_for_the_threshold() {
         let err = TrustRoot::new([key(1), key(1)], 2).unwrap_err();
-        assert!(matches!(err, TrustError::BadThreshold { threshold: 2, keys: 1 }));
+        assert!(matches!(
+            err,
+            TrustError::BadThreshold {
+                threshold: 2,
+                keys: 1
+            }
+        ));
         assert!(TrustRoot::new([key(1)], 0).is_err());
     }
 
     #[test]
     fn bad_files_are_refused() {
-        assert!(matches!(TrustRoot::from_toml("threshold = 1\nkeys = [\"zz\"]"), Err(TrustError::BadKey(_))));
-        assert!(matches!(TrustRoot::from_toml("keys = []"), Err(TrustError::Parse(_))));
-        assert!(matches!(TrustRoot::from_toml("threshold = 1\nkeys = []\nextra = 1"), Err(TrustError::Parse(_))));
+        assert!(matches!(
+            TrustRoot::from_toml("threshold = 1\nkeys = [\"zz\"]"),
+            Err(TrustError::BadKey(_))
+        ));
+        assert!(matches!(
+            TrustRoot::from_toml("keys = []"),
+            Err(TrustError::Parse(_))
+        ));
+        assert!(matches!(
+            TrustRoot::from_toml("threshold = 1\nkeys = []\nextra = 1"),
+            Err(TrustError::Parse(_))
+        ));
     }
 }

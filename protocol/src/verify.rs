@@ -90,7 +90,9 @@ impl fmt::Display for SignatureFinding {
         let short = |k: &str| k.chars().take(16).collect::<String>();
         match self {
             Self::Valid { key_id } => write!(f, "valid ({})", short(key_id)),
-            Self::DuplicateKey { key_id } => write!(f, "duplicate key ({}) counted once", short(key_id)),
+            Self::DuplicateKey { key_id } => {
+                write!(f, "duplicate key ({}) counted once", short(key_id))
+            }
             Self::UnknownKey { key_id } => write!(f, "unknown key ({})", short(key_id)),
             Self::BadSignature { key_id } => write!(f, "bad signature ({})", short(key_id)),
             Self::Malformed { index, why } => write!(f, "entry {index} malformed: {why}"),
@@ -179,7 +181,11 @@ fn findings_text(findings: &[SignatureFinding]) -> String {
     if findings.is_empty() {
         return "no signatures".to_owned();
     }
-    findings.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    findings
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A manifest that passed [`verify`]. It can be made no other way, so holding one means the
@@ -219,7 +225,10 @@ pub fn verify(
     expect: &Expectation,
 ) -> Result<VerifiedManifest, VerifyError> {
     if bytes.len() > MAX_MANIFEST_BYTES {
-        return Err(VerifyError::TooLarge { size: bytes.len(), limit: MAX_MANIFEST_BYTES });
+        return Err(VerifyError::TooLarge {
+            size: bytes.len(),
+            limit: MAX_MANIFEST_BYTES,
+        });
     }
     let document = parse_strict(bytes, DEFAULT_MAX_DEPTH)?;
     let signers = check_signatures(&document, trust)?;
@@ -232,7 +241,10 @@ pub fn verify(
         _ => now,
     };
     if manifest.expires_at <= now {
-        return Err(VerifyError::Expired { expires_at: manifest.expires_at, now });
+        return Err(VerifyError::Expired {
+            expires_at: manifest.expires_at,
+            now,
+        });
     }
     if manifest.created_at > now + expect.clock_skew {
         return Err(VerifyError::FromTheFuture {
@@ -251,7 +263,10 @@ pub fn verify(
     }
     if let Some(arch) = expect.arch {
         if !arch.matches(&manifest.arch) {
-            return Err(VerifyError::WrongArch { expected: arch, found: manifest.arch.clone() });
+            return Err(VerifyError::WrongArch {
+                expected: arch,
+                found: manifest.arch.clone(),
+            });
         }
     }
     if let Some(minimum) = &expect.min_version {
@@ -262,7 +277,11 @@ pub fn verify(
             });
         }
     }
-    Ok(VerifiedManifest { manifest, raw: bytes.to_vec(), signers })
+    Ok(VerifiedManifest {
+        manifest,
+        raw: bytes.to_vec(),
+        signers,
+    })
 }
 
 /// Counts distinct trusted keys with a valid signature over `document`; returns their ids.
@@ -282,7 +301,16 @@ fn check_signatures(document: &Value, trust: &TrustRoot) -> Result<Vec<String>, 
     if counted.len() >= trust.threshold() {
         return Ok(counted.into_iter().map(hex::encode).collect());
     }
-    Err(VerifyError::Threshold { valid: counted.len(), needed: trust.threshold(), findings })
+    Err(VerifyError::Threshold {
+        valid: counted.len(),
+        needed: trust.threshold(),
+        findings,
+    })
+}
+
+/// Key ids and signatures are written in lowercase hex only, so one signature has one spelling.
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn check_one(
@@ -301,22 +329,27 @@ fn check_one(
         return malformed("key_id or signature missing");
     };
     let mut key = [0u8; 32];
-    if hex::decode_to_slice(key_id, &mut key).is_err() {
-        return malformed("key_id is not 64 hex digits");
+    if !is_lower_hex(key_id) || hex::decode_to_slice(key_id, &mut key).is_err() {
+        return malformed("key_id is not 64 lowercase hex digits");
     }
     if !trust.trusts(&key) {
-        return SignatureFinding::UnknownKey { key_id: key_id.to_owned() };
+        return SignatureFinding::UnknownKey {
+            key_id: key_id.to_owned(),
+        };
     }
     let mut sig = [0u8; 64];
-    if hex::decode_to_slice(sig_hex, &mut sig).is_err() {
-        return malformed("signature is not 128 hex digits");
+    if !is_lower_hex(sig_hex) || hex::decode_to_slice(sig_hex, &mut sig).is_err() {
+        return malformed("signature is not 128 lowercase hex digits");
     }
     let key_id = key_id.to_owned();
     let Ok(vk) = VerifyingKey::from_bytes(&key) else {
         return SignatureFinding::BadSignature { key_id };
     };
     // verify_strict refuses small-order keys and non-canonical signatures.
-    if vk.verify_strict(digest, &Signature::from_bytes(&sig)).is_err() {
+    if vk
+        .verify_strict(digest, &Signature::from_bytes(&sig))
+        .is_err()
+    {
         return SignatureFinding::BadSignature { key_id };
     }
     if counted.insert(key) {

@@ -43,18 +43,35 @@ fn good_manifest_verifies_and_keeps_its_bytes() {
     let v = verify(&bytes, &trust(&[1], 1), now(), &expect()).unwrap();
     assert_eq!(v.raw(), bytes.as_slice());
     assert_eq!(v.manifest().version, semver::Version::new(1, 2, 3));
-    assert_eq!(v.signers(), &[hex::encode(key(1).verifying_key().to_bytes())]);
+    assert_eq!(
+        v.signers(),
+        &[hex::encode(key(1).verifying_key().to_bytes())]
+    );
 }
 
 #[test]
 fn bad_signature_is_refused() {
     let mut v: Value = serde_json::from_slice(&signed(&[1])).unwrap();
     let sig = v["signatures"][0]["signature"].as_str().unwrap().to_owned();
-    let flipped = format!("{}{}", if sig.starts_with('0') { "1" } else { "0" }, &sig[1..]);
+    let flipped = format!(
+        "{}{}",
+        if sig.starts_with('0') { "1" } else { "0" },
+        &sig[1..]
+    );
     v["signatures"][0]["signature"] = flipped.into();
-    let err = verify(&serde_json::to_vec(&v).unwrap(), &trust(&[1], 1), now(), &expect()).unwrap_err();
+    let err = verify(
+        &serde_json::to_vec(&v).unwrap(),
+        &trust(&[1], 1),
+        now(),
+        &expect(),
+    )
+    .unwrap_err();
     match err {
-        VerifyError::Threshold { valid: 0, needed: 1, findings } => {
+        VerifyError::Threshold {
+            valid: 0,
+            needed: 1,
+            findings,
+        } => {
             assert!(matches!(findings[0], SignatureFinding::BadSignature { .. }))
         }
         other => panic!("{other}"),
@@ -72,7 +89,11 @@ fn unknown_key_is_ignored_and_falls_short() {
 fn duplicate_key_counts_once_toward_the_threshold() {
     let err = verify(&signed(&[1, 1]), &trust(&[1, 2], 2), now(), &expect()).unwrap_err();
     match err {
-        VerifyError::Threshold { valid: 1, needed: 2, findings } => {
+        VerifyError::Threshold {
+            valid: 1,
+            needed: 2,
+            findings,
+        } => {
             assert!(matches!(findings[1], SignatureFinding::DuplicateKey { .. }))
         }
         other => panic!("{other}"),
@@ -97,9 +118,15 @@ fn expired_manifest_is_refused() {
 #[test]
 fn clock_behind_the_time_floor_counts_as_the_floor() {
     let floor = "2028-01-01T00:00:00Z".parse().unwrap();
-    let e = Expectation { time_floor: Some(floor), ..expect() };
+    let e = Expectation {
+        time_floor: Some(floor),
+        ..expect()
+    };
     let err = verify(&signed(&[1]), &trust(&[1], 1), now(), &e).unwrap_err();
-    assert!(matches!(err, VerifyError::Expired { now, .. } if now == floor), "{err}");
+    assert!(
+        matches!(err, VerifyError::Expired { now, .. } if now == floor),
+        "{err}"
+    );
 }
 
 #[test]
@@ -114,7 +141,10 @@ fn created_in_the_future_beyond_skew_is_refused() {
 
 #[test]
 fn wrong_arch_is_refused_and_alias_accepted() {
-    let e = Expectation { arch: Some(Arch::Aarch64), ..expect() };
+    let e = Expectation {
+        arch: Some(Arch::Aarch64),
+        ..expect()
+    };
     let err = verify(&signed(&[1]), &trust(&[1], 1), now(), &e).unwrap_err();
     assert!(matches!(err, VerifyError::WrongArch { .. }), "{err}");
     let mut m = sample();
@@ -125,17 +155,26 @@ fn wrong_arch_is_refused_and_alias_accepted() {
 
 #[test]
 fn wrong_channel_is_refused() {
-    let e = Expectation { channel: Some("testing".into()), ..expect() };
+    let e = Expectation {
+        channel: Some("testing".into()),
+        ..expect()
+    };
     let err = verify(&signed(&[1]), &trust(&[1], 1), now(), &e).unwrap_err();
     assert!(matches!(err, VerifyError::WrongChannel { .. }), "{err}");
 }
 
 #[test]
 fn rollback_is_refused() {
-    let e = Expectation { min_version: Some(semver::Version::new(1, 2, 4)), ..expect() };
+    let e = Expectation {
+        min_version: Some(semver::Version::new(1, 2, 4)),
+        ..expect()
+    };
     let err = verify(&signed(&[1]), &trust(&[1], 1), now(), &e).unwrap_err();
     assert!(matches!(err, VerifyError::Rollback { .. }), "{err}");
-    let same = Expectation { min_version: Some(semver::Version::new(1, 2, 3)), ..expect() };
+    let same = Expectation {
+        min_version: Some(semver::Version::new(1, 2, 3)),
+        ..expect()
+    };
     verify(&signed(&[1]), &trust(&[1], 1), now(), &same).unwrap();
 }
 
@@ -151,13 +190,19 @@ fn oversized_manifest_is_refused_before_parsing() {
 #[test]
 fn malformed_and_deeply_nested_json_are_refused() {
     let t = trust(&[1], 1);
-    assert!(matches!(verify(b"{not json", &t, now(), &expect()), Err(VerifyError::Json(_))));
+    assert!(matches!(
+        verify(b"{not json", &t, now(), &expect()),
+        Err(VerifyError::Json(_))
+    ));
     let deep = format!("{{\"a\":{}{}}}", "[".repeat(64), "]".repeat(64));
     assert!(matches!(
         verify(deep.as_bytes(), &t, now(), &expect()),
         Err(VerifyError::Json(JsonError::TooDeep { .. }))
     ));
-    assert!(matches!(verify(b"[]", &t, now(), &expect()), Err(VerifyError::Canonical(_))));
+    assert!(matches!(
+        verify(b"[]", &t, now(), &expect()),
+        Err(VerifyError::Canonical(_))
+    ));
 }
 
 #[test]
@@ -166,10 +211,17 @@ fn duplicate_member_in_signed_bytes_is_refused() {
     // different documents out of the same bytes; the strict parser refuses them outright.
     let bytes = signed(&[1]);
     let text = String::from_utf8(bytes).unwrap();
-    let doubled = text.replacen("\"version\": \"1.2.3\"", "\"version\": \"1.2.3\", \"version\": \"9.9.9\"", 1);
+    let doubled = text.replacen(
+        "\"version\": \"1.2.3\"",
+        "\"version\": \"1.2.3\", \"version\": \"9.9.9\"",
+        1,
+    );
     assert_ne!(doubled, text);
     let err = verify(doubled.as_bytes(), &trust(&[1], 1), now(), &expect()).unwrap_err();
-    assert!(matches!(err, VerifyError::Json(JsonError::DuplicateKey { .. })), "{err}");
+    assert!(
+        matches!(err, VerifyError::Json(JsonError::DuplicateKey { .. })),
+        "{err}"
+    );
 }
 
 #[test]
@@ -180,8 +232,13 @@ fn changing_an_unknown_field_breaks_the_signature() {
     verify(&bytes, &trust(&[1], 1), now(), &expect()).unwrap();
     let mut tampered: Value = serde_json::from_slice(&bytes).unwrap();
     tampered["x-release-notes"] = "second".into();
-    let err = verify(&serde_json::to_vec(&tampered).unwrap(), &trust(&[1], 1), now(), &expect())
-        .unwrap_err();
+    let err = verify(
+        &serde_json::to_vec(&tampered).unwrap(),
+        &trust(&[1], 1),
+        now(),
+        &expect(),
+    )
+    .unwrap_err();
     assert!(matches!(err, VerifyError::Threshold { .. }), "{err}");
 }
 
@@ -189,8 +246,13 @@ fn changing_an_unknown_field_breaks_the_signature() {
 fn changing_the_cmdline_breaks_the_signature() {
     let mut tampered: Value = serde_json::from_slice(&signed(&[1])).unwrap();
     tampered["cmdline"] = "console=ttyS0 init=/bin/sh".into();
-    let err = verify(&serde_json::to_vec(&tampered).unwrap(), &trust(&[1], 1), now(), &expect())
-        .unwrap_err();
+    let err = verify(
+        &serde_json::to_vec(&tampered).unwrap(),
+        &trust(&[1], 1),
+        now(),
+        &expect(),
+    )
+    .unwrap_err();
     assert!(matches!(err, VerifyError::Threshold { .. }), "{err}");
 }
 
@@ -198,10 +260,22 @@ fn changing_the_cmdline_breaks_the_signature() {
 fn reformatting_and_reordering_keep_the_signature_valid() {
     let bytes = signed(&[1]);
     let v: Value = serde_json::from_slice(&bytes).unwrap();
-    // Compact form and a different member order: the same canonical bytes.
-    let compact = serde_json::to_vec(&v).unwrap();
-    let mut text = String::from_utf8(compact).unwrap();
-    text = text.replacen('{', "{\"zz-extra-last\": null, ", 0);
+    // Compact form, and members written in reverse order: the same canonical bytes.
+    verify(
+        &serde_json::to_vec(&v).unwrap(),
+        &trust(&[1], 1),
+        now(),
+        &expect(),
+    )
+    .unwrap();
+    let map = v.as_object().unwrap();
+    let reversed: Vec<String> = map
+        .iter()
+        .rev()
+        .map(|(k, v)| format!("{}: {}", serde_json::to_string(k).unwrap(), v))
+        .collect();
+    let text = format!("{{ {} }}", reversed.join(",\n  "));
+    assert!(text.find("\"version\"").unwrap() < text.find("\"arch\"").unwrap());
     verify(text.as_bytes(), &trust(&[1], 1), now(), &expect()).unwrap();
 }
 
@@ -211,5 +285,26 @@ fn signed_but_invalid_manifest_is_refused() {
     m.artifacts.remove("initramfs");
     let bytes = signed_value(m.to_value().unwrap(), &[1]);
     let err = verify(&bytes, &trust(&[1], 1), now(), &expect()).unwrap_err();
-    assert!(matches!(err, VerifyError::Invalid(ManifestError::MissingArtifact("initramfs"))));
+    assert!(matches!(
+        err,
+        VerifyError::Invalid(ManifestError::MissingArtifact("initramfs"))
+    ));
+}
+
+#[test]
+fn uppercase_hex_key_id_is_malformed() {
+    let mut v: Value = serde_json::from_slice(&signed(&[1])).unwrap();
+    let upper = v["signatures"][0]["key_id"]
+        .as_str()
+        .unwrap()
+        .to_uppercase();
+    v["signatures"][0]["key_id"] = upper.into();
+    let err = verify(
+        &serde_json::to_vec(&v).unwrap(),
+        &trust(&[1], 1),
+        now(),
+        &expect(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("lowercase hex"), "{err}");
 }
