@@ -3,5 +3,8 @@
 //! archives (issue 8; the init's kexec initrd uses the same cpio writer).
 #![forbid(unsafe_code)]
 
+pub mod kconfig;
+pub mod layout;
 pub mod modules_dep;
 pub mod newc;
+pub mod plan;

@@ -1,0 +1,392 @@
+//! Kernel configuration checks: `make check-kernel-config` and the last step of `make kernel`.
+//!
+//! Build time only (issue 8). Inputs:
+//! - a kernel `.config` (`/boot/config-<kver>` of a distro kernel, or the one `make kernel` made);
+//! - the fragment `kernel-config/phase.config`: `CONFIG_X=y` lines (plus `# CONFIG_X is not set`
+//!   and string/number values for the custom build). Comment lines `# phase:required`,
+//!   `# phase:recommended` and `# phase:build` set the class of the options that follow:
+//!   a distro kernel without a *required* option cannot run Phase Boot, a missing *recommended*
+//!   one is a warning, *build* options only matter to `make kernel`;
+//! - the module list `kernel-config/modules.list`: `<module> CONFIG_A [CONFIG_B ...]` per line
+//!   (`#` comments), in load order. A required option that the kernel has as `=m` is only
+//!   usable when the initramfs carries its module, i.e. when some line maps it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// An error reading a configuration input.
+#[derive(Debug, thiserror::Error)]
+pub enum KconfigError {
+    /// A file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line of the fragment or module list is malformed.
+    #[error("{path}:{line}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A parsed kernel `.config`: option name (`CONFIG_X`) to value (`y`, `m`, `"text"`, `17`;
+/// `n` for `# CONFIG_X is not set`).
+pub type Config = BTreeMap<String, String>;
+
+/// How much an option of the fragment matters to a distro kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Class {
+    /// Without it Phase Boot cannot run.
+    Required,
+    /// Without it something degrades (e.g. no ACPI power-off); reported as a warning.
+    Recommended,
+    /// Only for `make kernel` (e.g. a smaller build); not checked on distro kernels.
+    Build,
+}
+
+/// One option of the fragment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FragmentOption {
+    /// `CONFIG_X`.
+    pub name: String,
+    /// Requested value (`y`, `n`, a string with quotes, a number).
+    pub value: String,
+    /// Its class.
+    pub class: Class,
+}
+
+/// One line of `kernel-config/modules.list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleLine {
+    /// Module name as `modprobe` spells it (`virtio_net`).
+    pub module: String,
+    /// Options this module provides when they are `=m`.
+    pub options: Vec<String>,
+}
+
+/// Reads a file into a string.
+fn read(path: &Path) -> Result<String, KconfigError> {
+    std::fs::read_to_string(path).map_err(|source| KconfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Parses `.config` text. Lines that are neither `CONFIG_X=v` nor `# CONFIG_X is not set` are
+/// ignored, as kconfig does.
+pub fn parse_config(text: &str) -> Config {
+    let mut out = Config::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("# ") {
+            if let Some(name) = rest.strip_suffix(" is not set") {
+                if name.starts_with("CONFIG_") && !name.contains(' ') {
+                    out.insert(name.to_owned(), "n".to_owned());
+                }
+            }
+        } else if let Some((name, value)) = line.split_once('=') {
+            if name.starts_with("CONFIG_") {
+                out.insert(name.to_owned(), value.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Reads and parses a kernel `.config`.
+///
+/// # Errors
+/// [`KconfigError::Read`].
+pub fn load_config(path: &Path) -> Result<Config, KconfigError> {
+    Ok(parse_config(&read(path)?))
+}
+
+/// Parses fragment text (`origin` names it in errors).
+///
+/// # Errors
+/// [`KconfigError::Syntax`] for a line that is not an option, a comment or a class marker.
+pub fn parse_fragment(text: &str, origin: &Path) -> Result<Vec<FragmentOption>, KconfigError> {
+    let mut class = Class::Required;
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        let syntax = |message: &str| KconfigError::Syntax {
+            path: origin.to_owned(),
+            line: i + 1,
+            message: message.to_owned(),
+        };
+        match line {
+            "" => continue,
+            "# phase:required" => class = Class::Required,
+            "# phase:recommended" => class = Class::Recommended,
+            "# phase:build" => class = Class::Build,
+            _ if line.starts_with("# phase:") => return Err(syntax("unknown class marker")),
+            _ => {
+                let parsed = parse_config(line);
+                match parsed.into_iter().next() {
+                    Some((name, value)) => out.push(FragmentOption { name, value, class }),
+                    None if line.starts_with('#') => continue,
+                    None => return Err(syntax("expected CONFIG_X=value")),
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads and parses the fragment file.
+///
+/// # Errors
+/// [`KconfigError::Read`], [`KconfigError::Syntax`].
+pub fn load_fragment(path: &Path) -> Result<Vec<FragmentOption>, KconfigError> {
+    parse_fragment(&read(path)?, path)
+}
+
+/// Parses module list text (`origin` names it in errors).
+///
+/// # Errors
+/// [`KconfigError::Syntax`] for a line with a module name but no `CONFIG_` option, or a
+/// module name containing `/`.
+pub fn parse_modules_list(text: &str, origin: &Path) -> Result<Vec<ModuleLine>, KconfigError> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let syntax = |message: &str| KconfigError::Syntax {
+            path: origin.to_owned(),
+            line: i + 1,
+            message: message.to_owned(),
+        };
+        let mut words = line.split_whitespace();
+        let module = words.next().unwrap_or_default().to_owned();
+        if module.contains('/') || module.starts_with("CONFIG_") {
+            return Err(syntax("expected a module name first"));
+        }
+        let options: Vec<String> = words.map(str::to_owned).collect();
+        if options.is_empty() || options.iter().any(|o| !o.starts_with("CONFIG_")) {
+            return Err(syntax("expected `<module> CONFIG_X [CONFIG_Y ...]`"));
+        }
+        out.push(ModuleLine { module, options });
+    }
+    Ok(out)
+}
+
+/// Reads and parses `kernel-config/modules.list`.
+///
+/// # Errors
+/// [`KconfigError::Read`], [`KconfigError::Syntax`].
+pub fn load_modules_list(path: &Path) -> Result<Vec<ModuleLine>, KconfigError> {
+    parse_modules_list(&read(path)?, path)
+}
+
+/// What a distro kernel's config means for Phase Boot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Required options that are unset or absent.
+    pub missing_required: Vec<String>,
+    /// Required options that are `=m` but no line of modules.list provides them.
+    pub modular_unlisted: Vec<String>,
+    /// Recommended options that are unset or absent (warnings).
+    pub missing_recommended: Vec<String>,
+    /// Modules the initramfs must carry (modules.list order): those with an option at `=m`.
+    pub modules: Vec<String>,
+    /// Modules of modules.list whose options are all built in (`=y`): nothing to load.
+    pub builtin: Vec<String>,
+}
+
+impl Report {
+    /// True when the kernel can run Phase Boot with the listed modules.
+    pub fn usable(&self) -> bool {
+        self.missing_required.is_empty() && self.modular_unlisted.is_empty()
+    }
+}
+
+/// Checks a distro kernel `config` against the fragment and the module list.
+///
+/// Only `=y` options of the `Required`/`Recommended` classes are checked; `=m` in the config
+/// satisfies them when a modules.list line maps the option.
+pub fn check_distro(
+    config: &Config,
+    fragment: &[FragmentOption],
+    modules: &[ModuleLine],
+) -> Report {
+    let mut report = Report::default();
+    let mapped = |name: &str| modules.iter().any(|m| m.options.iter().any(|o| o == name));
+    for opt in fragment
+        .iter()
+        .filter(|o| o.value == "y" && o.class != Class::Build)
+    {
+        let have = config.get(&opt.name).map(String::as_str);
+        let missing = match opt.class {
+            Class::Required => &mut report.missing_required,
+            _ => &mut report.missing_recommended,
+        };
+        match have {
+            Some("y") => {}
+            Some("m") if mapped(&opt.name) => {}
+            Some("m") if opt.class == Class::Required => {
+                report.modular_unlisted.push(opt.name.clone())
+            }
+            Some("m") => missing.push(opt.name.clone()),
+            _ => missing.push(opt.name.clone()),
+        }
+    }
+    for line in modules {
+        let values: Vec<Option<&str>> = line
+            .options
+            .iter()
+            .map(|o| config.get(o).map(String::as_str))
+            .collect();
+        if values.contains(&Some("m")) {
+            report.modules.push(line.module.clone());
+        } else if values.iter().all(|v| *v == Some("y")) {
+            report.builtin.push(line.module.clone());
+        }
+    }
+    report
+}
+
+/// A fragment option whose value did not survive `make olddefconfig`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// `CONFIG_X`.
+    pub name: String,
+    /// The fragment's value.
+    pub wanted: String,
+    /// The resulting value (`None`: absent, i.e. its dependencies are not met).
+    pub got: Option<String>,
+}
+
+/// Compares a freshly configured `.config` with every option of the fragment (all classes):
+/// `make kernel` fails on any mismatch. `n` matches an absent option.
+pub fn check_exact(config: &Config, fragment: &[FragmentOption]) -> Vec<Mismatch> {
+    fragment
+        .iter()
+        .filter_map(|opt| {
+            let got = config.get(&opt.name);
+            let ok = match got {
+                Some(v) => *v == opt.value,
+                None => opt.value == "n",
+            };
+            (!ok).then(|| Mismatch {
+                name: opt.name.clone(),
+                wanted: opt.value.clone(),
+                got: got.cloned(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FRAGMENT: &str = "\
+# phase:required
+CONFIG_KEXEC_FILE=y
+CONFIG_OVERLAY_FS=y
+CONFIG_VFAT_FS=y
+# phase:recommended
+CONFIG_ACPI=y
+# phase:build
+CONFIG_CMDLINE=\"\"
+# CONFIG_MODULES is not set
+";
+    const MODULES: &str =
+        "overlay CONFIG_OVERLAY_FS\nvfat CONFIG_VFAT_FS CONFIG_FAT_FS # fat via modules.dep\n";
+
+    fn inputs() -> (Vec<FragmentOption>, Vec<ModuleLine>) {
+        (
+            parse_fragment(FRAGMENT, Path::new("f")).unwrap(),
+            parse_modules_list(MODULES, Path::new("m")).unwrap(),
+        )
+    }
+
+    #[test]
+    fn fragment_classes_follow_markers() {
+        let (f, _) = inputs();
+        assert_eq!(f.len(), 6);
+        assert_eq!(f[0].class, Class::Required);
+        assert_eq!(
+            f[3],
+            FragmentOption {
+                name: "CONFIG_ACPI".into(),
+                value: "y".into(),
+                class: Class::Recommended
+            }
+        );
+        assert_eq!(f[5].value, "n");
+        assert_eq!(f[5].class, Class::Build);
+    }
+
+    #[test]
+    fn modular_options_are_usable_and_listed_as_modules() {
+        let (f, m) = inputs();
+        let cfg = parse_config("CONFIG_KEXEC_FILE=y\nCONFIG_OVERLAY_FS=m\nCONFIG_VFAT_FS=y\nCONFIG_FAT_FS=m\nCONFIG_ACPI=y\n");
+        let r = check_distro(&cfg, &f, &m);
+        assert!(r.usable(), "{r:?}");
+        assert_eq!(r.modules, ["overlay", "vfat"]);
+        assert!(r.builtin.is_empty());
+    }
+
+    #[test]
+    fn kexec_file_unset_makes_kernel_unusable() {
+        let (f, m) = inputs();
+        let cfg = parse_config("# CONFIG_KEXEC_FILE is not set\nCONFIG_OVERLAY_FS=y\nCONFIG_VFAT_FS=y\nCONFIG_FAT_FS=y\n");
+        let r = check_distro(&cfg, &f, &m);
+        assert!(!r.usable());
+        assert_eq!(r.missing_required, ["CONFIG_KEXEC_FILE"]);
+        assert_eq!(r.missing_recommended, ["CONFIG_ACPI"]);
+        assert_eq!(r.builtin, ["overlay", "vfat"]);
+    }
+
+    #[test]
+    fn required_module_without_modules_list_line_is_unusable() {
+        let (f, _) = inputs();
+        let cfg = parse_config(
+            "CONFIG_KEXEC_FILE=y\nCONFIG_OVERLAY_FS=m\nCONFIG_VFAT_FS=y\nCONFIG_ACPI=y\n",
+        );
+        let r = check_distro(&cfg, &f, &[]);
+        assert!(!r.usable());
+        assert_eq!(r.modular_unlisted, ["CONFIG_OVERLAY_FS"]);
+    }
+
+    #[test]
+    fn exact_check_reports_dropped_and_changed_options() {
+        let (f, _) = inputs();
+        let cfg = parse_config(
+            "CONFIG_KEXEC_FILE=y\nCONFIG_OVERLAY_FS=m\nCONFIG_ACPI=y\nCONFIG_CMDLINE=\"\"\n",
+        );
+        let bad = check_exact(&cfg, &f);
+        let names: Vec<&str> = bad.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["CONFIG_OVERLAY_FS", "CONFIG_VFAT_FS"]);
+        assert_eq!(bad[1].got, None);
+    }
+
+    #[test]
+    fn exact_check_passes_when_everything_survived() {
+        let (f, _) = inputs();
+        let cfg = parse_config("CONFIG_KEXEC_FILE=y\nCONFIG_OVERLAY_FS=y\nCONFIG_VFAT_FS=y\nCONFIG_ACPI=y\nCONFIG_CMDLINE=\"\"\n# CONFIG_MODULES is not set\n");
+        assert!(check_exact(&cfg, &f).is_empty());
+    }
+
+    #[test]
+    fn malformed_lines_are_errors_with_line_numbers() {
+        let err = parse_fragment("CONFIG_A=y\nbogus\n", Path::new("f")).unwrap_err();
+        assert!(err.to_string().starts_with("f:2:"), "{err}");
+        assert!(parse_fragment("# phase:optional\n", Path::new("f")).is_err());
+        assert!(parse_modules_list("overlay\n", Path::new("m")).is_err());
+        assert!(parse_modules_list("CONFIG_X overlay\n", Path::new("m")).is_err());
+    }
+}
