@@ -1,0 +1,174 @@
+//! Where the harness finds its inputs (kernel, initramfs, release tree, plasmd) and whether this
+//! machine can run the boot tests at all (root, network namespaces, QEMU, dnsmasq).
+//!
+//! Every path can be overridden by an environment variable so a test can be pointed at other
+//! build outputs by hand: `PHASE_KERNEL`, `PHASE_INITRAMFS`, `PHASE_RELEASE`, `PHASE_PLASMD`,
+//! `PHASE_IMAGE`, `PHASE_CUSTOM_KERNEL`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// The repository root (the parent of this crate's directory).
+pub fn repo_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().map(Path::to_path_buf).unwrap_or_else(|| here.to_path_buf())
+}
+
+fn env_path(var: &str, default: impl FnOnce() -> PathBuf) -> PathBuf {
+    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(default)
+}
+
+/// The newest kernel version in /lib/modules that has a matching /boot/vmlinuz-<kver>.
+///
+/// Errors: no such pair exists.
+pub fn kernel_version() -> Result<String> {
+    let mut kvers: Vec<String> = std::fs::read_dir("/lib/modules")
+        .context("read /lib/modules")?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|k| Path::new(&format!("/boot/vmlinuz-{k}")).exists())
+        .collect();
+    kvers.sort_by_key(|k| version_key(k));
+    kvers.pop().context("no /lib/modules/<kver> with a matching /boot/vmlinuz-<kver>")
+}
+
+fn version_key(k: &str) -> Vec<u64> {
+    k.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok()).collect()
+}
+
+/// The first-stage kernel: `PHASE_KERNEL` or Debian's /boot/vmlinuz-<kver>.
+pub fn kernel() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("PHASE_KERNEL") {
+        return Ok(PathBuf::from(p));
+    }
+    Ok(PathBuf::from(format!("/boot/vmlinuz-{}", kernel_version()?)))
+}
+
+/// The phase initramfs booted first: `PHASE_INITRAMFS` or build/initramfs.cpio.zst.
+pub fn initramfs() -> PathBuf {
+    env_path("PHASE_INITRAMFS", || repo_root().join("build/initramfs.cpio.zst"))
+}
+
+/// The release tree from `make release`: `PHASE_RELEASE` or build/release.
+pub fn release_dir() -> PathBuf {
+    env_path("PHASE_RELEASE", || repo_root().join("build/release"))
+}
+
+/// The manifest the publisher signed: <release>/stable/x86_64/manifest.json.
+pub fn release_manifest() -> PathBuf {
+    release_dir().join("stable/x86_64/manifest.json")
+}
+
+/// The plasmd binary: `PHASE_PLASMD` or target/x86_64-unknown-linux-gnu/release/plasmd.
+pub fn plasmd() -> PathBuf {
+    env_path("PHASE_PLASMD", || {
+        repo_root().join("target/x86_64-unknown-linux-gnu/release/plasmd")
+    })
+}
+
+/// The USB/ESP image from `make image`: `PHASE_IMAGE` or the first build/*.img.
+pub fn usb_image() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PHASE_IMAGE") {
+        return Some(PathBuf::from(p));
+    }
+    let root = repo_root().join("build");
+    for cand in ["phase-boot.img", "image/phase-boot.img", "image.img", "phase.img"] {
+        let p = root.join(cand);
+        if p.exists() {
+            return Some(p);
+        }
+    }
+    let mut imgs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "img"))
+        .collect();
+    imgs.sort();
+    imgs.into_iter().next()
+}
+
+/// The kernel from `make kernel`: `PHASE_CUSTOM_KERNEL` or build/kernel/bzImage.
+pub fn custom_kernel() -> PathBuf {
+    env_path("PHASE_CUSTOM_KERNEL", || repo_root().join("build/kernel/bzImage"))
+}
+
+/// Scratch directory for one test run: build/qemu-tests/<name>-<pid>, created fresh.
+///
+/// Errors: the directory cannot be created.
+pub fn work_dir(name: &str) -> Result<PathBuf> {
+    let d = repo_root().join("build/qemu-tests").join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).with_context(|| format!("create {}", d.display()))?;
+    Ok(d)
+}
+
+/// True when env `CI` is `true` (or `1`): missing prerequisites then fail instead of skipping.
+pub fn in_ci() -> bool {
+    matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1"))
+}
+
+/// Checks that this machine can run namespace + QEMU tests: root, `ip netns`, /dev/net/tun,
+/// qemu-system-x86_64, dnsmasq and curl.
+///
+/// Errors: the first missing prerequisite, in words a person can act on.
+pub fn check_host() -> Result<()> {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("not root: network namespaces and tap devices need root (run with sudo)");
+    }
+    for tool in ["ip", "qemu-system-x86_64", "dnsmasq", "curl"] {
+        if !which(tool) {
+            bail!("{tool} not found in PATH (make deps installs it)");
+        }
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        bail!("/dev/net/tun missing: tap devices unavailable");
+    }
+    let probe = format!("phase-probe-{}", std::process::id());
+    let ok = Command::new("ip").args(["netns", "add", &probe]).status().is_ok_and(|s| s.success());
+    if ok {
+        let _ = Command::new("ip").args(["netns", "del", &probe]).status();
+    } else {
+        bail!("`ip netns add` failed: network namespaces are unavailable here");
+    }
+    Ok(())
+}
+
+/// Whether `tool` is an executable in PATH.
+pub fn which(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| d.join(tool).is_file())
+    })
+}
+
+/// Decides what a test does when something it needs is missing: in CI it fails (returns the
+/// error), elsewhere it prints `SKIP <test>: <reason>` and returns Ok(false).
+///
+/// Errors: `reason` when running in CI.
+pub fn skip_or_fail(test: &str, reason: &str) -> Result<bool> {
+    if in_ci() {
+        bail!("{test}: cannot run: {reason} (CI=true, so this is a failure)");
+    }
+    eprintln!("SKIP {test}: {reason}");
+    Ok(false)
+}
+
+/// Checks the host and the listed build inputs; Ok(true) means the test can run.
+///
+/// Errors: something is missing and CI=true.
+pub fn ready(test: &str, inputs: &[PathBuf]) -> Result<bool> {
+    if let Err(e) = check_host() {
+        return skip_or_fail(test, &format!("{e:#}"));
+    }
+    for p in inputs {
+        if !p.exists() {
+            return skip_or_fail(
+                test,
+                &format!("{} is missing (run `make release` / the build first)", p.display()),
+            );
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,361 @@
+//! One QEMU virtual machine on the test LAN: TCG, `-nographic -no-reboot`, serial console on a
+//! pipe read line by line, the monitor on a unix socket (`system_powerdown`, `quit`).
+//!
+//! [`Vm::expect`] waits for console lines in order, each with its own timeout; on failure the
+//! error holds the QEMU command line and the last 100 console lines (u-root's integration tests
+//! work the same way). Dropping a [`Vm`] kills QEMU and prints the stage-time table.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::netns::Lan;
+use crate::process::ChildGuard;
+use crate::timing;
+
+/// What to boot and how.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// Name used in logs and file names.
+    pub name: String,
+    /// `-kernel` (direct boot); `None` with `firmware` set boots a disk through UEFI.
+    pub kernel: Option<PathBuf>,
+    /// `-initrd`.
+    pub initrd: Option<PathBuf>,
+    /// `-append` (the harness adds `console=ttyS0,115200 panic=-1` when missing).
+    pub append: String,
+    /// Guest RAM in MiB.
+    pub memory_mib: u32,
+    /// Last byte of the MAC 52:54:00:12:34:xx.
+    pub mac_suffix: u8,
+    /// Raw disk images attached as virtio block devices, in order (vda, vdb...).
+    pub disks: Vec<PathBuf>,
+    /// UEFI firmware: (OVMF code, writable copy of the vars); boots `disks[0]`.
+    pub firmware: Option<(PathBuf, PathBuf)>,
+    /// Echo every console line to stderr as it arrives (`make run`, debugging).
+    pub echo: bool,
+    /// Console substrings that end any [`Vm::expect`] at once with an error.
+    pub fail_on: Vec<String>,
+}
+
+impl VmConfig {
+    /// A VM booting `kernel` + `initrd` with `append`, 1024 MiB, no disks.
+    pub fn direct(name: &str, kernel: &Path, initrd: &Path, append: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            kernel: Some(kernel.to_path_buf()),
+            initrd: Some(initrd.to_path_buf()),
+            append: append.to_string(),
+            memory_mib: 1024,
+            mac_suffix: 0x56,
+            disks: Vec::new(),
+            firmware: None,
+            echo: std::env::var_os("PHASE_ECHO").is_some(),
+            fail_on: vec!["Kernel panic".into(), "phase: onfail=".into()],
+        }
+    }
+
+    /// The QEMU arguments (without the program name).
+    pub fn args(&self, tap: &str, monitor: &Path) -> Vec<String> {
+        let accel = std::env::var("PHASE_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
+        let mut a: Vec<String> = vec![
+            "-machine".into(),
+            "q35".into(),
+            "-accel".into(),
+            accel.clone(),
+            "-cpu".into(),
+            if accel == "kvm" { "host".into() } else { "max".into() },
+            "-m".into(),
+            self.memory_mib.to_string(),
+            "-smp".into(),
+            "1".into(),
+            "-nographic".into(),
+            "-no-reboot".into(),
+            "-serial".into(),
+            "stdio".into(),
+            "-monitor".into(),
+            format!("unix:{},server,nowait", monitor.display()),
+            "-netdev".into(),
+            format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+            "-device".into(),
+            format!("virtio-net-pci,netdev=n0,mac=52:54:00:12:34:{:02x}", self.mac_suffix),
+        ];
+        if let Some((code, vars)) = &self.firmware {
+            a.push("-drive".into());
+            a.push(format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display()));
+            a.push("-drive".into());
+            a.push(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+        }
+        if let Some(k) = &self.kernel {
+            a.push("-kernel".into());
+            a.push(k.display().to_string());
+            let mut append = self.append.clone();
+            if !append.contains("console=") {
+                append = format!("console=ttyS0,115200 {append}");
+            }
+            if !append.contains("panic=") {
+                append.push_str(" panic=-1");
+            }
+            a.push("-append".into());
+            a.push(append);
+        }
+        if let Some(i) = &self.initrd {
+            a.push("-initrd".into());
+            a.push(i.display().to_string());
+        }
+        for d in &self.disks {
+            a.push("-drive".into());
+            a.push(format!("file={},format=raw,if=virtio", d.display()));
+        }
+        a
+    }
+}
+
+#[derive(Debug, Default)]
+struct Console {
+    lines: Vec<String>,
+    closed: bool,
+}
+
+/// A running VM.
+#[derive(Debug)]
+pub struct Vm {
+    cfg: VmConfig,
+    cmdline: String,
+    guard: ChildGuard,
+    console: Arc<(Mutex<Console>, Condvar)>,
+    cursor: usize,
+    monitor: PathBuf,
+    log: PathBuf,
+    started: Instant,
+}
+
+impl Vm {
+    /// Adds a tap to `lan` and starts QEMU inside the namespace. The console is also written to
+    /// `<work>/<name>.console.log`.
+    ///
+    /// Errors: the tap cannot be created or QEMU cannot start.
+    pub fn start(lan: &mut Lan, cfg: VmConfig, work: &Path) -> Result<Self> {
+        let tap = lan.add_tap()?;
+        let monitor = work.join(format!("{}.monitor.sock", cfg.name));
+        let log = work.join(format!("{}.console.log", cfg.name));
+        let args = cfg.args(&tap, &monitor);
+        let cmdline = format!(
+            "ip netns exec {} qemu-system-x86_64 {}",
+            lan.name(),
+            args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
+        );
+        eprintln!("harness: starting VM {}: {cmdline}", cfg.name);
+        let mut c = lan.command("qemu-system-x86_64");
+        c.args(&args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().context("start qemu-system-x86_64")?;
+        let stdout = child.stdout.take().context("qemu stdout")?;
+        let stderr = child.stderr.take().context("qemu stderr")?;
+        let console = Arc::new((Mutex::new(Console::default()), Condvar::new()));
+        let mut file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let (echo, name) = (cfg.echo, cfg.name.clone());
+        let shared = Arc::clone(&console);
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+                let _ = writeln!(file, "{line}");
+                if echo {
+                    eprintln!("[{name}] {line}");
+                }
+                let (m, cv) = &*shared;
+                if let Ok(mut c) = m.lock() {
+                    c.lines.push(line);
+                }
+                cv.notify_all();
+            }
+            let (m, cv) = &*shared;
+            if let Ok(mut c) = m.lock() {
+                c.closed = true;
+            }
+            cv.notify_all();
+        });
+        let shared = Arc::clone(&console);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("qemu stderr: {line}");
+                let (m, cv) = &*shared;
+                if let Ok(mut c) = m.lock() {
+                    c.lines.push(format!("qemu stderr: {line}"));
+                }
+                cv.notify_all();
+            }
+        });
+        let guard = ChildGuard::from_child(&format!("qemu-{}", cfg.name), child);
+        Ok(Self { cfg, cmdline, guard, console, cursor: 0, monitor, log, started: Instant::now() })
+    }
+
+    /// The QEMU command line, ready to paste into a shell.
+    pub fn cmdline(&self) -> &str {
+        &self.cmdline
+    }
+
+    /// Where the full console log is written.
+    pub fn console_log(&self) -> &Path {
+        &self.log
+    }
+
+    /// All console lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.console.0.lock().map(|c| c.lines.clone()).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` for the next console line (after the previous match) that contains
+    /// `pattern`, and returns it.
+    ///
+    /// Errors: timeout, QEMU exited, or a `fail_on` line appeared first; the error holds the
+    /// QEMU command line and the last 100 console lines.
+    pub fn expect(&mut self, pattern: &str, timeout: Duration) -> Result<String> {
+        let pats = [pattern];
+        self.expect_any(&pats, timeout).map(|(_, l)| l)
+    }
+
+    /// Like [`Vm::expect`] for several patterns; returns (index of the pattern, line).
+    ///
+    /// Errors: as [`Vm::expect`].
+    pub fn expect_any(&mut self, patterns: &[&str], timeout: Duration) -> Result<(usize, String)> {
+        let deadline = Instant::now() + timeout;
+        let (m, cv) = &*self.console;
+        let mut guard = m.lock().map_err(|_| anyhow::anyhow!("console lock poisoned"))?;
+        loop {
+            while self.cursor < guard.lines.len() {
+                let line = guard.lines[self.cursor].clone();
+                self.cursor += 1;
+                if let Some(i) = patterns.iter().position(|p| line.contains(p)) {
+                    return Ok((i, line));
+                }
+                if let Some(f) = self.cfg.fail_on.iter().find(|f| line.contains(f.as_str())) {
+                    let why = format!("console showed {f:?} while waiting for {patterns:?}: {line}");
+                    drop(guard);
+                    return Err(self.failure(&why));
+                }
+            }
+            let now = Instant::now();
+            if guard.closed || now >= deadline {
+                let why = if guard.closed {
+                    format!("QEMU exited while waiting for {patterns:?}")
+                } else {
+                    format!("timed out after {timeout:?} waiting for {patterns:?}")
+                };
+                drop(guard);
+                return Err(self.failure(&why));
+            }
+            let (g, _) = cv
+                .wait_timeout(guard, deadline - now)
+                .map_err(|_| anyhow::anyhow!("console lock poisoned"))?;
+            guard = g;
+        }
+    }
+
+    /// Replaces the substrings that make [`Vm::expect`] fail early.
+    pub fn set_fail_on(&mut self, patterns: &[&str]) {
+        self.cfg.fail_on = patterns.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Builds the failure report: reason, QEMU command line, last 100 console lines.
+    pub fn failure(&self, why: &str) -> anyhow::Error {
+        let lines = self.lines();
+        let tail = lines[lines.len().saturating_sub(100)..].join("\n");
+        anyhow::anyhow!(
+            "VM {}: {why}\n--- QEMU command line ---\n{}\n--- last {} console lines ({}) ---\n{tail}\n---",
+            self.cfg.name,
+            self.cmdline,
+            lines.len().min(100),
+            self.log.display()
+        )
+    }
+
+    /// Sends one human monitor command (`system_powerdown`, `quit`, `info status`) and returns
+    /// what the monitor printed within 1 s.
+    ///
+    /// Errors: the monitor socket cannot be reached within 10 s.
+    pub fn monitor(&self, command: &str) -> Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut sock = loop {
+            match UnixStream::connect(&self.monitor) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("connect monitor {}", self.monitor.display()))
+                }
+            }
+        };
+        sock.set_read_timeout(Some(Duration::from_secs(1)))?;
+        writeln!(sock, "{command}").context("write monitor command")?;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        let end = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < end {
+            match std::io::Read::read(&mut sock, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(_) => break,
+            }
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Waits up to `timeout` for QEMU to exit on its own.
+    ///
+    /// Errors: it is still running (the report holds the console tail).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        match self.guard.wait_timeout(timeout) {
+            Some(st) => Ok(st),
+            None => Err(self.failure(&format!("QEMU still running after {timeout:?}"))),
+        }
+    }
+
+    /// The VM's address from the last `phase: dhcp ok <iface> <addr>/<prefix>` line.
+    pub fn dhcp_addr(&self) -> Option<String> {
+        self.lines().iter().rev().find_map(|l| timing::dhcp_addr(l))
+    }
+
+    /// Seconds since QEMU started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Prints the stage-time table parsed from the console so far.
+    pub fn print_stage_table(&self) {
+        eprintln!("{}", timing::table(&self.cfg.name, &self.lines()));
+    }
+
+    /// Kills QEMU now.
+    pub fn kill(&mut self) {
+        self.guard.stop();
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.guard.stop();
+        self.print_stage_table();
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
