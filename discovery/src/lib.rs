@@ -1,5 +1,267 @@
 //! Discovery shared by `phase-init`, the `phase` tool and `plasmd` (DESIGN §6, seeds 002 and 004):
-//! mDNS advertisement and browsing of `_phase-image._tcp.local.`, and Kademlia DHT publication
-//! and lookup of `/phase/{channel}/{arch}/manifest` records. A record only points at a manifest
-//! URL; the manifest it leads to is always verified by `phase_protocol::verify`.
+//! mDNS advertisement and browsing of `_phase-image._tcp.local.` ([`mdns`]), and Kademlia DHT
+//! publication and lookup of `/phase/{channel}/{arch}/manifest` records ([`dht`]).
+//!
+//! Boot flow: after DHCP the init calls [`discover`] (mDNS and/or DHT by boot mode) and gets
+//! manifest URLs, best first; it then fetches and verifies the manifest. A record only points at
+//! a manifest URL: the manifest it leads to is always verified by `phase_protocol::verify`, so a
+//! poisoned advertisement costs time, not trust.
 #![forbid(unsafe_code)]
+
+pub mod dht;
+pub mod identity;
+pub mod mdns;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use phase_protocol::Arch;
+
+pub use dht::{DhtConfig, DhtError, DhtNode, Publication, Role};
+pub use mdns::{MdnsAdvertiser, MdnsBrowser, MdnsError, MdnsEvent};
+
+/// Where a provider was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FoundSource {
+    /// mDNS on the local network.
+    Mdns,
+    /// The Kademlia DHT.
+    Dht,
+}
+
+impl FoundSource {
+    /// `mdns` or `dht`, as the console stage line prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FoundSource::Mdns => "mdns",
+            FoundSource::Dht => "dht",
+        }
+    }
+}
+
+impl std::fmt::Display for FoundSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One provider found: where its manifest is. Not trusted: the manifest must be verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Absolute http(s) URL of the manifest.
+    pub manifest_url: String,
+    /// How it was found.
+    pub source: FoundSource,
+    /// The version the advertisement claims (informational; the manifest decides).
+    pub version: String,
+    /// The provider: libp2p peer id (DHT) or DNS-SD instance full name (mDNS).
+    pub provider: Option<String>,
+}
+
+/// What [`discover`] looks for and how.
+#[derive(Debug, Clone)]
+pub struct DiscoverOptions {
+    /// Channel wanted (`stable`).
+    pub channel: String,
+    /// Architecture wanted.
+    pub arch: Arch,
+    /// Browse mDNS.
+    pub mdns: bool,
+    /// Look up the DHT.
+    pub dht: bool,
+    /// DHT bootstrap multiaddrs, each ending in `/p2p/<peer id>`.
+    pub bootstrap: Vec<String>,
+    /// Overall time limit of the discovery.
+    pub timeout: Duration,
+    /// Private mode: a fresh key (ignores `identity`); the DHT node is always a Kademlia client.
+    pub ephemeral: bool,
+    /// Stable libp2p key file (created 0600 if absent); `None` = fresh key.
+    pub identity: Option<PathBuf>,
+    /// Return as soon as this many providers are found (1 for boot; more for the CLI).
+    pub want: usize,
+    /// Browse mDNS on this interface only (e.g. `eth0`).
+    pub iface: Option<String>,
+}
+
+impl DiscoverOptions {
+    /// Both mechanisms on, no bootstrap, 10 s, ephemeral, want 1, every interface.
+    pub fn new(channel: impl Into<String>, arch: Arch) -> Self {
+        DiscoverOptions {
+            channel: channel.into(),
+            arch,
+            mdns: true,
+            dht: true,
+            bootstrap: Vec::new(),
+            timeout: Duration::from_secs(10),
+            ephemeral: true,
+            identity: None,
+            want: 1,
+            iface: None,
+        }
+    }
+}
+
+/// Errors of [`discover`].
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverError {
+    /// Neither mDNS nor the DHT was enabled.
+    #[error("no discovery mechanism enabled (mDNS and DHT both off)")]
+    NothingEnabled,
+    /// mDNS failed and nothing else found a provider.
+    #[error("mDNS discovery failed")]
+    Mdns(#[source] MdnsError),
+    /// The DHT failed and nothing else found a provider.
+    #[error("DHT discovery failed")]
+    Dht(#[source] DhtError),
+    /// The identity file could not be used.
+    #[error("DHT identity")]
+    Identity(#[source] identity::IdentityError),
+    /// Every enabled mechanism ran and found nothing.
+    #[error("no provider of channel {channel} arch {arch} found by {mechanisms} within {timeout_ms}ms")]
+    NotFound {
+        /// Channel wanted.
+        channel: String,
+        /// Arch wanted.
+        arch: Arch,
+        /// `mdns`, `dht` or `mdns+dht`.
+        mechanisms: &'static str,
+        /// The time limit, in ms.
+        timeout_ms: u64,
+    },
+}
+
+/// Sorts providers best first: mDNS (same LAN) before DHT, then the higher SemVer version first
+/// (unparsable versions last); the order found is kept otherwise.
+pub fn sort_best_first(found: &mut [Found]) {
+    found.sort_by(|a, b| {
+        let va = semver::Version::parse(&a.version).ok();
+        let vb = semver::Version::parse(&b.version).ok();
+        a.source.cmp(&b.source).then_with(|| vb.cmp(&va))
+    });
+}
+
+/// `error: cause: cause...` on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+async fn discover_dht(opts: &DiscoverOptions) -> Result<Vec<Found>, DiscoverError> {
+    let keypair = if opts.ephemeral {
+        identity::ephemeral()
+    } else {
+        identity::load_or_ephemeral(opts.identity.as_deref()).map_err(DiscoverError::Identity)?
+    };
+    let bootstrap = dht::parse_multiaddrs(&opts.bootstrap).map_err(DiscoverError::Dht)?;
+    let node = DhtNode::start(DhtConfig { keypair, listen: Vec::new(), bootstrap, role: Role::Client })
+        .map_err(DiscoverError::Dht)?;
+    let found = node.lookup(&opts.channel, opts.arch, opts.want, opts.timeout).await;
+    node.shutdown().await;
+    found.map_err(DiscoverError::Dht)
+}
+
+async fn discover_mdns(opts: &DiscoverOptions) -> Result<Vec<Found>, DiscoverError> {
+    mdns::browse(&opts.channel, opts.arch, opts.want, opts.timeout, opts.iface.as_deref())
+        .await
+        .map_err(DiscoverError::Mdns)
+}
+
+/// Finds providers of `opts.channel`/`opts.arch` by mDNS and/or the DHT, concurrently; returns
+/// as soon as `opts.want` are found or after `opts.timeout`. Results are deduplicated by manifest
+/// URL and sorted best first ([`sort_best_first`]). Works on a current-thread tokio runtime.
+///
+/// # Errors
+/// [`DiscoverError::NothingEnabled`]; [`DiscoverError::NotFound`] when nothing was found; the
+/// mechanism's error when one failed and the other found nothing.
+pub async fn discover(opts: &DiscoverOptions) -> Result<Vec<Found>, DiscoverError> {
+    let want = opts.want.max(1);
+    let mechanisms = match (opts.mdns, opts.dht) {
+        (true, true) => "mdns+dht",
+        (true, false) => "mdns",
+        (false, true) => "dht",
+        (false, false) => return Err(DiscoverError::NothingEnabled),
+    };
+    let mdns = async { if opts.mdns { Some(discover_mdns(opts).await) } else { None } };
+    let dht = async { if opts.dht { Some(discover_dht(opts).await) } else { None } };
+    tokio::pin!(mdns, dht);
+    let (mut mdns_done, mut dht_done) = (!opts.mdns, !opts.dht);
+    let mut found: Vec<Found> = Vec::new();
+    let mut first_error = None;
+    while !(mdns_done && dht_done) {
+        let result = tokio::select! {
+            r = &mut mdns, if !mdns_done => { mdns_done = true; r }
+            r = &mut dht, if !dht_done => { dht_done = true; r }
+        };
+        match result {
+            Some(Ok(list)) => {
+                for f in list {
+                    if !found.iter().any(|g| g.manifest_url == f.manifest_url) {
+                        found.push(f);
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %error_chain(&e), "discovery mechanism failed");
+                first_error.get_or_insert(e);
+            }
+            None => {}
+        }
+        if found.len() >= want {
+            break;
+        }
+    }
+    sort_best_first(&mut found);
+    if found.is_empty() {
+        return Err(first_error.unwrap_or(DiscoverError::NotFound {
+            channel: opts.channel.clone(),
+            arch: opts.arch,
+            mechanisms,
+            timeout_ms: u64::try_from(opts.timeout.as_millis()).unwrap_or(u64::MAX),
+        }));
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(url: &str, source: FoundSource, version: &str) -> Found {
+        Found { manifest_url: url.into(), source, version: version.into(), provider: None }
+    }
+
+    #[test]
+    fn mdns_beats_dht_and_newer_versions_come_first() {
+        let mut v = vec![
+            f("a", FoundSource::Dht, "1.0.0"),
+            f("b", FoundSource::Dht, "1.10.0"),
+            f("c", FoundSource::Mdns, "0.1.0"),
+            f("d", FoundSource::Dht, "junk"),
+        ];
+        sort_best_first(&mut v);
+        let order: Vec<&str> = v.iter().map(|x| x.manifest_url.as_str()).collect();
+        assert_eq!(order, ["c", "b", "a", "d"]);
+    }
+
+    #[tokio::test]
+    async fn discovery_with_nothing_enabled_is_an_error() {
+        let mut o = DiscoverOptions::new("stable", Arch::X86_64);
+        o.mdns = false;
+        o.dht = false;
+        assert!(matches!(discover(&o).await, Err(DiscoverError::NothingEnabled)));
+    }
+
+    #[tokio::test]
+    async fn dht_lookup_without_bootstrap_reports_not_found_quickly() {
+        let mut o = DiscoverOptions::new("stable", Arch::X86_64);
+        o.mdns = false;
+        o.timeout = Duration::from_secs(5);
+        assert!(matches!(discover(&o).await, Err(DiscoverError::NotFound { mechanisms: "dht", .. })));
+    }
+}

@@ -110,7 +110,10 @@ impl ModulesDep {
             }
             let (path, deps) = text
                 .split_once(':')
-                .ok_or_else(|| ModulesDepError::Syntax { line: i + 1, text: raw.to_string() })?;
+                .ok_or_else(|| ModulesDepError::Syntax {
+                    line: i + 1,
+                    text: raw.to_string(),
+                })?;
             let path = path.trim().to_string();
             let deps = deps.split_whitespace().map(module_name).collect();
             entries.insert(module_name(&path), (path, deps));
@@ -128,13 +131,20 @@ impl ModulesDep {
     /// Errors: [`ModulesDepError::Read`] (modules.dep missing or unreadable), or as [`Self::parse`].
     pub fn load(dir: &Path) -> Result<Self, ModulesDepError> {
         let dep_path = dir.join("modules.dep");
-        let dep = std::fs::read_to_string(&dep_path)
-            .map_err(|source| ModulesDepError::Read { path: dep_path.clone(), source })?;
+        let dep = std::fs::read_to_string(&dep_path).map_err(|source| ModulesDepError::Read {
+            path: dep_path.clone(),
+            source,
+        })?;
         let builtin_path = dir.join("modules.builtin");
         let builtin = match std::fs::read_to_string(&builtin_path) {
             Ok(s) => s,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(source) => return Err(ModulesDepError::Read { path: builtin_path, source }),
+            Err(source) => {
+                return Err(ModulesDepError::Read {
+                    path: builtin_path,
+                    source,
+                })
+            }
         };
         Self::parse(&dep, &builtin)
     }
@@ -186,8 +196,13 @@ impl ModulesDep {
                 return Ok(());
             }
             return Err(match parent {
-                Some(p) => ModulesDepError::MissingDependency { module: p.to_string(), dep: name.to_string() },
-                None => ModulesDepError::Missing { name: name.to_string() },
+                Some(p) => ModulesDepError::MissingDependency {
+                    module: p.to_string(),
+                    dep: name.to_string(),
+                },
+                None => ModulesDepError::Missing {
+                    name: name.to_string(),
+                },
             });
         };
         stack.push(name.to_string());
@@ -198,7 +213,10 @@ impl ModulesDep {
         }
         stack.pop();
         done.insert(name.to_string());
-        plan.modules.push(ModuleFile { name: name.to_string(), path: path.clone() });
+        plan.modules.push(ModuleFile {
+            name: name.to_string(),
+            path: path.clone(),
+        });
         Ok(())
     }
 }
@@ -226,7 +244,10 @@ kernel/fs/overlayfs/overlay.ko:
     fn dependencies_come_first_and_once() {
         let d = ModulesDep::parse(DEP, BUILTIN).unwrap();
         let p = d.resolve(&["virtio_net", "net_failover", "vfat"]).unwrap();
-        assert_eq!(names(&p), ["failover", "net_failover", "virtio_net", "fat", "vfat"]);
+        assert_eq!(
+            names(&p),
+            ["failover", "net_failover", "virtio_net", "fat", "vfat"]
+        );
         assert_eq!(p.modules[2].path, "kernel/drivers/net/virtio_net.ko");
     }
 
@@ -241,7 +262,10 @@ kernel/fs/overlayfs/overlay.ko:
     #[test]
     fn dashes_and_suffixes_are_normalised() {
         let d = ModulesDep::parse(DEP, "").unwrap();
-        assert_eq!(names(&d.resolve(&["intel-uncore"]).unwrap()), ["intel_uncore"]);
+        assert_eq!(
+            names(&d.resolve(&["intel-uncore"]).unwrap()),
+            ["intel_uncore"]
+        );
         assert_eq!(module_name("kernel/x/foo-bar.ko.zst"), "foo_bar");
     }
 
@@ -249,7 +273,10 @@ kernel/fs/overlayfs/overlay.ko:
     fn missing_module_is_named() {
         let d = ModulesDep::parse(DEP, BUILTIN).unwrap();
         let e = d.resolve(&["virtio_net", "nosuchmod"]).unwrap_err();
-        assert!(matches!(&e, ModulesDepError::Missing { name } if name == "nosuchmod"), "{e}");
+        assert!(
+            matches!(&e, ModulesDepError::Missing { name } if name == "nosuchmod"),
+            "{e}"
+        );
         assert!(e.to_string().contains("nosuchmod"));
     }
 
@@ -257,7 +284,10 @@ kernel/fs/overlayfs/overlay.ko:
     fn missing_dependency_entry_is_refused() {
         let d = ModulesDep::parse("a.ko: b.ko\n", "").unwrap();
         let e = d.resolve(&["a"]).unwrap_err();
-        assert!(matches!(&e, ModulesDepError::MissingDependency { module, dep } if module == "a" && dep == "b"), "{e}");
+        assert!(
+            matches!(&e, ModulesDepError::MissingDependency { module, dep } if module == "a" && dep == "b"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -278,11 +308,10 @@ kernel/fs/overlayfs/overlay.ko:
 
     #[test]
     fn modules_list_ignores_comments_and_blanks() {
-        assert_eq!(parse_modules_list("# net\nvirtio_net\n\n  loop  # block\nintel-uncore\n"), [
-            "virtio_net",
-            "loop",
-            "intel_uncore"
-        ]);
+        assert_eq!(
+            parse_modules_list("# net\nvirtio_net\n\n  loop  # block\nintel-uncore\n"),
+            ["virtio_net", "loop", "intel_uncore"]
+        );
     }
 
     #[test]
@@ -297,7 +326,10 @@ kernel/fs/overlayfs/overlay.ko:
         };
         let d = ModulesDep::load(&dir).unwrap();
         let p = d.resolve(&["virtio_net"]).unwrap();
-        assert_eq!(p.modules.last().map(|m| m.name.as_str()), Some("virtio_net"));
+        assert_eq!(
+            p.modules.last().map(|m| m.name.as_str()),
+            Some("virtio_net")
+        );
         let pos = |n: &str| p.modules.iter().position(|m| m.name == n);
         if let (Some(f), Some(v)) = (pos("failover"), pos("net_failover")) {
             assert!(f < v, "failover must load before net_failover");

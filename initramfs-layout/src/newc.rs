@@ -130,7 +130,11 @@ pub struct Entry<'a> {
 impl<'a> Entry<'a> {
     /// A directory entry with mode `perm`.
     pub fn dir(name: impl Into<String>, perm: u32) -> Self {
-        Entry { name: name.into(), mode: perm, kind: EntryKind::Dir }
+        Entry {
+            name: name.into(),
+            mode: perm,
+            kind: EntryKind::Dir,
+        }
     }
 
     /// A regular file whose contents are `data`.
@@ -138,23 +142,43 @@ impl<'a> Entry<'a> {
         Entry {
             name: name.into(),
             mode: perm,
-            kind: EntryKind::File { size: data.len() as u64, source: Box::new(data) },
+            kind: EntryKind::File {
+                size: data.len() as u64,
+                source: Box::new(data),
+            },
         }
     }
 
     /// A regular file of `size` bytes read from `source` (an open, verified file for kexec).
     pub fn reader(name: impl Into<String>, perm: u32, size: u64, source: impl Read + 'a) -> Self {
-        Entry { name: name.into(), mode: perm, kind: EntryKind::File { size, source: Box::new(source) } }
+        Entry {
+            name: name.into(),
+            mode: perm,
+            kind: EntryKind::File {
+                size,
+                source: Box::new(source),
+            },
+        }
     }
 
     /// A symlink `name -> target` (mode 0777 like `ln -s`).
     pub fn symlink(name: impl Into<String>, target: impl Into<String>) -> Self {
-        Entry { name: name.into(), mode: 0o777, kind: EntryKind::Symlink { target: target.into() } }
+        Entry {
+            name: name.into(),
+            mode: 0o777,
+            kind: EntryKind::Symlink {
+                target: target.into(),
+            },
+        }
     }
 
     /// A character device node (e.g. `dev/console`, 5:1, 0o600).
     pub fn char_dev(name: impl Into<String>, perm: u32, major: u32, minor: u32) -> Self {
-        Entry { name: name.into(), mode: perm, kind: EntryKind::CharDev { major, minor } }
+        Entry {
+            name: name.into(),
+            mode: perm,
+            kind: EntryKind::CharDev { major, minor },
+        }
     }
 }
 
@@ -188,9 +212,13 @@ fn check_name(name: &str) -> Result<(), NewcError> {
     let bad = name.is_empty()
         || name.starts_with('/')
         || name.contains('\0')
-        || name.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+        || name
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
     if bad {
-        return Err(NewcError::BadName { name: name.to_string() });
+        return Err(NewcError::BadName {
+            name: name.to_string(),
+        });
     }
     Ok(())
 }
@@ -198,7 +226,11 @@ fn check_name(name: &str) -> Result<(), NewcError> {
 impl<W: Write> NewcWriter<W> {
     /// Starts an archive on `out` (nothing is written until the first entry).
     pub fn new(out: W) -> Self {
-        NewcWriter { out, next_ino: 1, written: 0 }
+        NewcWriter {
+            out,
+            next_ino: 1,
+            written: 0,
+        }
     }
 
     /// Bytes written to the output so far (headers, data and padding).
@@ -212,32 +244,55 @@ impl<W: Write> NewcWriter<W> {
         check_name(&entry.name)?;
         let name = entry.name;
         let perm = entry.mode & 0o7777;
-        let builder = cpio::newc::Builder::new(&name).ino(self.next_ino).uid(0).gid(0).mtime(0);
+        let builder = cpio::newc::Builder::new(&name)
+            .ino(self.next_ino)
+            .uid(0)
+            .gid(0)
+            .mtime(0);
         self.next_ino = self.next_ino.wrapping_add(1);
-        let wr = |source| NewcError::Write { name: name.clone(), source };
-        let mut out = Counting { inner: &mut self.out, count: &mut self.written };
+        let wr = |source| NewcError::Write {
+            name: name.clone(),
+            source,
+        };
+        let mut out = Counting {
+            inner: &mut self.out,
+            count: &mut self.written,
+        };
         match entry.kind {
             EntryKind::Dir => {
                 let w = builder.mode(ifmt::DIR | perm).nlink(2).write(&mut out, 0);
                 w.finish().map_err(wr)?;
             }
             EntryKind::Symlink { target } => {
-                let len = u32::try_from(target.len())
-                    .map_err(|_| NewcError::TooLarge { name: name.clone(), size: target.len() as u64 })?;
+                let len = u32::try_from(target.len()).map_err(|_| NewcError::TooLarge {
+                    name: name.clone(),
+                    size: target.len() as u64,
+                })?;
                 let mut w = builder.mode(ifmt::LNK | perm).write(&mut out, len);
                 w.write_all(target.as_bytes()).map_err(wr)?;
                 w.finish().map_err(wr)?;
             }
             EntryKind::CharDev { major, minor } => {
-                let w = builder.mode(ifmt::CHR | perm).rdev_major(major).rdev_minor(minor).write(&mut out, 0);
+                let w = builder
+                    .mode(ifmt::CHR | perm)
+                    .rdev_major(major)
+                    .rdev_minor(minor)
+                    .write(&mut out, 0);
                 w.finish().map_err(wr)?;
             }
             EntryKind::BlockDev { major, minor } => {
-                let w = builder.mode(ifmt::BLK | perm).rdev_major(major).rdev_minor(minor).write(&mut out, 0);
+                let w = builder
+                    .mode(ifmt::BLK | perm)
+                    .rdev_major(major)
+                    .rdev_minor(minor)
+                    .write(&mut out, 0);
                 w.finish().map_err(wr)?;
             }
             EntryKind::File { size, source } => {
-                let len = u32::try_from(size).map_err(|_| NewcError::TooLarge { name: name.clone(), size })?;
+                let len = u32::try_from(size).map_err(|_| NewcError::TooLarge {
+                    name: name.clone(),
+                    size,
+                })?;
                 let mut w = builder.mode(ifmt::REG | perm).write(&mut out, len);
                 let mut limited = source.take(size);
                 let mut buf = vec![0u8; 256 * 1024];
@@ -253,7 +308,11 @@ impl<W: Write> NewcWriter<W> {
                     got += n as u64;
                 }
                 if got != size {
-                    return Err(NewcError::ShortSource { name, expected: size, got });
+                    return Err(NewcError::ShortSource {
+                        name,
+                        expected: size,
+                        got,
+                    });
                 }
                 w.finish().map_err(wr)?;
             }
@@ -263,7 +322,10 @@ impl<W: Write> NewcWriter<W> {
 
     /// Appends the `TRAILER!!!` entry, flushes and returns the output.
     pub fn finish(mut self) -> Result<W, NewcError> {
-        let out = Counting { inner: &mut self.out, count: &mut self.written };
+        let out = Counting {
+            inner: &mut self.out,
+            count: &mut self.written,
+        };
         cpio::newc::trailer(out).map_err(NewcError::Trailer)?;
         self.out.flush().map_err(NewcError::Trailer)?;
         Ok(self.out)
@@ -294,7 +356,11 @@ mod tests {
     use std::process::{Command, Stdio};
 
     fn cpio_available() -> bool {
-        Command::new("cpio").arg("--version").stdout(Stdio::null()).status().is_ok()
+        Command::new("cpio")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok()
     }
 
     fn sample() -> Vec<u8> {
@@ -327,14 +393,28 @@ mod tests {
             assert_eq!(r.entry().uid(), 0);
             rd = r.finish().unwrap();
         }
-        assert_eq!(names, ["bin", "bin/sh", "dev", "dev/console", "phase", "phase/boot", "phase/boot/kernel"]);
+        assert_eq!(
+            names,
+            [
+                "bin",
+                "bin/sh",
+                "dev",
+                "dev/console",
+                "phase",
+                "phase/boot",
+                "phase/boot/kernel"
+            ]
+        );
     }
 
     #[test]
     fn cpio_tool_extracts_names_and_bytes() {
         if !cpio_available() {
             eprintln!("SKIP: the cpio tool is not installed");
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "cpio tool missing in CI");
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "cpio tool missing in CI"
+            );
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -346,21 +426,45 @@ mod tests {
             .unwrap();
         child.stdin.take().unwrap().write_all(&sample()).unwrap();
         assert!(child.wait().unwrap().success());
-        assert_eq!(std::fs::read(dir.path().join("phase/boot/kernel")).unwrap(), b"KERNEL");
-        assert_eq!(std::fs::read_link(dir.path().join("bin/sh")).unwrap().to_str(), Some("busybox"));
+        assert_eq!(
+            std::fs::read(dir.path().join("phase/boot/kernel")).unwrap(),
+            b"KERNEL"
+        );
+        assert_eq!(
+            std::fs::read_link(dir.path().join("bin/sh"))
+                .unwrap()
+                .to_str(),
+            Some("busybox")
+        );
         assert!(dir.path().join("phase/boot").is_dir());
     }
 
     #[test]
     fn short_source_is_refused() {
         let mut w = NewcWriter::new(Vec::new());
-        let err = w.append(Entry::reader("f", 0o644, 10, &b"abc"[..])).unwrap_err();
-        assert!(matches!(err, NewcError::ShortSource { expected: 10, got: 3, .. }), "{err}");
+        let err = w
+            .append(Entry::reader("f", 0o644, 10, &b"abc"[..]))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                NewcError::ShortSource {
+                    expected: 10,
+                    got: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn longer_source_is_cut_at_declared_size() {
-        let out = write_archive(Vec::new(), vec![Entry::reader("f", 0o644, 2, &b"abcdef"[..])]).unwrap();
+        let out = write_archive(
+            Vec::new(),
+            vec![Entry::reader("f", 0o644, 2, &b"abcdef"[..])],
+        )
+        .unwrap();
         let r = cpio::newc::Reader::new(std::io::Cursor::new(out)).unwrap();
         assert_eq!(r.entry().file_size(), 2);
     }
@@ -369,12 +473,21 @@ mod tests {
     fn absolute_and_dotdot_names_are_refused() {
         for bad in ["/etc/passwd", "a/../b", "", "a//b", "./a"] {
             let mut w = NewcWriter::new(Vec::new());
-            assert!(matches!(w.append(Entry::dir(bad, 0o755)), Err(NewcError::BadName { .. })), "{bad}");
+            assert!(
+                matches!(
+                    w.append(Entry::dir(bad, 0o755)),
+                    Err(NewcError::BadName { .. })
+                ),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn pad4_reaches_multiple_of_four() {
-        assert_eq!([pad4(0), pad4(1), pad4(2), pad4(3), pad4(4)], [0, 3, 2, 1, 0]);
+        assert_eq!(
+            [pad4(0), pad4(1), pad4(2), pad4(3), pad4(4)],
+            [0, 3, 2, 1, 0]
+        );
     }
 }

@@ -1,2 +1,96 @@
 //! Every `unsafe` block and raw syscall of the init, one safe function per syscall
 //! (STYLE.md "Unsafe and syscalls"). Error text names the call and its arguments.
+//!
+//! The boot and target sequences do not call these functions directly: they go through the
+//! [`Syscalls`] trait, implemented by [`linux::Linux`] (the real calls) and by
+//! [`fake::Recording`] (records each call as a line of text and can be told to fail one), as in
+//! youki's `syscall/{syscall,linux,test}.rs`. Unit tests check a stage's plan against the record.
+
+pub mod fake;
+pub mod linux;
+
+use std::os::fd::BorrowedFd;
+use std::path::Path;
+
+pub use rustix::mount::MountFlags;
+
+/// What `reboot(2)` should do (`LINUX_REBOOT_CMD_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebootCmd {
+    /// `LINUX_REBOOT_CMD_KEXEC`: jump into the kernel loaded by `kexec_file_load`.
+    Kexec,
+    /// `LINUX_REBOOT_CMD_POWER_OFF`.
+    PowerOff,
+    /// `LINUX_REBOOT_CMD_HALT`.
+    Halt,
+    /// `LINUX_REBOOT_CMD_RESTART`.
+    Restart,
+}
+
+/// A failed system call: the call with its arguments, and the OS error.
+#[derive(Debug, thiserror::Error)]
+#[error("{call}")]
+pub struct SysError {
+    /// The call and its arguments as text, e.g. `mount("proc", "/proc", "proc", NOSUID)`.
+    pub call: String,
+    /// The OS error (`errno`).
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl SysError {
+    /// A failed `call` with `errno`.
+    pub fn new(call: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
+        SysError {
+            call: call.into(),
+            source: source.into(),
+        }
+    }
+
+    /// The `errno` value, if the error came from the OS.
+    pub fn errno(&self) -> Option<i32> {
+        self.source.raw_os_error()
+    }
+}
+
+/// The system calls the boot and target stages use. Paths are absolute; modes are permission
+/// bits (`0o755`).
+pub trait Syscalls {
+    /// `mkdir -p path` with `mode` for the created directories; existing directories are fine.
+    fn mkdir_all(&self, path: &Path, mode: u32) -> Result<(), SysError>;
+
+    /// `mount(2)`: `source` (device or pseudo name), `target`, `fstype`, `flags`, `data`
+    /// (comma-separated options such as `mode=0755`).
+    fn mount(
+        &self,
+        source: &str,
+        target: &Path,
+        fstype: &str,
+        flags: MountFlags,
+        data: Option<&str>,
+    ) -> Result<(), SysError>;
+
+    /// `umount2(target, 0)`.
+    fn unmount(&self, target: &Path) -> Result<(), SysError>;
+
+    /// `finit_module(open(path), params, 0)`. `EEXIST` (already loaded) is returned as an error;
+    /// the caller decides (see [`SysError::errno`]).
+    fn finit_module(&self, path: &Path, params: &str) -> Result<(), SysError>;
+
+    /// `mknod(path, S_IFBLK | 0600, makedev(major, minor))`; an existing node is fine.
+    fn mknod_block(&self, path: &Path, major: u32, minor: u32) -> Result<(), SysError>;
+
+    /// `kexec_file_load(kernel, initrd, cmdline, 0)`: loads the next kernel (Linux 3.17+).
+    fn kexec_file_load(
+        &self,
+        kernel: BorrowedFd<'_>,
+        initrd: BorrowedFd<'_>,
+        cmdline: &str,
+    ) -> Result<(), SysError>;
+
+    /// `sync(2)`.
+    fn sync(&self);
+
+    /// `reboot(2)` with `cmd`; returns only on failure.
+    fn reboot(&self, cmd: RebootCmd) -> Result<(), SysError>;
+}

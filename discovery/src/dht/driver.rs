@@ -1,0 +1,400 @@
+//! The task that owns the libp2p swarm of a [`super::DhtNode`]: it runs commands, republishes,
+//! drives lookups and logs what other peers store here.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::kad::{self, store::MemoryStore, store::RecordStore, GetProvidersOk, GetRecordOk, QueryId, QueryResult};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{identify, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use phase_protocol::record::{dht_key, ManifestRecord, MAX_RECORD_BYTES};
+use phase_protocol::Arch;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{per_peer_key, Command, DhtConfig, DhtError, Publication, Role, IDENTIFY_PROTOCOL, KAD_PROTOCOL};
+use crate::{Found, FoundSource};
+
+/// Longest any single Kademlia query may run; lookups end earlier at their own deadline.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often deadlines and republication are checked.
+const TICK: Duration = Duration::from_millis(100);
+
+#[derive(NetworkBehaviour)]
+pub(super) struct Behaviour {
+    kad: kad::Behaviour<MemoryStore>,
+    identify: identify::Behaviour,
+}
+
+/// A record kept published: real or raw bytes (tests), with its next due time.
+struct Published {
+    shared_key: String,
+    what: PublishedValue,
+    ttl: Duration,
+    due: Instant,
+}
+
+enum PublishedValue {
+    Record(Publication),
+    Raw(Vec<u8>),
+}
+
+struct Lookup {
+    channel: String,
+    arch: Arch,
+    shared_key: String,
+    want: usize,
+    deadline: Instant,
+    reply: Option<oneshot::Sender<Vec<Found>>>,
+    found: Vec<Found>,
+    seen: HashSet<(String, String)>,
+    asked: HashSet<PeerId>,
+    queries: HashSet<QueryId>,
+    /// Keys whose bad record was already logged (each copy from another peer is not).
+    skipped: HashSet<String>,
+}
+
+pub(super) struct Driver {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    listen_tx: watch::Sender<Vec<Multiaddr>>,
+    published: Vec<Published>,
+    lookups: Vec<Lookup>,
+    puts: HashMap<QueryId, String>,
+}
+
+impl Driver {
+    pub(super) fn new(
+        config: DhtConfig,
+        commands: mpsc::UnboundedReceiver<Command>,
+        listen_tx: watch::Sender<Vec<Multiaddr>>,
+    ) -> Result<Self, DhtError> {
+        let bootstrap = config
+            .bootstrap
+            .iter()
+            .map(|addr| match addr.iter().last() {
+                Some(Protocol::P2p(peer)) => Ok((peer, addr.clone())),
+                _ => Err(DhtError::BootstrapWithoutPeerId(addr.clone())),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let role = config.role;
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair)
+            .with_tokio()
+            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .map_err(|e| DhtError::Transport(Box::new(e)))?
+            .with_behaviour(|key| {
+                let peer = key.public().to_peer_id();
+                let mut cfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+                let ttl = Duration::from_secs(phase_protocol::record::DEFAULT_TTL_SECS);
+                cfg.set_query_timeout(QUERY_TIMEOUT)
+                    .set_record_ttl(Some(ttl))
+                    .set_provider_record_ttl(Some(ttl))
+                    // We republish ourselves with a fresh created_at every half TTL.
+                    .set_publication_interval(None)
+                    .set_provider_publication_interval(None)
+                    .set_record_filtering(kad::StoreInserts::FilterBoth)
+                    .set_caching(kad::Caching::Disabled);
+                let mut kad = kad::Behaviour::with_config(peer, MemoryStore::new(peer), cfg);
+                kad.set_mode(Some(match role {
+                    Role::Server => kad::Mode::Server,
+                    Role::Client => kad::Mode::Client,
+                }));
+                let identify = identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                        .with_agent_version(format!("phase-boot/{}", env!("CARGO_PKG_VERSION"))),
+                );
+                Behaviour { kad, identify }
+            })
+            .map_err(|e| DhtError::Transport(Box::new(e)))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        for addr in config.listen {
+            swarm.listen_on(addr.clone()).map_err(|source| DhtError::Listen { addr, source })?;
+        }
+        for (peer, addr) in &bootstrap {
+            swarm.behaviour_mut().kad.add_address(peer, addr.clone());
+        }
+        if !bootstrap.is_empty() && role == Role::Server {
+            // Join: a self-lookup fills our table and puts us in others'.
+            let _ = swarm.behaviour_mut().kad.bootstrap();
+        }
+        Ok(Driver { swarm, commands, listen_tx, published: Vec::new(), lookups: Vec::new(), puts: HashMap::new() })
+    }
+
+    pub(super) async fn run(mut self) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Shutdown(done)) => {
+                        self.finish_all();
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                    None => return,
+                },
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Publish(pubs) => {
+                self.published.retain(|p| matches!(p.what, PublishedValue::Raw(_)));
+                for p in pubs {
+                    let shared_key = dht_key(&p.channel, p.arch);
+                    let ttl = p.ttl;
+                    self.published.push(Published { shared_key, what: PublishedValue::Record(p), ttl, due: now });
+                }
+                self.on_tick();
+            }
+            Command::PublishRaw { shared_key, value, ttl } => {
+                // Raw values are put once: `due` far away.
+                let p = Published { shared_key, what: PublishedValue::Raw(value), ttl, due: now };
+                self.put(&p);
+                self.published.push(Published { due: now + Duration::from_secs(86_400 * 365), ..p });
+            }
+            Command::Lookup { channel, arch, want, timeout, reply } => self.start_lookup(channel, arch, want, timeout, reply),
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let due: Vec<usize> = (0..self.published.len()).filter(|&i| self.published[i].due <= now).collect();
+        for i in due {
+            let ttl = self.published[i].ttl;
+            self.published[i].due = now + ttl / 2;
+            let p = &self.published[i];
+            let p = Published { shared_key: p.shared_key.clone(), what: clone_value(&p.what), ttl, due: now };
+            self.put(&p);
+        }
+        let expired: Vec<usize> = (0..self.lookups.len()).filter(|&i| self.lookups[i].deadline <= now).collect();
+        for i in expired.into_iter().rev() {
+            let l = self.lookups.swap_remove(i);
+            tracing::debug!(key = %l.shared_key, found = l.found.len(), "dht lookup reached its deadline");
+            self.complete(l);
+        }
+    }
+
+    /// Puts one publication: shared key, per-peer key, provider record.
+    fn put(&mut self, p: &Published) {
+        let me = *self.swarm.local_peer_id();
+        let value = match &p.what {
+            PublishedValue::Raw(v) => v.clone(),
+            PublishedValue::Record(p2) => ManifestRecord {
+                channel: p2.channel.clone(),
+                arch: p2.arch.as_str().to_owned(),
+                manifest_url: p2.manifest_url.clone(),
+                peer_id: me.to_string(),
+                provider_name: p2.provider_name.clone(),
+                version: p2.version.clone(),
+                created_at: chrono::Utc::now(),
+                ttl_secs: p.ttl.as_secs().max(1),
+            }
+            .to_bytes(),
+        };
+        let expires = Some(Instant::now() + p.ttl);
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        for key in [p.shared_key.clone(), per_peer_key(&p.shared_key, &me)] {
+            let record = kad::Record { key: kad::RecordKey::new(&key), value: value.clone(), publisher: Some(me), expires };
+            match kad.put_record(record, kad::Quorum::One) {
+                Ok(id) => {
+                    self.puts.insert(id, key);
+                }
+                Err(e) => tracing::warn!(key, error = %e, "dht put failed locally"),
+            }
+        }
+        if let Err(e) = kad.start_providing(kad::RecordKey::new(&p.shared_key)) {
+            tracing::warn!(key = p.shared_key, error = %e, "dht start_providing failed");
+        }
+    }
+
+    fn start_lookup(&mut self, channel: String, arch: Arch, want: usize, timeout: Duration, reply: oneshot::Sender<Vec<Found>>) {
+        let shared_key = dht_key(&channel, arch);
+        let key = kad::RecordKey::new(&shared_key);
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let mut queries = HashSet::new();
+        queries.insert(kad.get_providers(key.clone()));
+        queries.insert(kad.get_record(key));
+        tracing::debug!(key = %shared_key, want, timeout_ms = timeout.as_millis() as u64, "dht lookup started");
+        self.lookups.push(Lookup {
+            channel,
+            arch,
+            shared_key,
+            want,
+            deadline: Instant::now() + timeout,
+            reply: Some(reply),
+            found: Vec::new(),
+            seen: HashSet::new(),
+            asked: HashSet::new(),
+            queries,
+            skipped: HashSet::new(),
+        });
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address.with(Protocol::P2p(*self.swarm.local_peer_id()));
+                tracing::info!(addr = %full, "dht listening");
+                self.listen_tx.send_modify(|a| a.push(full));
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }))
+                if info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL) =>
+            {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_kad_event(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::InboundRequest { request: kad::InboundRequest::PutRecord { source, record: Some(record), .. } } => {
+                self.store_inbound(source, record);
+            }
+            kad::Event::InboundRequest { request: kad::InboundRequest::AddProvider { record: Some(provider) } } => {
+                let key = String::from_utf8_lossy(provider.key.as_ref()).into_owned();
+                if key.starts_with("/phase/") {
+                    tracing::info!(key, provider = %provider.provider, "dht stored provider record");
+                    if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().add_provider(provider) {
+                        tracing::warn!(key, error = %e, "dht provider record not stored");
+                    }
+                }
+            }
+            kad::Event::OutboundQueryProgressed { id, result, step, .. } => self.on_query(id, result, step.last),
+            _ => {}
+        }
+    }
+
+    /// Stores a record another peer put here: only `/phase/` keys up to the record size cap.
+    /// Contents are not judged here; clients validate every record they read.
+    fn store_inbound(&mut self, source: PeerId, record: kad::Record) {
+        let key = String::from_utf8_lossy(record.key.as_ref()).into_owned();
+        if !key.starts_with("/phase/") || record.value.len() > MAX_RECORD_BYTES {
+            tracing::warn!(key, %source, bytes = record.value.len(), "dht refused inbound record");
+            return;
+        }
+        let bytes = record.value.len();
+        match self.swarm.behaviour_mut().kad.store_mut().put(record) {
+            Ok(()) => tracing::info!(key, %source, bytes, "dht stored record"),
+            Err(e) => tracing::warn!(key, %source, error = %e, "dht record not stored"),
+        }
+    }
+
+    fn on_query(&mut self, id: QueryId, result: QueryResult, last: bool) {
+        match result {
+            QueryResult::PutRecord(r) => {
+                if let Some(key) = self.puts.remove(&id) {
+                    match r {
+                        Ok(_) => tracing::info!("dht put ok {key}"),
+                        Err(e) => tracing::warn!(key, error = %e, "dht put failed"),
+                    }
+                }
+                return;
+            }
+            QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { providers, .. })) => {
+                if let Some(i) = self.lookup_of(id) {
+                    let me = *self.swarm.local_peer_id();
+                    for peer in providers {
+                        if peer != me && self.lookups[i].asked.insert(peer) {
+                            let key = per_peer_key(&self.lookups[i].shared_key, &peer);
+                            let q = self.swarm.behaviour_mut().kad.get_record(kad::RecordKey::new(&key));
+                            self.lookups[i].queries.insert(q);
+                        }
+                    }
+                }
+            }
+            QueryResult::GetRecord(Ok(GetRecordOk::FoundRecord(peer_record))) => {
+                if let Some(i) = self.lookup_of(id) {
+                    let from = peer_record.peer.map_or_else(|| "local store".to_owned(), |p| p.to_string());
+                    self.consider(i, &peer_record.record, &from);
+                }
+            }
+            _ => {}
+        }
+        if last {
+            if let Some(i) = self.lookup_of(id) {
+                self.lookups[i].queries.remove(&id);
+            }
+        }
+        self.complete_ready();
+    }
+
+    fn lookup_of(&self, id: QueryId) -> Option<usize> {
+        self.lookups.iter().position(|l| l.queries.contains(&id))
+    }
+
+    /// Validates one record for lookup `i` and keeps it when good and new.
+    fn consider(&mut self, i: usize, record: &kad::Record, from: &str) {
+        let l = &mut self.lookups[i];
+        let key = String::from_utf8_lossy(record.key.as_ref()).into_owned();
+        let parsed = ManifestRecord::from_bytes(&record.value)
+            .and_then(|r| r.validate_for(&l.channel, l.arch, chrono::Utc::now()).map(|()| r));
+        match parsed {
+            Ok(r) => {
+                if l.seen.insert((r.peer_id.clone(), r.manifest_url.clone())) {
+                    tracing::debug!(key, from, url = %r.manifest_url, "dht record accepted");
+                    l.found.push(Found {
+                        manifest_url: r.manifest_url,
+                        source: FoundSource::Dht,
+                        version: r.version,
+                        provider: Some(r.peer_id),
+                    });
+                }
+            }
+            Err(e) if l.skipped.insert(key.clone()) => {
+                tracing::warn!(key, from, error = %crate::error_chain(&e), "dht record skipped");
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Answers every lookup that has enough results or no queries left.
+    fn complete_ready(&mut self) {
+        let mut i = 0;
+        while i < self.lookups.len() {
+            let l = &self.lookups[i];
+            if l.found.len() >= l.want || l.queries.is_empty() {
+                let l = self.lookups.swap_remove(i);
+                self.complete(l);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn complete(&mut self, mut l: Lookup) {
+        for q in &l.queries {
+            if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(q) {
+                query.finish();
+            }
+        }
+        if let Some(reply) = l.reply.take() {
+            let _ = reply.send(std::mem::take(&mut l.found));
+        }
+    }
+
+    fn finish_all(&mut self) {
+        for l in std::mem::take(&mut self.lookups) {
+            self.complete(l);
+        }
+    }
+}
+
+fn clone_value(v: &PublishedValue) -> PublishedValue {
+    match v {
+        PublishedValue::Record(p) => PublishedValue::Record(p.clone()),
+        PublishedValue::Raw(b) => PublishedValue::Raw(b.clone()),
+    }
+}

@@ -1,0 +1,318 @@
+//! mDNS / DNS-SD advertisement and browsing of `_phase-image._tcp.local.` (DESIGN §6, seed 002
+//! "mDNS Service"; RFC 6762/6763), on top of the `mdns-sd` crate.
+//!
+//! Boot flow: `plasmd serve` runs an [`MdnsAdvertiser`] with one instance per (channel, arch) it
+//! serves and withdraws them (goodbye packets, TTL 0) on shutdown; the init in local and
+//! internet modes and `phase discover` call [`browse`], which keeps only instances whose TXT
+//! `channel`/`arch` match.
+//!
+//! Names are made robust for a VM with one interface and no host name: the host label comes from
+//! the provider name, else the kernel host name, else `phase-<random hex>`, reduced to
+//! `[a-z0-9-]` and at most 40 bytes.
+
+use std::time::{Duration, Instant};
+
+use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent, ServiceInfo};
+use phase_protocol::mdns::{MdnsAdvert, TxtError, SERVICE_TYPE};
+use phase_protocol::Arch;
+
+use crate::{Found, FoundSource};
+
+/// How long [`MdnsAdvertiser::shutdown`] waits for each goodbye to be sent.
+const GOODBYE_WAIT: Duration = Duration::from_secs(2);
+
+/// Errors of mDNS advertisement and browsing.
+#[derive(Debug, thiserror::Error)]
+pub enum MdnsError {
+    /// The mdns-sd daemon (its thread and sockets) could not start.
+    #[error("starting the mDNS daemon")]
+    Daemon(#[source] mdns_sd::Error),
+    /// Restricting the daemon to one interface failed.
+    #[error("selecting mDNS interface {iface}")]
+    Interface {
+        /// The interface name.
+        iface: String,
+        /// The daemon's error.
+        #[source]
+        source: mdns_sd::Error,
+    },
+    /// The service description was refused (bad name, TXT too large...).
+    #[error("describing mDNS instance {instance} for {url}")]
+    ServiceInfo {
+        /// The instance name.
+        instance: String,
+        /// The manifest URL advertised.
+        url: String,
+        /// The daemon's error.
+        #[source]
+        source: mdns_sd::Error,
+    },
+    /// Registering an instance failed.
+    #[error("registering mDNS instance {instance}")]
+    Register {
+        /// The instance name.
+        instance: String,
+        /// The daemon's error.
+        #[source]
+        source: mdns_sd::Error,
+    },
+    /// The manifest URL has no usable port for the SRV record.
+    #[error("manifest URL {0:?} has no usable host:port")]
+    BadUrl(String),
+    /// Starting a browse failed.
+    #[error("browsing {SERVICE_TYPE}")]
+    Browse(#[source] mdns_sd::Error),
+}
+
+/// What a browse sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MdnsEvent {
+    /// An instance was resolved and its TXT is a valid advertisement.
+    Resolved {
+        /// The instance's full name (`<instance>._phase-image._tcp.local.`).
+        fullname: String,
+        /// What its TXT says.
+        advert: MdnsAdvert,
+    },
+    /// An instance was resolved but its TXT is not an advertisement (skipped by [`browse`]).
+    Invalid {
+        /// The instance's full name.
+        fullname: String,
+        /// Why it was refused.
+        error: TxtError,
+    },
+    /// An instance was withdrawn (goodbye packet or expiry).
+    Removed {
+        /// The instance's full name.
+        fullname: String,
+    },
+}
+
+fn daemon_for(iface: Option<&str>) -> Result<ServiceDaemon, MdnsError> {
+    let daemon = ServiceDaemon::new().map_err(MdnsError::Daemon)?;
+    if let Some(name) = iface {
+        let err = |source| MdnsError::Interface { iface: name.to_owned(), source };
+        daemon.disable_interface(IfKind::All).map_err(err)?;
+        daemon.enable_interface(IfKind::Name(name.to_owned())).map_err(err)?;
+    }
+    Ok(daemon)
+}
+
+/// A DNS label from `name`: lower-case `[a-z0-9-]`, no leading/trailing `-`, at most 40 bytes.
+/// `None` when nothing usable is left or the name is a placeholder (`localhost`, `(none)`).
+pub fn host_label(name: &str) -> Option<String> {
+    let mapped: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .take(40)
+        .collect();
+    let label = mapped.trim_matches('-').to_owned();
+    (!label.is_empty() && label != "localhost" && label != "none").then_some(label)
+}
+
+/// The host label to advertise under: `provider_name`, else the kernel host name, else
+/// `phase-<8 random hex digits>`.
+pub fn default_host_label(provider_name: Option<&str>) -> String {
+    provider_name
+        .and_then(host_label)
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().as_deref().and_then(host_label))
+        .unwrap_or_else(|| format!("phase-{:08x}", rand::random::<u32>()))
+}
+
+/// The port of an absolute http(s) URL (explicit, else 80/443).
+fn url_port(url: &str) -> Option<u16> {
+    let (rest, default) = if let Some(r) = url.strip_prefix("http://") {
+        (r, 80)
+    } else {
+        (url.strip_prefix("https://")?, 443)
+    };
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.is_empty() {
+        return None;
+    }
+    match authority.rsplit_once(':') {
+        Some((_, port)) if !authority.ends_with(']') => port.parse().ok(),
+        _ => Some(default),
+    }
+}
+
+/// Running mDNS advertisement of one instance per [`MdnsAdvert`].
+pub struct MdnsAdvertiser {
+    daemon: ServiceDaemon,
+    fullnames: Vec<String>,
+}
+
+impl MdnsAdvertiser {
+    /// Registers one `_phase-image._tcp.local.` instance per advert, named
+    /// `{host}-{channel}-{arch}` on host `{host}.local.`, with the addresses of every interface
+    /// (or only `iface`) and the port of the manifest URL.
+    ///
+    /// # Errors
+    /// [`MdnsError`] when the daemon cannot start or an instance cannot be registered.
+    pub fn start(adverts: &[MdnsAdvert], host: &str, iface: Option<&str>) -> Result<Self, MdnsError> {
+        let daemon = daemon_for(iface)?;
+        let mut fullnames = Vec::new();
+        for a in adverts {
+            let instance = a.instance_name(host);
+            let port = url_port(&a.manifest_url).ok_or_else(|| MdnsError::BadUrl(a.manifest_url.clone()))?;
+            let props = a.txt_properties();
+            let props: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let info = ServiceInfo::new(SERVICE_TYPE, &instance, &format!("{host}.local."), "", port, &props[..])
+                .map_err(|source| MdnsError::ServiceInfo {
+                    instance: instance.clone(),
+                    url: a.manifest_url.clone(),
+                    source,
+                })?
+                .enable_addr_auto();
+            let fullname = info.get_fullname().to_owned();
+            daemon.register(info).map_err(|source| MdnsError::Register { instance: instance.clone(), source })?;
+            tracing::info!(instance = %fullname, url = %a.manifest_url, "mdns advertising");
+            fullnames.push(fullname);
+        }
+        Ok(MdnsAdvertiser { daemon, fullnames })
+    }
+
+    /// The full DNS-SD names registered, one per advert.
+    pub fn fullnames(&self) -> &[String] {
+        &self.fullnames
+    }
+
+    /// Withdraws every instance (goodbye packets with TTL 0), waiting up to 2 s for each to be
+    /// sent, then stops the daemon.
+    pub async fn shutdown(self) {
+        for name in &self.fullnames {
+            match self.daemon.unregister(name) {
+                Ok(rx) => match tokio::time::timeout(GOODBYE_WAIT, rx.recv_async()).await {
+                    Ok(Ok(status)) => tracing::info!(instance = %name, ?status, "mdns withdrawn"),
+                    _ => tracing::warn!(instance = %name, "mdns goodbye not confirmed"),
+                },
+                Err(e) => tracing::warn!(instance = %name, error = %e, "mdns unregister failed"),
+            }
+        }
+        if let Ok(rx) = self.daemon.shutdown() {
+            let _ = tokio::time::timeout(GOODBYE_WAIT, rx.recv_async()).await;
+        }
+    }
+}
+
+impl std::fmt::Debug for MdnsAdvertiser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MdnsAdvertiser").field("fullnames", &self.fullnames).finish_non_exhaustive()
+    }
+}
+
+/// A running browse of `_phase-image._tcp.local.`.
+pub struct MdnsBrowser {
+    daemon: ServiceDaemon,
+    events: mdns_sd::Receiver<ServiceEvent>,
+}
+
+impl MdnsBrowser {
+    /// Starts browsing on every interface, or only `iface`.
+    ///
+    /// # Errors
+    /// [`MdnsError::Daemon`], [`MdnsError::Interface`], [`MdnsError::Browse`].
+    pub fn start(iface: Option<&str>) -> Result<Self, MdnsError> {
+        let daemon = daemon_for(iface)?;
+        let events = daemon.browse(SERVICE_TYPE).map_err(MdnsError::Browse)?;
+        Ok(MdnsBrowser { daemon, events })
+    }
+
+    /// The next resolution or withdrawal, or `None` when `deadline` passes first.
+    pub async fn next_event(&mut self, deadline: Instant) -> Option<MdnsEvent> {
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let event = tokio::time::timeout(left, self.events.recv_async()).await.ok()?.ok()?;
+            match event {
+                ServiceEvent::ServiceResolved(info) => {
+                    let fullname = info.get_fullname().to_owned();
+                    let props = info.get_properties().iter().map(|p| (p.key(), p.val_str()));
+                    return Some(match MdnsAdvert::from_txt(props) {
+                        Ok(advert) => MdnsEvent::Resolved { fullname, advert },
+                        Err(error) => MdnsEvent::Invalid { fullname, error },
+                    });
+                }
+                ServiceEvent::ServiceRemoved(_, fullname) => return Some(MdnsEvent::Removed { fullname }),
+                _ => {}
+            }
+        }
+    }
+
+    /// Stops the browse and the daemon.
+    pub fn stop(self) {
+        let _ = self.daemon.stop_browse(SERVICE_TYPE);
+        let _ = self.daemon.shutdown();
+    }
+}
+
+impl std::fmt::Debug for MdnsBrowser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MdnsBrowser").finish_non_exhaustive()
+    }
+}
+
+/// Browses for providers of `channel`/`arch`: returns when `want` distinct manifest URLs are
+/// found or at `timeout`. Instances for other channels/arches and invalid TXT are skipped
+/// (logged at debug). Order: newest version first.
+///
+/// # Errors
+/// [`MdnsError`] when the daemon or the browse cannot start.
+pub async fn browse(channel: &str, arch: Arch, want: usize, timeout: Duration, iface: Option<&str>) -> Result<Vec<Found>, MdnsError> {
+    let deadline = Instant::now() + timeout;
+    let mut browser = MdnsBrowser::start(iface)?;
+    let mut found: Vec<Found> = Vec::new();
+    while found.len() < want.max(1) {
+        let Some(event) = browser.next_event(deadline).await else { break };
+        match event {
+            MdnsEvent::Resolved { fullname, advert } if advert.matches(channel, arch) => {
+                if !found.iter().any(|f| f.manifest_url == advert.manifest_url) {
+                    tracing::debug!(instance = %fullname, url = %advert.manifest_url, "mdns provider found");
+                    found.push(Found {
+                        manifest_url: advert.manifest_url,
+                        source: FoundSource::Mdns,
+                        version: advert.version,
+                        provider: Some(fullname),
+                    });
+                }
+            }
+            MdnsEvent::Resolved { fullname, advert } => {
+                tracing::debug!(instance = %fullname, channel = %advert.channel, arch = %advert.arch, "mdns instance for another channel/arch skipped");
+            }
+            MdnsEvent::Invalid { fullname, error } => {
+                tracing::warn!(instance = %fullname, error = %error, "mdns instance with bad TXT skipped");
+            }
+            MdnsEvent::Removed { fullname } => {
+                found.retain(|f| f.provider.as_deref() != Some(fullname.as_str()));
+            }
+        }
+    }
+    browser.stop();
+    crate::sort_best_first(&mut found);
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_labels_are_dns_safe_and_placeholders_refused() {
+        assert_eq!(host_label("Lab_Box.1").as_deref(), Some("lab-box-1"));
+        assert_eq!(host_label("(none)"), None);
+        assert_eq!(host_label("localhost"), None);
+        assert_eq!(host_label("---"), None);
+        assert_eq!(host_label(&"a".repeat(100)).map(|l| l.len()), Some(40));
+        assert!(default_host_label(None).chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    }
+
+    #[test]
+    fn url_ports_are_explicit_or_scheme_default() {
+        assert_eq!(url_port("http://192.0.2.1:8080/stable/x86_64/manifest.json"), Some(8080));
+        assert_eq!(url_port("http://example.org/m.json"), Some(80));
+        assert_eq!(url_port("https://example.org"), Some(443));
+        assert_eq!(url_port("http://[2001:db8::1]/m"), Some(80));
+        assert_eq!(url_port("http://[2001:db8::1]:81/m"), Some(81));
+        assert_eq!(url_port("ftp://x/"), None);
+        assert_eq!(url_port("http:///x"), None);
+    }
+}

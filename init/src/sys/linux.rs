@@ -1,0 +1,197 @@
+//! The real [`Syscalls`] implementation: rustix wrappers where they exist, raw
+//! `libc::syscall` for `kexec_file_load` (no wrapper in rustix or libc).
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::Path;
+
+use rustix::fs::{FileType, Mode};
+use rustix::mount::{MountFlags, UnmountFlags};
+use rustix::system::RebootCommand;
+
+use super::{RebootCmd, SysError, Syscalls};
+
+/// The running kernel.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Linux;
+
+fn cstr(what: &str, s: &str) -> Result<CString, SysError> {
+    CString::new(s).map_err(|_| {
+        SysError::new(
+            format!("{what}: argument {s:?} contains a NUL byte"),
+            rustix::io::Errno::INVAL,
+        )
+    })
+}
+
+impl Syscalls for Linux {
+    fn mkdir_all(&self, path: &Path, mode: u32) -> Result<(), SysError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(path)
+            .map_err(|e| SysError::new(format!("mkdir -p {} (mode {mode:o})", path.display()), e))
+    }
+
+    fn mount(
+        &self,
+        source: &str,
+        target: &Path,
+        fstype: &str,
+        flags: MountFlags,
+        data: Option<&str>,
+    ) -> Result<(), SysError> {
+        let call = || {
+            format!(
+                "mount({source:?}, {}, {fstype:?}, {flags:?}, {data:?})",
+                target.display()
+            )
+        };
+        let data_c = data.map(|d| cstr("mount", d)).transpose()?;
+        rustix::mount::mount(source, target, fstype, flags, data_c.as_deref())
+            .map_err(|e| SysError::new(call(), e))
+    }
+
+    fn unmount(&self, target: &Path) -> Result<(), SysError> {
+        rustix::mount::unmount(target, UnmountFlags::empty())
+            .map_err(|e| SysError::new(format!("umount2({}, 0)", target.display()), e))
+    }
+
+    fn finit_module(&self, path: &Path, params: &str) -> Result<(), SysError> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| SysError::new(format!("open({}) for finit_module", path.display()), e))?;
+        let params_c = cstr("finit_module", params)?;
+        rustix::system::finit_module(&file, &params_c, 0).map_err(|e| {
+            SysError::new(
+                format!("finit_module({}, {params:?}, 0)", path.display()),
+                e,
+            )
+        })
+    }
+
+    fn mknod_block(&self, path: &Path, major: u32, minor: u32) -> Result<(), SysError> {
+        let dev = rustix::fs::makedev(major, minor);
+        match rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path,
+            FileType::BlockDevice,
+            Mode::from_raw_mode(0o600),
+            dev,
+        ) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+            Err(e) => Err(SysError::new(
+                format!("mknod({}, S_IFBLK|0600, {major}:{minor})", path.display()),
+                e,
+            )),
+        }
+    }
+
+    fn kexec_file_load(
+        &self,
+        kernel: BorrowedFd<'_>,
+        initrd: BorrowedFd<'_>,
+        cmdline: &str,
+    ) -> Result<(), SysError> {
+        let call = || {
+            format!(
+                "kexec_file_load(kernel_fd={}, initrd_fd={}, cmdline={cmdline:?}, flags=0)",
+                kernel.as_raw_fd(),
+                initrd.as_raw_fd()
+            )
+        };
+        let c = cstr("kexec_file_load", cmdline)?;
+        let len = c.as_bytes_with_nul().len();
+        // SAFETY: kexec_file_load(2) takes two fds (borrowed, so open for the duration of the
+        // call), the cmdline length including its NUL, a pointer to that NUL-terminated buffer
+        // (kept alive by `c` until after the call) and flags. The kernel only reads the buffer.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_kexec_file_load,
+                kernel.as_raw_fd(),
+                initrd.as_raw_fd(),
+                len as libc::c_ulong,
+                c.as_ptr(),
+                0 as libc::c_ulong,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(SysError::new(call(), std::io::Error::last_os_error()))
+        }
+    }
+
+    fn sync(&self) {
+        rustix::fs::sync();
+    }
+
+    fn reboot(&self, cmd: RebootCmd) -> Result<(), SysError> {
+        let c = match cmd {
+            RebootCmd::Kexec => RebootCommand::Kexec,
+            RebootCmd::PowerOff => RebootCommand::PowerOff,
+            RebootCmd::Halt => RebootCommand::Halt,
+            RebootCmd::Restart => RebootCommand::Restart,
+        };
+        rustix::system::reboot(c).map_err(|e| SysError::new(format!("reboot({c:?})"), e))
+    }
+}
+
+/// `memfd_create(name, MFD_CLOEXEC)`: an anonymous in-memory file (for the kexec initrd).
+pub fn memfd(name: &str) -> Result<std::fs::File, SysError> {
+    rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)
+        .map(std::fs::File::from)
+        .map_err(|e| SysError::new(format!("memfd_create({name:?}, MFD_CLOEXEC)"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mkdir_all_creates_nested_dirs_and_tolerates_existing() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a/b/c");
+        Linux.mkdir_all(&p, 0o755).unwrap();
+        Linux.mkdir_all(&p, 0o755).unwrap();
+        assert!(p.is_dir());
+    }
+
+    #[test]
+    fn finit_module_error_names_call_and_path() {
+        let e = Linux
+            .finit_module(Path::new("/nonexistent/x.ko"), "")
+            .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/x.ko"), "{e}");
+        assert_eq!(e.errno(), Some(libc::ENOENT));
+    }
+
+    #[test]
+    fn memfd_is_writable_and_readable() {
+        use std::io::{Read, Seek, Write};
+        let mut f = memfd("t").unwrap();
+        f.write_all(b"abc").unwrap();
+        f.rewind().unwrap();
+        let mut s = String::new();
+        f.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "abc");
+    }
+
+    #[test]
+    fn mount_error_names_arguments() {
+        let e = Linux
+            .mount(
+                "none",
+                Path::new("/nonexistent-phase-test"),
+                "nosuchfs",
+                MountFlags::empty(),
+                Some("x=1"),
+            )
+            .unwrap_err();
+        let t = e.to_string();
+        assert!(
+            t.contains("nosuchfs") && t.contains("/nonexistent-phase-test"),
+            "{t}"
+        );
+    }
+}
