@@ -1,2 +1,35 @@
-//! The `phase` tool: discover, fetch, verify.
-fn main() {}
+//! The `phase` tool: fetch and verify signed boot releases (issue 5), for scripts and
+//! debugging. Also runs as `phase-fetch`, `phase-verify`, `phase-discover` (argv[0] decides).
+//! Thin: parses arguments and calls [`phase_init::cli`].
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use phase_init::cli::{self, Cli, Command};
+use phase_init::log;
+
+fn main() -> ExitCode {
+    let argv = cli::argv_with_link_subcommand(std::env::args_os().collect());
+    // Usage errors exit with status 2 (clap's default).
+    let cli = Cli::parse_from(argv);
+    match cli.command {
+        Command::Verify(args) => ExitCode::from(cli::verify::run(&args)),
+        Command::Fetch(args) => {
+            let stage = log::Stage::start("fetch");
+            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    stage.failed(&e);
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(cli::fetch::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    stage.failed(AsRef::<dyn std::error::Error>::as_ref(&e));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

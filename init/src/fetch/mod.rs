@@ -1,1 +1,347 @@
-//! (in progress) streaming fetch + verify, see issue 5.
+//! Fetch and verify: manifest, then every artifact streamed and hashed (DESIGN §7, issue 5,
+//! seed 003 "Verification Pipeline Pattern").
+//!
+//! Boot flow position: after discovery produced a manifest URL and before cache and kexec.
+//! [`fetch_release`] fetches the manifest (capped at 1 MiB), verifies it with
+//! [`phase_protocol::verify`] against the trust root, the expectation and the rollback state,
+//! then fetches all artifacts concurrently, each streamed through SHA-256 into
+//! `<out>/<filename>.partial` and renamed only once its hash matched ([`download`]). What it
+//! returns holds the open descriptors of exactly the verified bytes, for `kexec_file_load`.
+//!
+//! Console lines: `manifest ok version=<v> signers=<n> in <N>ms` (from [`fetch_release`]),
+//! progress at most once per second per artifact, then `fetch ok <artifact> <bytes> bytes in
+//! <N>ms` per artifact. Failure lines are the caller's (`log::Stage::failed`).
+
+pub mod client;
+pub mod download;
+pub mod local;
+pub mod partial;
+pub mod progress;
+pub mod sources;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::future::try_join_all;
+use phase_protocol::{
+    verify, Artifact, Expectation, Sha256Digest, TrustRoot, VerifiedManifest, VerifyError,
+    MAX_MANIFEST_BYTES,
+};
+use reqwest::Url;
+
+pub use client::ClientError;
+pub use download::{SourceError, SourceFailure};
+pub use local::{verify_artifacts_in_dir, LocalVerifyError};
+pub use partial::LocalIoError;
+pub use sources::SourceUrlError;
+pub use state::{RollbackState, StateError};
+
+use crate::log;
+
+/// Everything a fetch needs besides the manifest URL.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Extra provider base URLs (`http://192.0.2.1:8080`); artifacts are also looked for at
+    /// `<base>/{channel}/{arch}/<download_url>`, after the manifest's own location.
+    pub providers: Vec<String>,
+    /// Keys and threshold the manifest must satisfy.
+    pub trust: TrustRoot,
+    /// Channel, arch, rollback and time floors the manifest must meet (tightened by the state).
+    pub expectation: Expectation,
+    /// Directory the artifacts are written to (as `<filename>`).
+    pub out_dir: PathBuf,
+    /// Directory holding `state.json` (the cache); `None` reads and writes no state. When set,
+    /// its floors are enforced and, after a complete verified release, raised and saved.
+    pub state_dir: Option<PathBuf>,
+    /// PEM certificates trusted for https besides the webpki roots.
+    pub ca_file: Option<PathBuf>,
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Longest wait for response headers or the next body bytes from one source.
+    pub idle_timeout: Duration,
+    /// Longest time for the manifest, and for each artifact across all its sources.
+    pub total_timeout: Duration,
+    /// Extra tries on 5xx per source, and extra rounds over all sources.
+    pub retries: u32,
+    /// First retry backoff; doubles per retry, capped at 5 s.
+    pub backoff: Duration,
+    /// Print progress lines (at most one per second per artifact).
+    pub progress: bool,
+}
+
+impl FetchOptions {
+    /// Options with the defaults: no extra providers or state, connect 10 s, idle 30 s, total
+    /// 30 min, 4 retries from 250 ms backoff, progress on.
+    pub fn new(trust: TrustRoot, out_dir: PathBuf) -> Self {
+        FetchOptions {
+            providers: Vec::new(),
+            trust,
+            expectation: Expectation::default(),
+            out_dir,
+            state_dir: None,
+            ca_file: None,
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            total_timeout: Duration::from_secs(30 * 60),
+            retries: 4,
+            backoff: Duration::from_millis(250),
+            progress: true,
+        }
+    }
+}
+
+/// One artifact, verified and renamed to its final path.
+#[derive(Debug)]
+pub struct VerifiedFile {
+    /// `<out>/<filename>`.
+    pub path: PathBuf,
+    /// The open file holding exactly the verified bytes, rewound to byte 0 (for
+    /// `kexec_file_load` and loop mounts: use this descriptor, not the path).
+    pub file: std::fs::File,
+    /// Its size in bytes (= `size_bytes`).
+    pub size: u64,
+    /// Its SHA-256 (= the manifest's `hash`).
+    pub hash: Sha256Digest,
+}
+
+/// A verified manifest and all its verified artifacts by name.
+#[derive(Debug)]
+pub struct FetchedRelease {
+    /// The manifest as verified (its raw bytes are kept for the cache and relaying).
+    pub manifest: VerifiedManifest,
+    /// Every artifact of the manifest, by artifact name.
+    pub artifacts: BTreeMap<String, VerifiedFile>,
+    /// Source failures survived on the way (for logs and tests).
+    pub failures: Vec<SourceFailure>,
+}
+
+/// Why a fetch failed. Every variant is fail-closed: nothing unverified is left at a final path.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The HTTP client could not be built (CA file).
+    #[error("cannot set up HTTP")]
+    Client(#[from] ClientError),
+    /// The manifest URL is unusable.
+    #[error("bad manifest URL")]
+    Url(#[from] SourceUrlError),
+    /// The manifest could not be downloaded.
+    #[error("cannot fetch manifest {url}")]
+    ManifestFetch {
+        /// The manifest URL.
+        url: String,
+        /// What went wrong.
+        #[source]
+        source: SourceError,
+    },
+    /// The manifest was downloaded but refused.
+    #[error("manifest {url} refused")]
+    ManifestRefused {
+        /// The manifest URL.
+        url: String,
+        /// The verifier's reason.
+        #[source]
+        source: VerifyError,
+    },
+    /// Every source of an artifact failed.
+    #[error("artifact {artifact}: all {} source(s) failed: {}", .failures.len(), list(.failures))]
+    AllSourcesFailed {
+        /// Artifact name.
+        artifact: String,
+        /// Every attempt, in order, with its reason.
+        failures: Vec<SourceFailure>,
+    },
+    /// An artifact has no usable source URL at all.
+    #[error("artifact {artifact}: no usable source URL")]
+    NoSources {
+        /// Artifact name.
+        artifact: String,
+    },
+    /// The local file system failed (ENOSPC, read-only, ...).
+    #[error("artifact {artifact}: local file system error")]
+    Local {
+        /// Artifact name.
+        artifact: String,
+        /// The I/O error with path and operation.
+        #[source]
+        source: LocalIoError,
+    },
+    /// The output directory could not be created.
+    #[error("cannot create output directory {path}")]
+    OutDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The rollback state could not be read or saved.
+    #[error("rollback state")]
+    State(#[from] StateError),
+}
+
+fn list(failures: &[SourceFailure]) -> String {
+    if failures.is_empty() {
+        return "none tried".to_owned();
+    }
+    failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+fn load_state(opts: &FetchOptions) -> Result<Option<RollbackState>, FetchError> {
+    opts.state_dir.as_deref().map(RollbackState::load).transpose().map_err(FetchError::from)
+}
+
+/// Downloads the manifest at `url` (at most [`MAX_MANIFEST_BYTES`], 5xx retried) and verifies
+/// it: trust root and threshold, `opts.expectation`, and the floors of the state in
+/// `opts.state_dir` (a clock behind the time floor counts as the floor).
+///
+/// # Errors
+/// [`FetchError::Url`], [`FetchError::Client`], [`FetchError::ManifestFetch`],
+/// [`FetchError::ManifestRefused`] (including [`VerifyError::TooLarge`] for oversized bodies),
+/// [`FetchError::State`].
+pub async fn fetch_manifest(url: &str, opts: &FetchOptions) -> Result<VerifiedManifest, FetchError> {
+    let url = sources::parse_http_url(url)?;
+    let client = client::build(opts.ca_file.as_deref(), opts.connect_timeout)?;
+    let state = load_state(opts)?;
+    manifest_with(&client, &url, opts, state.as_ref()).await
+}
+
+async fn manifest_with(
+    client: &reqwest::Client,
+    url: &Url,
+    opts: &FetchOptions,
+    state: Option<&RollbackState>,
+) -> Result<VerifiedManifest, FetchError> {
+    let limits = download::Limits {
+        idle: opts.idle_timeout,
+        deadline: tokio::time::Instant::now() + opts.total_timeout,
+        total: opts.total_timeout,
+        retries: opts.retries,
+        backoff: opts.backoff,
+    };
+    let bytes = download::fetch_capped(client, url, MAX_MANIFEST_BYTES, &limits)
+        .await
+        .map_err(|e| match e {
+            download::CappedError::TooLarge(size) => FetchError::ManifestRefused {
+                url: url.to_string(),
+                source: VerifyError::TooLarge { size, limit: MAX_MANIFEST_BYTES },
+            },
+            download::CappedError::Source(source) => FetchError::ManifestFetch { url: url.to_string(), source },
+        })?;
+    let refused = |source| FetchError::ManifestRefused { url: url.to_string(), source };
+    let expectation = match state {
+        Some(s) => s.tighten_time(&opts.expectation),
+        None => opts.expectation.clone(),
+    };
+    let m = verify(&bytes, &opts.trust, Utc::now(), &expectation).map_err(refused)?;
+    if let Some(s) = state {
+        s.check(&m).map_err(refused)?;
+    }
+    Ok(m)
+}
+
+/// Fetches and verifies the manifest at `manifest_url`, prints `manifest ok ...`, then fetches
+/// all its artifacts concurrently into `opts.out_dir` ([`fetch_artifacts`]). With
+/// `opts.state_dir` set, the release is recorded in the rollback state once all artifacts are
+/// verified.
+///
+/// # Errors
+/// Those of [`fetch_manifest`] and [`fetch_artifacts`], and [`FetchError::State`] when the
+/// state cannot be saved.
+pub async fn fetch_release(manifest_url: &str, opts: &FetchOptions) -> Result<FetchedRelease, FetchError> {
+    let stage = log::Stage::start("manifest");
+    let url = sources::parse_http_url(manifest_url)?;
+    let client = client::build(opts.ca_file.as_deref(), opts.connect_timeout)?;
+    let mut state = load_state(opts)?;
+    let manifest = manifest_with(&client, &url, opts, state.as_ref()).await?;
+    stage.ok(format_args!(
+        "version={} signers={}",
+        manifest.manifest().version,
+        manifest.signers().len()
+    ));
+    let (artifacts, failures) = artifacts_with(&client, &manifest, &url, opts).await?;
+    if let (Some(s), Some(dir)) = (state.as_mut(), opts.state_dir.as_deref()) {
+        s.record(&manifest);
+        s.save(dir)?;
+    }
+    Ok(FetchedRelease { manifest, artifacts, failures })
+}
+
+/// Fetches every artifact of the verified manifest `m` (found at `manifest_url`) concurrently
+/// into `opts.out_dir`, printing `fetch ok <artifact> <bytes> bytes in <N>ms` for each. If one
+/// artifact fails the others are cancelled and their partial files removed.
+///
+/// # Errors
+/// [`FetchError::AllSourcesFailed`] naming every source tried, [`FetchError::NoSources`],
+/// [`FetchError::Local`] (ENOSPC ...), [`FetchError::OutDir`], [`FetchError::Client`],
+/// [`FetchError::Url`].
+pub async fn fetch_artifacts(
+    m: &VerifiedManifest,
+    manifest_url: &str,
+    opts: &FetchOptions,
+) -> Result<(BTreeMap<String, VerifiedFile>, Vec<SourceFailure>), FetchError> {
+    let url = sources::parse_http_url(manifest_url)?;
+    let client = client::build(opts.ca_file.as_deref(), opts.connect_timeout)?;
+    artifacts_with(&client, m, &url, opts).await
+}
+
+async fn artifacts_with(
+    client: &reqwest::Client,
+    m: &VerifiedManifest,
+    url: &Url,
+    opts: &FetchOptions,
+) -> Result<(BTreeMap<String, VerifiedFile>, Vec<SourceFailure>), FetchError> {
+    std::fs::create_dir_all(&opts.out_dir)
+        .map_err(|source| FetchError::OutDir { path: opts.out_dir.clone(), source })?;
+    let jobs = m
+        .manifest()
+        .artifacts
+        .iter()
+        .map(|(name, a)| one_artifact(client, m, name, a, url, opts));
+    let done = try_join_all(jobs).await?;
+    let mut files = BTreeMap::new();
+    let mut failures = Vec::new();
+    for (name, file, mut f) in done {
+        files.insert(name, file);
+        failures.append(&mut f);
+    }
+    Ok((files, failures))
+}
+
+async fn one_artifact(
+    client: &reqwest::Client,
+    m: &VerifiedManifest,
+    name: &str,
+    a: &Artifact,
+    url: &Url,
+    opts: &FetchOptions,
+) -> Result<(String, VerifiedFile, Vec<SourceFailure>), FetchError> {
+    let stage = log::Stage::start("fetch");
+    let candidates = sources::candidates(m.manifest(), a, url, &opts.providers);
+    if candidates.is_empty() {
+        return Err(FetchError::NoSources { artifact: name.to_owned() });
+    }
+    let limits = download::Limits {
+        idle: opts.idle_timeout,
+        deadline: tokio::time::Instant::now() + opts.total_timeout,
+        total: opts.total_timeout,
+        retries: opts.retries,
+        backoff: opts.backoff,
+    };
+    let mut meter = progress::Meter::new(name, a.size_bytes, opts.progress);
+    let outcome = download::download(client, a, &candidates, &opts.out_dir, limits, &mut meter)
+        .await
+        .map_err(|source| FetchError::Local { artifact: name.to_owned(), source })?;
+    match outcome {
+        download::Outcome::Verified { file, failures } => {
+            stage.ok(format_args!("{name} {} bytes", a.size_bytes));
+            let vf = VerifiedFile { path: opts.out_dir.join(&a.filename), file, size: a.size_bytes, hash: a.hash };
+            Ok((name.to_owned(), vf, failures))
+        }
+        download::Outcome::Failed(failures) => {
+            Err(FetchError::AllSourcesFailed { artifact: name.to_owned(), failures })
+        }
+    }
+}

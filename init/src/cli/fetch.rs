@@ -1,0 +1,94 @@
+//! `phase fetch`: the CLI face of [`crate::fetch::fetch_release`] (issue 5).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use phase_protocol::{Arch, Expectation, TrustRoot};
+
+use crate::fetch::{fetch_release, FetchOptions};
+
+/// Arguments of `phase fetch`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Writes <OUT>/<filename> for every artifact only after its SHA-256 \
+    matched; prints `<artifact> <bytes> <sha256:hex> <path>` per artifact on stdout and stage \
+    lines (`phase: fetch ok ...`) on stderr. Example:\n  phase fetch --manifest-url \
+    http://192.0.2.1:8080/stable/x86_64/manifest.json --trust /etc/phase/trust.toml --out /tmp/boot")]
+pub struct FetchArgs {
+    /// URL of the signed manifest (http or https).
+    #[arg(long, value_name = "URL")]
+    pub manifest_url: String,
+    /// Extra provider base URL; artifacts are also tried at <URL>/<channel>/<arch>/<file>.
+    /// Repeatable.
+    #[arg(long = "provider", value_name = "URL")]
+    pub providers: Vec<String>,
+    /// Trust root (TOML: threshold + Ed25519 public keys).
+    #[arg(long, value_name = "FILE", default_value = "/etc/phase/trust.toml")]
+    pub trust: PathBuf,
+    /// Directory the verified artifacts are written to (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Directory with state.json (rollback and time floors); read, then updated on success.
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// Required channel of the manifest.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Required architecture (aliases accepted: amd64 = x86_64, arm64 = aarch64).
+    #[arg(long)]
+    pub arch: Option<Arch>,
+    /// Extra PEM CA certificates for https (private CAs), besides the webpki roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// TCP + TLS connect timeout in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+    /// Longest wait for headers or the next body bytes from one source, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub idle_timeout_ms: u64,
+    /// Longest time for the manifest and for each artifact over all sources, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1_800_000)]
+    pub total_timeout_ms: u64,
+    /// Retries on 5xx per source, and extra rounds over all sources.
+    #[arg(long, default_value_t = 4)]
+    pub retries: u32,
+    /// No progress lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl FetchArgs {
+    /// The library options these arguments describe.
+    ///
+    /// # Errors
+    /// When the trust file cannot be loaded.
+    pub fn options(&self) -> anyhow::Result<FetchOptions> {
+        let trust = TrustRoot::load(&self.trust)?;
+        let mut opts = FetchOptions::new(trust, self.out.clone());
+        opts.providers.clone_from(&self.providers);
+        opts.expectation = Expectation { channel: self.channel.clone(), arch: self.arch, ..Expectation::default() };
+        opts.state_dir.clone_from(&self.state);
+        opts.ca_file.clone_from(&self.ca_file);
+        opts.connect_timeout = Duration::from_millis(self.connect_timeout_ms);
+        opts.idle_timeout = Duration::from_millis(self.idle_timeout_ms);
+        opts.total_timeout = Duration::from_millis(self.total_timeout_ms);
+        opts.retries = self.retries;
+        opts.progress = !self.quiet;
+        Ok(opts)
+    }
+}
+
+/// Runs `phase fetch`.
+///
+/// # Errors
+/// Any [`crate::fetch::FetchError`] (printed with its chain by the caller).
+pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
+    let opts = args.options()?;
+    let release = fetch_release(&args.manifest_url, &opts)
+        .await
+        .with_context(|| format!("fetch from {}", args.manifest_url))?;
+    for (name, f) in &release.artifacts {
+        println!("{name} {} {} {}", f.size, f.hash, f.path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,487 @@
+//! Streaming download of one artifact with fallback and resume (DESIGN §7, issue 5
+//! "Streaming", "Resume", "Errors and timeouts"; seed 003 "Verification Pipeline Pattern").
+//!
+//! Bytes are hashed (SHA-256) and counted as they arrive and appended to `<filename>.partial`;
+//! a body is never allowed past `size_bytes`. When a source fails, the next one continues from
+//! the byte count reached with `Range: bytes=<offset>-` and must answer 206 with exactly
+//! `Content-Range: bytes <offset>-<size-1>/<size>`; a 200 restarts from byte 0 (never appended).
+//! Sources are tried in rounds (at most `retries + 1`) until the total deadline.
+//!
+//! Blame: a hash mismatch is only known at the end. If one source delivered every byte, it is
+//! dropped. If several contributed (after a resume), nobody can be blamed, so resume is switched
+//! off for this artifact: each remaining source must then deliver the whole file alone, which
+//! pins the next mismatch on exactly one source. Splitting one artifact across providers is not
+//! done; it would need per-chunk hashes in a later manifest version to pin a bad range.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use phase_protocol::{Artifact, Sha256Digest};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
+use reqwest::{StatusCode, Url};
+use sha2::{Digest, Sha256};
+use tokio::time::{timeout_at, Instant};
+
+use super::partial::{LocalIoError, Partial};
+use super::progress::Meter;
+
+/// Why one source failed for one attempt (listed in the final error).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// An HTTP status that means "not here" (404, 410) or another refusal (4xx, 3xx left over).
+    #[error("HTTP {0}")]
+    Status(StatusCode),
+    /// 5xx answers until the retries ran out.
+    #[error("HTTP {status} after {tries} tries")]
+    ServerError {
+        /// The last status.
+        status: StatusCode,
+        /// Requests made to this source in this turn.
+        tries: u32,
+    },
+    /// The request could not be sent or its headers not read (connect, TLS, redirect policy).
+    #[error("request failed")]
+    Request(#[source] reqwest::Error),
+    /// The body broke off (connection reset, truncated chunk).
+    #[error("body broke off at byte {offset}")]
+    Body {
+        /// Bytes of the artifact verified-so-far when it broke.
+        offset: u64,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// No byte arrived for the idle timeout.
+    #[error("no data for {ms}ms (idle timeout) at byte {offset}")]
+    Idle {
+        /// The idle timeout in ms.
+        ms: u128,
+        /// Bytes received so far.
+        offset: u64,
+    },
+    /// The total timeout for this artifact passed.
+    #[error("total timeout of {ms}ms reached")]
+    Total {
+        /// The total timeout in ms.
+        ms: u128,
+    },
+    /// `Content-Length` does not match the bytes still needed.
+    #[error("Content-Length {got} but {expected} bytes expected")]
+    ContentLength {
+        /// The header as sent.
+        got: String,
+        /// Bytes the manifest says remain.
+        expected: u64,
+    },
+    /// A 206 whose `Content-Range` is not the range asked for.
+    #[error("Content-Range {got:?} but {expected:?} expected")]
+    ContentRange {
+        /// The header as sent (None if missing).
+        got: Option<String>,
+        /// What was required.
+        expected: String,
+    },
+    /// The body went past `size_bytes` (an endless or padded body).
+    #[error("body longer than the manifest's {size} bytes")]
+    TooLong {
+        /// `size_bytes`.
+        size: u64,
+    },
+    /// The body ended before `size_bytes`.
+    #[error("body ended at byte {got} of {size}")]
+    Short {
+        /// Bytes received in total.
+        got: u64,
+        /// `size_bytes`.
+        size: u64,
+    },
+    /// All bytes arrived but their SHA-256 is not the manifest's.
+    #[error("hash mismatch: got {got}, manifest says {expected}")]
+    HashMismatch {
+        /// The digest of the bytes received.
+        got: Sha256Digest,
+        /// The manifest's digest.
+        expected: Sha256Digest,
+    },
+}
+
+/// One failed attempt: the URL and why.
+#[derive(Debug)]
+pub struct SourceFailure {
+    /// The URL tried.
+    pub url: Url,
+    /// What went wrong.
+    pub error: SourceError,
+}
+
+impl fmt::Display for SourceFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.url, crate::log::error_chain(&self.error))
+    }
+}
+
+/// How a failure affects the source and the bytes so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Keep the source for a later round; keep the verified offset.
+    Retry,
+    /// Never ask this source again; keep the offset.
+    Drop,
+    /// Never ask this source again; throw away all bytes (they may be poisoned).
+    DropAndRestart,
+}
+
+impl SourceError {
+    fn fate(&self) -> Fate {
+        match self {
+            SourceError::ServerError { .. }
+            | SourceError::Request(_)
+            | SourceError::Body { .. }
+            | SourceError::Idle { .. }
+            | SourceError::Short { .. }
+            | SourceError::Total { .. } => Fate::Retry,
+            SourceError::Status(_) | SourceError::ContentLength { .. } | SourceError::ContentRange { .. } => {
+                Fate::Drop
+            }
+            SourceError::TooLong { .. } | SourceError::HashMismatch { .. } => Fate::DropAndRestart,
+        }
+    }
+}
+
+/// Timeouts and retries for one artifact.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest wait for the next bytes (headers or body).
+    pub idle: Duration,
+    /// Deadline for the whole artifact, all sources included.
+    pub deadline: Instant,
+    /// The total timeout the deadline came from (for messages).
+    pub total: Duration,
+    /// Extra tries on 5xx per source turn, and extra rounds over all sources.
+    pub retries: u32,
+    /// First backoff; doubles per retry, capped at 5 s.
+    pub backoff: Duration,
+}
+
+/// The outcome of [`download`].
+#[derive(Debug)]
+pub enum Outcome {
+    /// Verified and renamed: the open file and the failures seen on the way.
+    Verified {
+        /// The final file, rewound to byte 0.
+        file: std::fs::File,
+        /// Attempts that failed before success.
+        failures: Vec<SourceFailure>,
+    },
+    /// Every source failed; nothing is left on disk.
+    Failed(Vec<SourceFailure>),
+}
+
+/// The running state of one download.
+struct Progress<'a> {
+    part: Partial,
+    hasher: Sha256,
+    offset: u64,
+    size: u64,
+    contributors: BTreeSet<usize>,
+    meter: &'a mut Meter,
+}
+
+impl Progress<'_> {
+    fn restart(&mut self) -> Result<(), LocalIoError> {
+        self.part.reset()?;
+        self.hasher = Sha256::new();
+        self.offset = 0;
+        self.contributors.clear();
+        Ok(())
+    }
+}
+
+/// Attempt error: a source failure or a local one (which ends the whole download).
+enum AttemptError {
+    Source(SourceError),
+    Local(LocalIoError),
+}
+
+impl From<LocalIoError> for AttemptError {
+    fn from(e: LocalIoError) -> Self {
+        AttemptError::Local(e)
+    }
+}
+
+impl From<SourceError> for AttemptError {
+    fn from(e: SourceError) -> Self {
+        AttemptError::Source(e)
+    }
+}
+
+fn backoff(limits: &Limits, n: u32) -> Duration {
+    limits.backoff.saturating_mul(1u32 << n.min(6)).min(Duration::from_secs(5))
+}
+
+/// Downloads `artifact` from `sources` into `<dir>/<filename>` (module docs for the rules).
+///
+/// # Errors
+/// [`LocalIoError`] when the local file system fails (ENOSPC, ...): the partial is removed and
+/// no other source is tried. Source failures are not errors but [`Outcome::Failed`].
+pub async fn download(
+    client: &reqwest::Client,
+    artifact: &Artifact,
+    sources: &[Url],
+    dir: &Path,
+    limits: Limits,
+    meter: &mut Meter,
+) -> Result<Outcome, LocalIoError> {
+    let final_path = dir.join(&artifact.filename);
+    // An older file at the final path is not verified by this run: it must not survive a failure.
+    match std::fs::remove_file(&final_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(LocalIoError { op: "remove", path: final_path, source }),
+    }
+    let part = Partial::create(dir.join(format!("{}.partial", artifact.filename)))?;
+    let mut p = Progress {
+        part,
+        hasher: Sha256::new(),
+        offset: 0,
+        size: artifact.size_bytes,
+        contributors: BTreeSet::new(),
+        meter,
+    };
+    let mut failures = Vec::new();
+    let mut dropped = vec![false; sources.len()];
+    let mut whole_file_only = false;
+
+    for round in 0..=limits.retries {
+        if round > 0 {
+            let wait = backoff(&limits, round - 1);
+            if Instant::now() + wait >= limits.deadline {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+        }
+        let mut tried = false;
+        for (i, url) in sources.iter().enumerate() {
+            if dropped[i] {
+                continue;
+            }
+            if Instant::now() >= limits.deadline {
+                failures.push(SourceFailure { url: url.clone(), error: SourceError::Total { ms: limits.total.as_millis() } });
+                return Ok(Outcome::Failed(failures));
+            }
+            tried = true;
+            if whole_file_only && p.offset > 0 {
+                p.restart()?;
+            }
+            let started_at = p.offset;
+            let result = attempt_with_5xx_retries(client, url, &mut p, &limits).await;
+            if p.offset > started_at || p.offset == p.size {
+                p.contributors.insert(i);
+            }
+            let error = match result {
+                Ok(()) => {
+                    let got = Sha256Digest(std::mem::take(&mut p.hasher).finalize().into());
+                    if got == artifact.hash {
+                        let file = p.part.finish(&final_path)?;
+                        return Ok(Outcome::Verified { file, failures });
+                    }
+                    SourceError::HashMismatch { got, expected: artifact.hash }
+                }
+                Err(AttemptError::Local(e)) => return Err(e),
+                Err(AttemptError::Source(e)) => e,
+            };
+            match error.fate() {
+                Fate::Retry => {}
+                Fate::Drop => dropped[i] = true,
+                Fate::DropAndRestart => {
+                    let blamed = p.contributors.len() <= 1 || whole_file_only;
+                    if matches!(error, SourceError::HashMismatch { .. }) && !blamed {
+                        // Several sources contributed: nobody can be blamed; go whole-file only.
+                        whole_file_only = true;
+                    } else {
+                        dropped[i] = true;
+                    }
+                    p.restart()?;
+                }
+            }
+            failures.push(SourceFailure { url: url.clone(), error });
+        }
+        if !tried {
+            break;
+        }
+    }
+    Ok(Outcome::Failed(failures))
+}
+
+async fn attempt_with_5xx_retries(
+    client: &reqwest::Client,
+    url: &Url,
+    p: &mut Progress<'_>,
+    limits: &Limits,
+) -> Result<(), AttemptError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attempt(client, url, p, limits).await {
+            Err(AttemptError::Source(SourceError::Status(status))) if status.is_server_error() => {
+                let wait = backoff(limits, tries - 1);
+                if tries > limits.retries || Instant::now() + wait >= limits.deadline {
+                    return Err(SourceError::ServerError { status, tries }.into());
+                }
+                tokio::time::sleep(wait).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Waits for `fut` until the idle timeout or the total deadline, whichever is first.
+async fn bounded<T>(
+    fut: impl std::future::Future<Output = T>,
+    limits: &Limits,
+    offset: u64,
+) -> Result<T, SourceError> {
+    let idle_at = Instant::now() + limits.idle;
+    let at = idle_at.min(limits.deadline);
+    timeout_at(at, fut).await.map_err(|_| {
+        if at == limits.deadline && limits.deadline <= idle_at {
+            SourceError::Total { ms: limits.total.as_millis() }
+        } else {
+            SourceError::Idle { ms: limits.idle.as_millis(), offset }
+        }
+    })
+}
+
+/// One request to one source, streaming into `p` (module docs).
+async fn attempt(
+    client: &reqwest::Client,
+    url: &Url,
+    p: &mut Progress<'_>,
+    limits: &Limits,
+) -> Result<(), AttemptError> {
+    let mut req = client.get(url.clone());
+    if p.offset > 0 {
+        req = req.header(RANGE, format!("bytes={}-", p.offset));
+    }
+    let mut resp = bounded(req.send(), limits, p.offset).await?.map_err(SourceError::Request)?;
+    let status = resp.status();
+    match status {
+        StatusCode::OK => {
+            if p.offset > 0 {
+                // The server ignored Range: start over, never append a full body to a prefix.
+                p.restart()?;
+            }
+        }
+        StatusCode::PARTIAL_CONTENT if p.offset > 0 => {
+            let expected = format!("bytes {}-{}/{}", p.offset, p.size - 1, p.size);
+            let got = resp.headers().get(CONTENT_RANGE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            if got.as_deref() != Some(expected.as_str()) {
+                return Err(SourceError::ContentRange { got, expected }.into());
+            }
+        }
+        other => return Err(SourceError::Status(other).into()),
+    }
+    let remaining = p.size - p.offset;
+    if let Some(cl) = resp.headers().get(CONTENT_LENGTH) {
+        let text = String::from_utf8_lossy(cl.as_bytes()).into_owned();
+        if text.trim().parse::<u64>().ok() != Some(remaining) {
+            return Err(SourceError::ContentLength { got: text, expected: remaining }.into());
+        }
+    }
+    loop {
+        let chunk = bounded(resp.chunk(), limits, p.offset).await?;
+        let chunk = match chunk {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(source) => return Err(SourceError::Body { offset: p.offset, source }.into()),
+        };
+        if chunk.len() as u64 > p.size - p.offset {
+            return Err(SourceError::TooLong { size: p.size }.into());
+        }
+        p.hasher.update(&chunk);
+        p.part.write(&chunk)?;
+        p.offset += chunk.len() as u64;
+        p.meter.tick(p.offset);
+    }
+    if p.offset < p.size {
+        return Err(SourceError::Short { got: p.offset, size: p.size }.into());
+    }
+    Ok(())
+}
+
+/// Why [`fetch_capped`] failed.
+#[derive(Debug)]
+pub enum CappedError {
+    /// The body is larger than the cap; at least this many bytes were announced or received.
+    TooLarge(usize),
+    /// The source failed.
+    Source(SourceError),
+}
+
+/// GETs a small document (the manifest) into memory, refusing bodies over `cap` bytes (by
+/// `Content-Length` before reading, or as soon as byte `cap + 1` arrives). 5xx is retried with
+/// backoff up to `limits.retries` times, connection errors likewise.
+///
+/// # Errors
+/// [`CappedError::TooLarge`], [`CappedError::Source`] with the last failure.
+pub async fn fetch_capped(
+    client: &reqwest::Client,
+    url: &Url,
+    cap: usize,
+    limits: &Limits,
+) -> Result<Vec<u8>, CappedError> {
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let err = match capped_once(client, url, cap, limits).await {
+            Ok(body) => return Ok(body),
+            Err(CappedError::TooLarge(n)) => return Err(CappedError::TooLarge(n)),
+            Err(CappedError::Source(e)) => e,
+        };
+        let retry = matches!(err, SourceError::Request(_) | SourceError::Body { .. } | SourceError::Idle { .. })
+            || matches!(err, SourceError::Status(s) if s.is_server_error());
+        let wait = backoff(limits, tries - 1);
+        if !retry || tries > limits.retries || Instant::now() + wait >= limits.deadline {
+            return Err(CappedError::Source(match err {
+                SourceError::Status(status) if status.is_server_error() => SourceError::ServerError { status, tries },
+                other => other,
+            }));
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+async fn capped_once(
+    client: &reqwest::Client,
+    url: &Url,
+    cap: usize,
+    limits: &Limits,
+) -> Result<Vec<u8>, CappedError> {
+    let src = CappedError::Source;
+    let resp = bounded(client.get(url.clone()).send(), limits, 0).await.map_err(src)?;
+    let mut resp = resp.map_err(|e| src(SourceError::Request(e)))?;
+    if resp.status() != StatusCode::OK {
+        return Err(src(SourceError::Status(resp.status())));
+    }
+    if let Some(len) = resp.content_length() {
+        if len > cap as u64 {
+            return Err(CappedError::TooLarge(usize::try_from(len).unwrap_or(usize::MAX)));
+        }
+    }
+    let mut body = Vec::with_capacity(64 * 1024);
+    loop {
+        let chunk = bounded(resp.chunk(), limits, body.len() as u64).await.map_err(src)?;
+        match chunk {
+            Ok(Some(c)) => {
+                if body.len() + c.len() > cap {
+                    return Err(CappedError::TooLarge(body.len() + c.len()));
+                }
+                body.extend_from_slice(&c);
+            }
+            Ok(None) => return Ok(body),
+            Err(source) => return Err(src(SourceError::Body { offset: body.len() as u64, source })),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The `<filename>.partial` file an artifact streams into (DESIGN §7).
+//!
+//! Bytes land in `<out>/<filename>.partial`; only [`Partial::finish`], called after the hash
+//! matched, fsyncs it and renames it to the final name. Dropping a [`Partial`] that was not
+//! finished removes the file, so an error, a cancelled future or a refused hash never leaves
+//! unverified bytes behind, at the final path or elsewhere.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// An I/O failure on the local file system (fatal for the fetch: another source cannot help).
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}")]
+pub struct LocalIoError {
+    /// What was being done (`create`, `write`, `truncate`, `fsync`, `rename`, `remove`).
+    pub op: &'static str,
+    /// The file.
+    pub path: PathBuf,
+    /// The I/O error (ENOSPC, EROFS, EIO, ...).
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// A partial download; removed on drop unless finished.
+#[derive(Debug)]
+pub struct Partial {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+fn err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LocalIoError {
+    let path = path.to_owned();
+    move |source| LocalIoError { op, path, source }
+}
+
+impl Partial {
+    /// Creates (or truncates) `path` for reading and writing, mode 0644.
+    ///
+    /// # Errors
+    /// [`LocalIoError`] with op `create`.
+    pub fn create(path: PathBuf) -> Result<Self, LocalIoError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(err("create", &path))?;
+        Ok(Partial { path, file: Some(file) })
+    }
+
+    /// The partial file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn file(&mut self) -> Result<&mut File, LocalIoError> {
+        let path = self.path.clone();
+        self.file.as_mut().ok_or_else(|| LocalIoError {
+            op: "use",
+            path,
+            source: std::io::Error::other("partial file already finished"),
+        })
+    }
+
+    /// Appends `bytes` (the page cache absorbs the write; [`Partial::finish`] fsyncs).
+    ///
+    /// # Errors
+    /// [`LocalIoError`] with op `write` (ENOSPC lands here).
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), LocalIoError> {
+        let path = self.path.clone();
+        self.file()?.write_all(bytes).map_err(err("write", &path))
+    }
+
+    /// Empties the file to start over from byte 0.
+    ///
+    /// # Errors
+    /// [`LocalIoError`] with op `truncate`.
+    pub fn reset(&mut self) -> Result<(), LocalIoError> {
+        let path = self.path.clone();
+        let f = self.file()?;
+        f.set_len(0).map_err(err("truncate", &path))?;
+        f.seek(SeekFrom::Start(0)).map_err(err("truncate", &path))?;
+        Ok(())
+    }
+
+    /// fsyncs the file, renames it to `final_path`, fsyncs the directory (best effort) and
+    /// returns the open file rewound to byte 0. Call only after the hash matched.
+    ///
+    /// # Errors
+    /// [`LocalIoError`] with op `fsync` or `rename`; the partial is removed then.
+    pub fn finish(mut self, final_path: &Path) -> Result<File, LocalIoError> {
+        let path = self.path.clone();
+        let f = self.file()?;
+        f.sync_all().map_err(err("fsync", &path))?;
+        std::fs::rename(&path, final_path).map_err(err("rename", final_path))?;
+        let mut file = self.file.take().ok_or_else(|| LocalIoError {
+            op: "rename",
+            path: path.clone(),
+            source: std::io::Error::other("partial file vanished"),
+        })?;
+        if let Some(dir) = final_path.parent() {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        file.seek(SeekFrom::Start(0)).map_err(err("seek", final_path))?;
+        Ok(file)
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn dropped_partial_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.partial");
+        let mut part = Partial::create(p.clone()).unwrap();
+        part.write(b"unverified").unwrap();
+        assert!(p.exists());
+        drop(part);
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn finished_partial_is_renamed_and_readable_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut part = Partial::create(dir.path().join("k.partial")).unwrap();
+        part.write(b"garbage").unwrap();
+        part.reset().unwrap();
+        part.write(b"good").unwrap();
+        let mut f = part.finish(&dir.path().join("k")).unwrap();
+        let mut s = String::new();
+        f.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "good");
+        assert!(!dir.path().join("k.partial").exists());
+    }
+}
