@@ -1,12 +1,24 @@
 //! Advertisement of what `plasmd serve` serves: mDNS and the Kademlia DHT (issue 4, DESIGN §6).
 //!
-//! STUB: the interface below is fixed; the bodies are being written (issue 4). `serve` calls
-//! [`start`] once the artifact store is loaded and [`Advertiser::shutdown`] on exit; the
-//! `dht-node` subcommand calls [`run_dht_node`].
+//! `serve` calls [`start`] once the artifact store is loaded (an advert names a manifest
+//! version) and [`Advertiser::shutdown`] on exit, which sends the mDNS goodbyes; the `dht-node`
+//! subcommand calls [`run_dht_node`]. The mechanisms live in `phase_discovery`, shared with the
+//! init and the `phase` tool: one mDNS instance per (channel, arch), and per (channel, arch) a
+//! DHT record under the shared key, one under the per-peer key and a provider record,
+//! republished every half TTL (`phase_protocol::record::DEFAULT_TTL_SECS`).
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use phase_discovery::dht::{self, DhtConfig, DhtError, DhtNode, Publication, Role};
+use phase_discovery::identity::{self, IdentityError};
+use phase_discovery::mdns::{self, MdnsAdvertiser, MdnsError};
+use phase_protocol::mdns::MdnsAdvert;
 use phase_protocol::Arch;
+
+/// Default `--dht-listen` address.
+pub const DEFAULT_DHT_LISTEN: &str = "/ip4/0.0.0.0/tcp/4001";
 
 /// One (channel, arch) that this provider serves.
 #[derive(Debug, Clone)]
@@ -42,15 +54,27 @@ pub struct AdvertiseOptions {
 /// Errors starting advertisement.
 #[derive(Debug, thiserror::Error)]
 pub enum AdvertiseError {
-    /// Anything that went wrong, with context.
-    #[error("advertisement failed: {0}")]
-    Failed(String),
+    /// The mDNS daemon or an instance could not start.
+    #[error("mDNS advertisement")]
+    Mdns(#[source] MdnsError),
+    /// The DHT node could not start (bad multiaddr, transport, listen address).
+    #[error("DHT node")]
+    Dht(#[source] DhtError),
+    /// `--identity` could not be read or created.
+    #[error("DHT identity")]
+    Identity(#[source] IdentityError),
+    /// The DHT node listens nowhere after 5 s.
+    #[error("DHT node is not listening on any of {0:?}")]
+    NotListening(Vec<String>),
 }
 
-/// Running advertisement; dropping it without [`Advertiser::shutdown`] stops it abruptly.
+/// Running advertisement; dropping it without [`Advertiser::shutdown`] stops it abruptly (no
+/// mDNS goodbye).
 #[derive(Debug, Default)]
 pub struct Advertiser {
     peer_id: Option<String>,
+    mdns: Option<MdnsAdvertiser>,
+    dht: Option<DhtNode>,
 }
 
 impl Advertiser {
@@ -59,28 +83,110 @@ impl Advertiser {
         self.peer_id.as_deref()
     }
 
-    /// Sends mDNS goodbyes and stops the DHT node.
-    pub async fn shutdown(self) {}
+    /// Sends mDNS goodbyes (bounded, 2 s per instance) and stops the DHT node.
+    pub async fn shutdown(self) {
+        if let Some(m) = self.mdns {
+            m.shutdown().await;
+        }
+        if let Some(d) = self.dht {
+            d.shutdown().await;
+        }
+    }
 }
 
-/// Starts advertising `adverts` as `opts` says.
+fn start_node(opts: &AdvertiseOptions) -> Result<DhtNode, AdvertiseError> {
+    let keypair = identity::load_or_ephemeral(opts.identity.as_deref()).map_err(AdvertiseError::Identity)?;
+    let listen = if opts.dht_listen.is_empty() { vec![DEFAULT_DHT_LISTEN.to_owned()] } else { opts.dht_listen.clone() };
+    let listen = dht::parse_multiaddrs(&listen).map_err(AdvertiseError::Dht)?;
+    let bootstrap = dht::parse_multiaddrs(&opts.bootstrap).map_err(AdvertiseError::Dht)?;
+    DhtNode::start(DhtConfig { keypair, listen, bootstrap, role: Role::Server }).map_err(AdvertiseError::Dht)
+}
+
+/// Starts advertising `adverts` as `opts` says: mDNS instances first, then the DHT node, which
+/// publishes every advert now and every half TTL (puts are confirmed in the log as
+/// `dht put ok /phase/<channel>/<arch>/manifest`).
 ///
 /// # Errors
-/// [`AdvertiseError`] when the mDNS daemon or DHT node cannot start.
+/// [`AdvertiseError`] when the mDNS daemon or DHT node cannot start; nothing keeps running then.
 pub async fn start(opts: AdvertiseOptions, adverts: Vec<Advert>) -> Result<Advertiser, AdvertiseError> {
-    let _ = (opts, adverts);
-    Ok(Advertiser::default())
+    let mut advertiser = Advertiser::default();
+    if opts.mdns && !adverts.is_empty() {
+        let mdns_adverts: Vec<MdnsAdvert> = adverts
+            .iter()
+            .map(|a| MdnsAdvert {
+                channel: a.channel.clone(),
+                arch: a.arch,
+                manifest_url: a.manifest_url.clone(),
+                version: a.version.clone(),
+            })
+            .collect();
+        let host = mdns::default_host_label(opts.provider_name.as_deref());
+        advertiser.mdns = Some(MdnsAdvertiser::start(&mdns_adverts, &host, None).map_err(AdvertiseError::Mdns)?);
+    }
+    if opts.dht {
+        let node = match start_node(&opts) {
+            Ok(n) => n,
+            Err(e) => {
+                advertiser.shutdown().await;
+                return Err(e);
+            }
+        };
+        let ttl = Duration::from_secs(phase_protocol::record::DEFAULT_TTL_SECS);
+        let pubs = adverts
+            .iter()
+            .map(|a| Publication {
+                channel: a.channel.clone(),
+                arch: a.arch,
+                manifest_url: a.manifest_url.clone(),
+                version: a.version.clone(),
+                provider_name: opts.provider_name.clone(),
+                ttl,
+            })
+            .collect();
+        if let Err(e) = node.publish(pubs) {
+            advertiser.shutdown().await;
+            return Err(AdvertiseError::Dht(e));
+        }
+        advertiser.peer_id = Some(node.peer_id().to_string());
+        tracing::info!(peer_id = %node.peer_id(), adverts = adverts.len(), "dht advertising");
+        advertiser.dht = Some(node);
+    }
+    Ok(advertiser)
 }
 
-/// Runs a DHT-only node (`plasmd dht-node`) until `shutdown` resolves.
+/// Runs a DHT-only node (`plasmd dht-node`) until `shutdown` resolves. Prints one line on stdout
+/// per listen address, `dht-node listening <multiaddr>/p2p/<peer id>`, as each appears; logs
+/// every record other peers store here.
 ///
 /// # Errors
-/// [`AdvertiseError`] when the node cannot start.
+/// [`AdvertiseError`] when the node cannot start or listens nowhere within 5 s.
 pub async fn run_dht_node(
     opts: AdvertiseOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AdvertiseError> {
-    let _ = opts;
-    shutdown.await;
+    let node = start_node(&opts)?;
+    if node.listen_addrs(Duration::from_secs(5)).await.is_empty() {
+        node.shutdown().await;
+        return Err(AdvertiseError::NotListening(opts.dht_listen));
+    }
+    let mut addrs = node.watch_listen_addrs();
+    let mut printed = 0;
+    tokio::pin!(shutdown);
+    loop {
+        {
+            let now = addrs.borrow_and_update();
+            let mut out = std::io::stdout().lock();
+            for a in now.iter().skip(printed) {
+                let _ = writeln!(out, "dht-node listening {a}");
+            }
+            let _ = out.flush();
+            printed = now.len();
+        }
+        tokio::select! {
+            () = &mut shutdown => break,
+            changed = addrs.changed() => if changed.is_err() { break },
+        }
+    }
+    node.shutdown().await;
     Ok(())
 }

@@ -191,6 +191,12 @@ impl DhtNode {
         addrs
     }
 
+    /// A watch of the listen addresses (each ending in `/p2p/<peer id>`); it changes as the
+    /// node starts listening on each interface.
+    pub fn watch_listen_addrs(&self) -> watch::Receiver<Vec<Multiaddr>> {
+        self.listen.clone()
+    }
+
     /// Replaces the set of records this node publishes, puts them now and every half TTL.
     ///
     /// # Errors
