@@ -1,0 +1,183 @@
+//! Real-socket tests of `plasmd serve` on 127.0.0.1: the Range table (RFC 9110 §14), If-Range,
+//! the slowloris header timeout, graceful shutdown, and 32 concurrent 64 MiB downloads.
+
+mod common;
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BODY: &[u8] = b"0123456789abcdefghij"; // 20 bytes
+
+#[tokio::test]
+async fn range_table_over_a_real_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let rel = common::tree(dir.path(), BODY, b"i");
+    common::sign_release(&rel);
+    let server = common::serve(dir.path(), |_| {}).await;
+    let client = reqwest::Client::new();
+    let url = server.url("/stable/x86_64/kernel");
+    // (Range, status, body, Content-Range)
+    let table: &[(&str, u16, &[u8], Option<&str>)] = &[
+        ("bytes=0-0", 206, b"0", Some("bytes 0-0/20")),
+        ("bytes=-1", 206, b"j", Some("bytes 19-19/20")),
+        ("bytes=15-", 206, b"fghij", Some("bytes 15-19/20")),
+        ("bytes=19-", 206, b"j", Some("bytes 19-19/20")),
+        ("bytes=20-", 416, b"", Some("bytes */20")),
+        ("bytes=1000-", 416, b"", Some("bytes */20")),
+        ("bytes=5-2", 200, BODY, None),
+        ("garbage", 200, BODY, None),
+        ("bytes=0-1,4-5", 200, BODY, None),
+        ("bytes=10-1000", 206, b"abcdefghij", Some("bytes 10-19/20")),
+    ];
+    for (range, status, body, content_range) in table {
+        let resp = client.get(&url).header("range", *range).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), *status, "{range}");
+        let cr = resp.headers().get("content-range").map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(cr.as_deref(), *content_range, "{range}");
+        assert_eq!(resp.headers()["accept-ranges"], "bytes");
+        let got = resp.bytes().await.unwrap();
+        if *status != 416 {
+            assert_eq!(&got[..], *body, "{range}");
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn if_range_with_a_stale_etag_gets_the_full_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let rel = common::tree(dir.path(), BODY, b"i");
+    common::sign_release(&rel);
+    let server = common::serve(dir.path(), |_| {}).await;
+    let client = reqwest::Client::new();
+    let url = server.url("/stable/x86_64/kernel");
+    let etag = format!("\"{}\"", phase_protocol::Sha256Digest::of(BODY).hex());
+    let resp = client.get(&url).header("range", "bytes=10-").header("if-range", &etag).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 206);
+    assert_eq!(&resp.bytes().await.unwrap()[..], b"abcdefghij");
+    let stale = format!("\"{}\"", phase_protocol::Sha256Digest::of(b"old").hex());
+    let resp = client.get(&url).header("range", "bytes=10-").header("if-range", &stale).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(&resp.bytes().await.unwrap()[..], BODY);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn slowloris_client_is_disconnected_after_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tree(dir.path(), BODY, b"i");
+    let server = common::serve(dir.path(), |c| c.header_timeout = Duration::from_millis(500)).await;
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(b"GET /stable/x86_64/kernel HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    // Never finish the head; the server must close within a bounded time.
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // a 408 may precede the close
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "slow client still connected after 10 s");
+    // A well-behaved client is still served.
+    let resp = reqwest::get(server.url("/stable/x86_64/kernel")).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connection_limit_holds_extra_clients_until_a_slot_frees() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tree(dir.path(), BODY, b"i");
+    let server = common::serve(dir.path(), |c| c.max_connections = 1).await;
+    let mut first = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    first.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 "), "first client served");
+    // The only slot is taken by the kept-alive first connection: a second request waits.
+    let url = server.url("/health");
+    let second = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status().as_u16()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "second client served beyond the limit");
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(10), second).await.unwrap().unwrap().unwrap();
+    assert_eq!(status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_quick_downloads_and_aborts_stalled_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = common::pattern(16 << 20, 7);
+    common::tree(dir.path(), &big, b"i");
+    let server = common::serve(dir.path(), |c| c.shutdown_timeout = Duration::from_millis(1500)).await;
+    common::wait_ready(&server).await;
+    // A stalled client: sends a request and never reads, so its response cannot finish.
+    let mut stalled = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stalled.write_all(b"GET /stable/x86_64/kernel HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut first = [0u8; 16];
+    stalled.read_exact(&mut first).await.unwrap();
+    // A normal client mid-download when shutdown begins.
+    let resp = reqwest::get(server.url("/stable/x86_64/kernel")).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let addr = server.addr;
+    let stopping = tokio::spawn(server.stop());
+    let body = resp.bytes().await.unwrap();
+    assert_eq!(Sha256::digest(&body), Sha256::digest(&big), "in-flight download completed intact");
+    let report = tokio::time::timeout(Duration::from_secs(20), stopping).await.unwrap().unwrap();
+    assert_eq!(report.aborted, 1, "the stalled download was cut at the deadline");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener closed");
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_concurrent_clients_each_get_64_mib_with_matching_hash() {
+    const SIZE: usize = 64 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::pattern(SIZE, 42);
+    let want: [u8; 32] = Sha256::digest(&data).into();
+    let rel = common::tree(dir.path(), &data, b"i");
+    drop(data);
+    common::sign_release(&rel);
+    let server = common::serve(dir.path(), |_| {}).await;
+    let client = reqwest::Client::new();
+    let url = server.url("/stable/x86_64/kernel");
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.spawn(async move {
+            let mut resp = client.get(&url).send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), 200);
+            let mut hasher = Sha256::new();
+            let mut n = 0usize;
+            while let Some(chunk) = resp.chunk().await.unwrap() {
+                n += chunk.len();
+                hasher.update(&chunk);
+            }
+            (n, <[u8; 32]>::from(hasher.finalize()))
+        });
+    }
+    let all = tokio::time::timeout(Duration::from_secs(400), async {
+        let mut out = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            out.push(r.unwrap());
+        }
+        out
+    })
+    .await
+    .expect("32 x 64 MiB did not finish within 400 s");
+    assert_eq!(all.len(), 32);
+    for (n, hash) in all {
+        assert_eq!(n, SIZE);
+        assert_eq!(hash, want);
+    }
+    let status: serde_json::Value =
+        serde_json::from_slice(&reqwest::get(server.url("/status")).await.unwrap().bytes().await.unwrap()).unwrap();
+    assert_eq!(status["artifacts"]["stable/x86_64/kernel"]["bytes"], 32 * SIZE as u64);
+    server.stop().await;
+}
