@@ -1,1 +1,493 @@
-//! (in progress) see issue 6.
+//! The "kexec" stage, last of the boot stage (seed 003 "kexec Handoff", issue 6 §7).
+//!
+//! - The target command line is the manifest's signed `cmdline` plus the `phase.*` words of the
+//!   running command line (those override a `phase.*` key the manifest also sets).
+//! - The initrd is built in a memfd: the verified initramfs bytes, zero-padded to 4 bytes, then
+//!   an appended reproducible newc cpio ([`phase_layout::newc`]) holding `phase/`, `phase/boot/`
+//!   and `phase/boot/{manifest.json,kernel,initramfs,rootfs}`: the exact verified manifest bytes
+//!   and the artifacts copied from the verified file descriptors kept since the fetch. The
+//!   kernel unpacks both archives into the target's rootfs, where the target stage finds
+//!   `/phase/boot/manifest.json`.
+//! - `kexec_file_load(kernel fd, initrd fd, cmdline)`, `sync`, `reboot(LINUX_REBOOT_CMD_KEXEC)`.
+//!
+//! With `phase.kexec=never`, [`write_boot_dir`] puts the same files in `/phase/boot` and the
+//! target stage runs on the running kernel.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use phase_layout::newc::{self, Entry, NewcError};
+
+use crate::cmdline::{raw_tokens, word_key};
+use crate::sys::{RebootCmd, SysError, Syscalls};
+
+/// Where the target stage finds the release, inside the initrd (no leading `/` in the cpio).
+pub const BOOT_DIR: &str = "/phase/boot";
+
+/// The artifact names copied next to the manifest, in this order when present.
+pub const BOOT_ARTIFACTS: [&str; 3] = ["kernel", "initramfs", "rootfs"];
+
+/// Errors of the kexec stage.
+#[derive(Debug, thiserror::Error)]
+pub enum KexecError {
+    /// The manifest has no artifact of this name (kernel and initramfs are required).
+    #[error("release has no {0} artifact")]
+    MissingArtifact(&'static str),
+    /// Creating or writing the initrd memfd failed.
+    #[error("composing the initrd ({what})")]
+    Initrd {
+        /// What was being written.
+        what: String,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing the appended cpio failed.
+    #[error("composing the /phase/boot cpio")]
+    Cpio(#[source] NewcError),
+    /// A system call failed (memfd_create, kexec_file_load, reboot).
+    #[error("kexec")]
+    Sys(#[source] SysError),
+    /// Writing `/phase/boot/<name>` for `phase.kexec=never` failed.
+    #[error("writing {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// One verified file to hand over: an open descriptor holding exactly `size` verified bytes.
+/// Reads use `pread` from offset 0, so the descriptor's position does not matter.
+#[derive(Debug, Clone, Copy)]
+pub struct Verified<'a> {
+    /// The verified file (kept open since the hash matched).
+    pub file: &'a File,
+    /// Its size in bytes (the manifest's `size_bytes`).
+    pub size: u64,
+}
+
+/// What the target stage needs: the exact verified manifest bytes and the artifacts by name.
+#[derive(Debug, Clone)]
+pub struct Handoff<'a> {
+    /// The manifest exactly as verified (`VerifiedManifest::raw`).
+    pub manifest_raw: &'a [u8],
+    /// Artifacts by name (`kernel`, `initramfs`, optional `rootfs`).
+    pub artifacts: Vec<(&'static str, Verified<'a>)>,
+}
+
+impl<'a> Handoff<'a> {
+    /// The artifact `name`. Errors: [`KexecError::MissingArtifact`].
+    pub fn get(&self, name: &'static str) -> Result<Verified<'a>, KexecError> {
+        self.artifacts
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .ok_or(KexecError::MissingArtifact(name))
+    }
+}
+
+/// Reads a file with `pread` from a start offset, never moving the descriptor's position.
+struct PosReader<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl Read for PosReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+fn reader(v: Verified<'_>) -> PosReader<'_> {
+    PosReader {
+        file: v.file,
+        pos: 0,
+    }
+}
+
+/// The target command line: the words of `manifest_cmdline`, except `phase.*` keys that
+/// `current` also sets, then the `phase.*` words of `current` (the last one of each key).
+/// Quotes are kept as written.
+pub fn compose_cmdline(manifest_cmdline: &str, current: &str) -> String {
+    let mut ours: Vec<String> = Vec::new();
+    for w in raw_tokens(current)
+        .into_iter()
+        .filter(|w| w.starts_with("phase."))
+    {
+        let key = word_key(&w).to_string();
+        ours.retain(|o| word_key(o) != key);
+        ours.push(w);
+    }
+    let mut words: Vec<String> = raw_tokens(manifest_cmdline)
+        .into_iter()
+        .filter(|w| !ours.iter().any(|o| word_key(o) == word_key(w)))
+        .collect();
+    words.extend(ours);
+    words.join(" ")
+}
+
+/// Writes the initrd to `out`: the verified initramfs, zero padding to a multiple of 4 bytes,
+/// then the newc cpio of [`BOOT_DIR`]. Returns the total size in bytes. Errors:
+/// [`KexecError::MissingArtifact`], [`KexecError::Initrd`], [`KexecError::Cpio`] (including a
+/// verified file that is shorter than its size: nothing unverified is padded in).
+pub fn compose_initrd<W: Write>(out: W, h: &Handoff<'_>) -> Result<u64, KexecError> {
+    let initramfs = h.get("initramfs")?;
+    let mut out = Counter {
+        inner: io::BufWriter::with_capacity(1 << 20, out),
+        count: 0,
+    };
+    let copied =
+        io::copy(&mut reader(initramfs).take(initramfs.size), &mut out).map_err(|source| {
+            KexecError::Initrd {
+                what: "initramfs bytes".into(),
+                source,
+            }
+        })?;
+    if copied != initramfs.size {
+        return Err(KexecError::Cpio(NewcError::ShortSource {
+            name: "initramfs".into(),
+            expected: initramfs.size,
+            got: copied,
+        }));
+    }
+    let pad = newc::pad4(copied);
+    out.write_all(&[0u8; 4][..pad])
+        .map_err(|source| KexecError::Initrd {
+            what: "padding".into(),
+            source,
+        })?;
+    let mut entries = vec![
+        Entry::dir("phase", 0o755),
+        Entry::dir("phase/boot", 0o755),
+        Entry::bytes("phase/boot/manifest.json", 0o444, h.manifest_raw),
+    ];
+    for (name, v) in &h.artifacts {
+        if BOOT_ARTIFACTS.contains(name) {
+            entries.push(Entry::reader(
+                format!("phase/boot/{name}"),
+                0o444,
+                v.size,
+                reader(*v),
+            ));
+        }
+    }
+    let mut w = newc::NewcWriter::new(&mut out);
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    for e in entries {
+        w.append(e).map_err(KexecError::Cpio)?;
+    }
+    w.finish().map_err(KexecError::Cpio)?;
+    out.flush().map_err(|source| KexecError::Initrd {
+        what: "flush".into(),
+        source,
+    })?;
+    Ok(out.count)
+}
+
+/// Counts the bytes written through it.
+struct Counter<W: Write> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for Counter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Builds the initrd in a memfd (rewound to 0). Returns the file and its size in bytes.
+pub fn initrd_memfd(h: &Handoff<'_>) -> Result<(File, u64), KexecError> {
+    let mut f = crate::sys::linux::memfd("phase-initrd").map_err(KexecError::Sys)?;
+    let size = compose_initrd(&mut f, h)?;
+    f.seek(SeekFrom::Start(0))
+        .map_err(|source| KexecError::Initrd {
+            what: "rewind".into(),
+            source,
+        })?;
+    Ok((f, size))
+}
+
+/// Loads the verified kernel with `initrd` and `cmdline`, syncs and reboots into it. Returns
+/// only on failure. Errors: [`KexecError::Sys`] naming `kexec_file_load` or `reboot`.
+pub fn load_and_exec(
+    sys: &dyn Syscalls,
+    kernel: &File,
+    initrd: &File,
+    cmdline: &str,
+) -> Result<std::convert::Infallible, KexecError> {
+    sys.kexec_file_load(kernel.as_fd(), initrd.as_fd(), cmdline)
+        .map_err(KexecError::Sys)?;
+    sys.sync();
+    sys.reboot(RebootCmd::Kexec).map_err(KexecError::Sys)?;
+    // reboot(KEXEC) does not return on success; a fake or a refused call ends here.
+    Err(KexecError::Sys(SysError::new(
+        "reboot(Kexec) returned",
+        io::Error::other("still running"),
+    )))
+}
+
+/// For `phase.kexec=never`: writes the manifest and artifacts to `dir` (normally [`BOOT_DIR`])
+/// from the verified descriptors, as the appended cpio would have. Errors: [`KexecError::Write`].
+pub fn write_boot_dir(dir: &Path, h: &Handoff<'_>) -> Result<(), KexecError> {
+    let werr = |path: PathBuf| move |source| KexecError::Write { path, source };
+    std::fs::create_dir_all(dir).map_err(werr(dir.to_path_buf()))?;
+    let m = dir.join("manifest.json");
+    std::fs::write(&m, h.manifest_raw).map_err(werr(m))?;
+    for (name, v) in &h.artifacts {
+        if !BOOT_ARTIFACTS.contains(name) {
+            continue;
+        }
+        let path = dir.join(name);
+        let mut out = File::create(&path).map_err(werr(path.clone()))?;
+        let n = io::copy(&mut reader(*v).take(v.size), &mut out).map_err(werr(path.clone()))?;
+        if n != v.size {
+            return Err(KexecError::Write {
+                path,
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "verified file shorter than its size",
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::fake::Recording;
+    use std::process::{Command, Stdio};
+
+    fn file_with(bytes: &[u8]) -> File {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        // Leave the position at the end: composition must not depend on it.
+        f
+    }
+
+    #[test]
+    fn cmdline_appends_phase_keys_and_current_ones_override() {
+        let got = compose_cmdline(
+            "console=ttyS0,115200 panic=10 phase.mode=internet phase.channel=stable",
+            "BOOT_IMAGE=/vmlinuz console=tty0 phase.mode=local phase.debug phase.mode=private quiet",
+        );
+        assert_eq!(
+            got,
+            "console=ttyS0,115200 panic=10 phase.channel=stable phase.debug phase.mode=private"
+        );
+    }
+
+    #[test]
+    fn cmdline_keeps_quoted_words() {
+        let got = compose_cmdline("console=ttyS0", "phase.init=\"/sbin/init -s\"");
+        assert_eq!(got, "console=ttyS0 phase.init=\"/sbin/init -s\"");
+    }
+
+    #[test]
+    fn cmdline_with_no_phase_keys_is_the_manifest_one() {
+        assert_eq!(
+            compose_cmdline("console=ttyS0 panic=10", "console=tty0 ro"),
+            "console=ttyS0 panic=10"
+        );
+    }
+
+    fn handoff_files() -> (File, File, File, Vec<u8>) {
+        (
+            file_with(b"KERNEL-BYTES"),
+            file_with(b"INITRAMFS-5"),
+            file_with(&[7u8; 5000]),
+            b"{\"m\":1}".to_vec(),
+        )
+    }
+
+    #[test]
+    fn initrd_is_initramfs_padded_then_cpio_the_cpio_tool_extracts() {
+        let (k, i, r, m) = handoff_files();
+        let h = Handoff {
+            manifest_raw: &m,
+            artifacts: vec![
+                ("kernel", Verified { file: &k, size: 12 }),
+                ("initramfs", Verified { file: &i, size: 11 }),
+                (
+                    "rootfs",
+                    Verified {
+                        file: &r,
+                        size: 5000,
+                    },
+                ),
+            ],
+        };
+        let mut out = Vec::new();
+        let size = compose_initrd(&mut out, &h).unwrap();
+        assert_eq!(size, out.len() as u64);
+        assert_eq!(&out[..11], b"INITRAMFS-5");
+        assert_eq!(&out[11..12], &[0], "padded to 4 bytes");
+        assert_eq!(&out[12..18], b"070701", "cpio starts 4-byte aligned");
+        if Command::new("cpio")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_err()
+        {
+            eprintln!("SKIP: cpio tool not installed");
+            assert!(std::env::var("CI").as_deref() != Ok("true"));
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new("cpio")
+            .args(["-idv", "--quiet", "--no-absolute-filenames"])
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&out[12..]).unwrap();
+        let res = child.wait_with_output().unwrap();
+        assert!(res.status.success());
+        let listed = String::from_utf8_lossy(&res.stderr);
+        let names: Vec<&str> = listed.lines().collect();
+        assert_eq!(
+            names,
+            [
+                "phase",
+                "phase/boot",
+                "phase/boot/initramfs",
+                "phase/boot/kernel",
+                "phase/boot/manifest.json",
+                "phase/boot/rootfs"
+            ]
+        );
+        let b = dir.path().join("phase/boot");
+        assert_eq!(std::fs::read(b.join("manifest.json")).unwrap(), m);
+        assert_eq!(std::fs::read(b.join("kernel")).unwrap(), b"KERNEL-BYTES");
+        assert_eq!(std::fs::read(b.join("initramfs")).unwrap(), b"INITRAMFS-5");
+        assert_eq!(std::fs::read(b.join("rootfs")).unwrap(), vec![7u8; 5000]);
+    }
+
+    #[test]
+    fn initrd_is_reproducible() {
+        let (k, i, r, m) = handoff_files();
+        let h = Handoff {
+            manifest_raw: &m,
+            artifacts: vec![
+                ("kernel", Verified { file: &k, size: 12 }),
+                ("initramfs", Verified { file: &i, size: 11 }),
+                (
+                    "rootfs",
+                    Verified {
+                        file: &r,
+                        size: 5000,
+                    },
+                ),
+            ],
+        };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        compose_initrd(&mut a, &h).unwrap();
+        compose_initrd(&mut b, &h).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn truncated_verified_file_is_refused() {
+        let (k, i, _, m) = handoff_files();
+        let h = Handoff {
+            manifest_raw: &m,
+            artifacts: vec![
+                ("kernel", Verified { file: &k, size: 99 }),
+                ("initramfs", Verified { file: &i, size: 11 }),
+            ],
+        };
+        let e = compose_initrd(Vec::new(), &h).unwrap_err();
+        assert!(
+            matches!(e, KexecError::Cpio(NewcError::ShortSource { .. })),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_initramfs_is_refused() {
+        let (k, _, _, m) = handoff_files();
+        let h = Handoff {
+            manifest_raw: &m,
+            artifacts: vec![("kernel", Verified { file: &k, size: 12 })],
+        };
+        assert!(matches!(
+            compose_initrd(Vec::new(), &h),
+            Err(KexecError::MissingArtifact("initramfs"))
+        ));
+    }
+
+    #[test]
+    fn kexec_loads_then_syncs_then_reboots() {
+        let (k, i, _, _) = handoff_files();
+        let f = Recording::new();
+        let _ = load_and_exec(&f, &k, &i, "console=ttyS0 phase.mode=local");
+        assert_eq!(
+            f.calls(),
+            [
+                "kexec_file_load console=ttyS0 phase.mode=local",
+                "sync",
+                "reboot Kexec"
+            ]
+        );
+    }
+
+    #[test]
+    fn refused_kexec_load_does_not_reboot() {
+        let (k, i, _, _) = handoff_files();
+        let f = Recording::new();
+        f.fail_on("kexec_file_load", libc::EKEYREJECTED);
+        let e = load_and_exec(&f, &k, &i, "x").unwrap_err();
+        assert!(
+            crate::log::error_chain(&e).contains("kexec_file_load"),
+            "{e}"
+        );
+        assert_eq!(f.calls(), ["kexec_file_load x"]);
+    }
+
+    #[test]
+    fn boot_dir_gets_manifest_and_artifacts() {
+        let (k, i, r, m) = handoff_files();
+        let h = Handoff {
+            manifest_raw: &m,
+            artifacts: vec![
+                ("kernel", Verified { file: &k, size: 12 }),
+                ("initramfs", Verified { file: &i, size: 11 }),
+                (
+                    "rootfs",
+                    Verified {
+                        file: &r,
+                        size: 5000,
+                    },
+                ),
+            ],
+        };
+        let d = tempfile::tempdir().unwrap();
+        write_boot_dir(&d.path().join("phase/boot"), &h).unwrap();
+        assert_eq!(
+            std::fs::read(d.path().join("phase/boot/manifest.json")).unwrap(),
+            m
+        );
+        assert_eq!(
+            std::fs::read(d.path().join("phase/boot/rootfs"))
+                .unwrap()
+                .len(),
+            5000
+        );
+    }
+}
