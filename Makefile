@@ -1,0 +1,206 @@
+# Phase Boot build (issue 8, seed 003 "Build System Pattern"). See docs/building.md.
+#
+#   make deps        install the Debian packages every target needs (once; stamp file)
+#   make build       static release binaries: phase-init, phase, plasmd
+#   make initramfs   build/initramfs.cpio.zst (reproducible)
+#   make rootfs      build/rootfs.squashfs (reproducible)
+#   make release     build/release/<channel>/<arch>/{kernel,initramfs,rootfs,manifest.json}
+#   make image       build/phase-<MODE>.img: GPT, ESP with systemd-boot + phase-cache partition
+#   make kernel      build/kernel/bzImage from linux-source + kernel-config/phase.config
+#   make check-kernel-config KCONFIG=/boot/config-X
+#   make test        fmt, clippy, workspace tests, build tests, QEMU boot tests
+#   make clean
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := all
+.DELETE_ON_ERROR:
+
+ARCH ?= x86_64
+ifeq ($(ARCH),arm64)
+  $(error ARCH=arm64 is not yet supported: Phase Boot builds x86_64 only for now)
+else ifeq ($(ARCH),aarch64)
+  $(error ARCH=aarch64 is not yet supported: Phase Boot builds x86_64 only for now)
+else ifneq ($(ARCH),x86_64)
+  $(error ARCH=$(ARCH) is unknown: use ARCH=x86_64)
+endif
+
+# ---- variables (override on the command line) ---------------------------------------------
+BUILD      ?= build
+TRIPLE     := x86_64-unknown-linux-gnu
+BIN_DIR    := target/$(TRIPLE)/release
+CHANNEL    ?= stable
+VERSION    ?= 0.1.0
+EXPIRES    ?= 30d
+CMDLINE    ?= console=tty0 console=ttyS0,115200 panic=10
+MODE       ?= local
+# The newest kernel in /lib/modules that has a matching /boot/vmlinuz.
+KVER       ?= $(shell for k in $$(ls /lib/modules 2>/dev/null | sort -rV); do \
+                [ -f /boot/vmlinuz-$$k ] && { echo $$k; break; }; done)
+KERNEL     ?= /boot/vmlinuz-$(KVER)
+KCONFIG    ?= /boot/config-$(KVER)
+MODULES_ROOT ?= /lib/modules
+BUSYBOX    ?= /bin/busybox
+KEYS_DIR   := $(BUILD)/keys
+DEV_KEY    := $(KEYS_DIR)/dev.key
+KEY        ?= $(DEV_KEY)
+TRUST      ?= $(KEYS_DIR)/trust.toml
+RELEASE_DIR := $(BUILD)/release/$(CHANNEL)/$(ARCH)
+IMAGE      ?= $(BUILD)/phase-$(MODE).img
+KERNEL_SRC ?=
+KERNEL_BASE ?= tinyconfig
+KERNEL_OUT := $(BUILD)/kernel
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+# Initramfs compression: zstd when the kernel config has RD_ZSTD, else gzip.
+INITRD_COMP ?= $(shell grep -qs '^CONFIG_RD_ZSTD=y' $(KCONFIG) || [ ! -f $(KCONFIG) ] && echo zstd || echo gzip)
+ifeq ($(INITRD_COMP),zstd)
+  INITRD := $(BUILD)/initramfs.cpio.zst
+else
+  INITRD := $(BUILD)/initramfs.cpio.gz
+endif
+export SOURCE_DATE_EPOCH ?= 0
+SUDO       ?= $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+LAYOUT_TOOL := target/debug/phase-layout
+STATIC_RUSTFLAGS := -C target-feature=+crt-static
+DEB_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static squashfs-tools dnsmasq-base \
+  ovmf systemd-boot-efi dosfstools mtools cpio zstd iproute2 fdisk file avahi-daemon \
+  avahi-utils curl kmod gzip
+KERNEL_PACKAGES := linux-source build-essential bc flex bison libelf-dev libssl-dev xz-utils
+
+.PHONY: all deps build layout-tool initramfs rootfs keys release image write-usb kernel \
+  check-kernel-config test test-build test-qemu clean
+
+all: release
+
+# ---- deps ---------------------------------------------------------------------------------
+DEPS_STAMP := $(BUILD)/.deps-$(shell echo '$(DEB_PACKAGES)' | md5sum | cut -c1-8)
+deps: $(DEPS_STAMP)
+$(DEPS_STAMP):
+	@mkdir -p $(BUILD)
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "deps: installing $$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	else echo "deps: all Debian packages present"; fi
+	@command -v cargo >/dev/null || { echo "deps: cargo not found: install Rust (rustup) first" >&2; exit 1; }
+	@touch $@
+
+# ---- build --------------------------------------------------------------------------------
+build:
+	RUSTFLAGS="$(STATIC_RUSTFLAGS)" cargo build --release --target $(TRIPLE) -p phase-init -p phase-provider
+	@for b in phase-init phase plasmd; do \
+	    file -L $(BIN_DIR)/$$b | grep -q 'static' || { echo "build: $(BIN_DIR)/$$b is not static" >&2; exit 1; }; \
+	done; echo "build: static binaries in $(BIN_DIR)"
+
+layout-tool:
+	cargo build -q -p phase-layout
+
+# ---- keys ---------------------------------------------------------------------------------
+keys: $(TRUST)
+$(DEV_KEY): | build
+	@mkdir -p $(KEYS_DIR)
+	$(BIN_DIR)/plasmd keygen --out $@
+# The trust root the initramfs carries: the public half of KEY (unless TRUST= names a file).
+$(KEYS_DIR)/trust.toml: $(KEY)
+	@mkdir -p $(KEYS_DIR)
+	@[ -f $(KEY).pub ] || { echo "keys: $(KEY).pub not found; pass TRUST=FILE" >&2; exit 1; }
+	printf '# Phase Boot trust root (make keys)\nthreshold = 1\nkeys = ["%s"]\n' "$$(tr -d '[:space:]' < $(KEY).pub)" > $@
+
+# ---- initramfs ----------------------------------------------------------------------------
+initramfs: $(INITRD)
+$(BUILD)/release.conf: FORCE
+	@mkdir -p $(BUILD)
+	@printf 'channel=%s\narch=%s\nversion=%s\n' '$(CHANNEL)' '$(ARCH)' '$(VERSION)' > $@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv -f $@.tmp $@
+$(BUILD)/initramfs.cpio: build layout-tool $(TRUST) $(BUILD)/release.conf FORCE
+	@[ -n "$(KVER)" ] || { echo "initramfs: no kernel in /lib/modules with /boot/vmlinuz-*; run make deps" >&2; exit 1; }
+	$(LAYOUT_TOOL) initramfs --layout initramfs-layout/initramfs.toml --kver $(KVER) \
+	  --modules-root $(MODULES_ROOT) --var repo=$(CURDIR) --var bin_dir=$(BIN_DIR) \
+	  --var busybox=$(BUSYBOX) --var trust=$(TRUST) --var release=$(BUILD)/release.conf --out $@
+$(BUILD)/initramfs.cpio.zst: $(BUILD)/initramfs.cpio
+	zstd -19 -T1 -q -f --no-progress $< -o $@
+$(BUILD)/initramfs.cpio.gz: $(BUILD)/initramfs.cpio
+	gzip -9 -n -c $< > $@
+
+# ---- rootfs -------------------------------------------------------------------------------
+rootfs: $(BUILD)/rootfs.squashfs
+$(BUILD)/rootfs.squashfs: build layout-tool FORCE
+	rm -rf $(BUILD)/rootfs.tree
+	$(LAYOUT_TOOL) rootfs-tree --layout initramfs-layout/rootfs.toml \
+	  --var bin_dir=$(BIN_DIR) --var busybox=$(BUSYBOX) --out $(BUILD)/rootfs.tree
+	mksquashfs $(BUILD)/rootfs.tree $@.tmp -noappend -quiet -no-progress -comp zstd \
+	  -all-root -all-time 0 -mkfs-time 0 -no-xattrs -reproducible -processors 1
+	mv -f $@.tmp $@
+
+# ---- release ------------------------------------------------------------------------------
+release: $(RELEASE_DIR)/manifest.json
+$(RELEASE_DIR)/manifest.json: $(INITRD) $(BUILD)/rootfs.squashfs $(KEY) FORCE
+	@[ -f "$(KERNEL)" ] || { echo "release: kernel $(KERNEL) not found (KERNEL=...)" >&2; exit 1; }
+	@mkdir -p $(RELEASE_DIR)
+	cp -f $(KERNEL) $(RELEASE_DIR)/kernel
+	cp -f $(INITRD) $(RELEASE_DIR)/initramfs
+	cp -f $(BUILD)/rootfs.squashfs $(RELEASE_DIR)/rootfs
+	$(BIN_DIR)/plasmd manifest build --artifacts $(RELEASE_DIR) --channel $(CHANNEL) --arch $(ARCH) \
+	  --version $(VERSION) --expires-in $(EXPIRES) --cmdline "$(CMDLINE)" --out $(BUILD)/manifest.unsigned.json
+	$(BIN_DIR)/plasmd manifest sign --key $(KEY) --in $(BUILD)/manifest.unsigned.json --out $@
+	@echo "release: $(RELEASE_DIR) ($(CHANNEL)/$(ARCH) $(VERSION), signed with $(KEY))"
+
+# ---- disk image ---------------------------------------------------------------------------
+image: $(INITRD)
+	@[ -f "$(KERNEL)" ] || { echo "image: kernel $(KERNEL) not found (KERNEL=...)" >&2; exit 1; }
+	scripts/mkimage.sh $(IMAGE) $(MODE) $(KERNEL) $(INITRD) "$(CMDLINE)"
+	scripts/check-image.sh $(IMAGE) $(MODE) $(KERNEL) $(INITRD)
+
+write-usb:
+	scripts/write-usb.sh "$(DEV)" $(IMAGE)
+
+# ---- kernel -------------------------------------------------------------------------------
+kernel: layout-tool
+	KERNEL_SRC="$(KERNEL_SRC)" KERNEL_BASE=$(KERNEL_BASE) JOBS=$(JOBS) SUDO="$(SUDO)" \
+	  KERNEL_PACKAGES="$(KERNEL_PACKAGES)" LAYOUT_TOOL=$(LAYOUT_TOOL) \
+	  scripts/build-kernel.sh $(KERNEL_OUT)
+
+check-kernel-config: layout-tool
+	@[ -f "$(KCONFIG)" ] || { echo "check-kernel-config: $(KCONFIG) not found (KCONFIG=...)" >&2; exit 1; }
+	$(LAYOUT_TOOL) check-kernel-config --config $(KCONFIG)
+
+# ---- tests --------------------------------------------------------------------------------
+test: test-build test-qemu
+# Workspace checks, then the build tests on the real artifacts: two initramfs and two rootfs
+# builds give the same sha256, the cpio holds what the layout lists, the image checks out.
+test-build: deps
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	if cargo nextest --version >/dev/null 2>&1; then \
+	  cargo nextest run --workspace --exclude phase-qemu-tests --no-fail-fast; \
+	else cargo test --workspace --exclude phase-qemu-tests --no-fail-fast; fi
+	$(MAKE) --no-print-directory initramfs rootfs
+	sha256sum $(INITRD) $(BUILD)/rootfs.squashfs > $(BUILD)/first-build.sha256
+	rm -f $(BUILD)/initramfs.cpio* $(BUILD)/rootfs.squashfs
+	$(MAKE) --no-print-directory initramfs rootfs
+	sha256sum -c $(BUILD)/first-build.sha256
+	diff <(cpio --quiet -t < $(BUILD)/initramfs.cpio) \
+	  <($(LAYOUT_TOOL) list --names --layout initramfs-layout/initramfs.toml --kver $(KVER) \
+	    --modules-root $(MODULES_ROOT) --var repo=$(CURDIR) --var bin_dir=$(BIN_DIR) \
+	    --var busybox=$(BUSYBOX) --var trust=$(TRUST) --var release=$(BUILD)/release.conf)
+	$(MAKE) --no-print-directory check-kernel-config
+	$(MAKE) --no-print-directory image MODE=$(MODE)
+	@echo "test-build: ok"
+
+## --- qemu tests (owned by qemu helper) ---
+test-qemu: release
+	if cargo nextest --version >/dev/null 2>&1; then \
+	  cargo nextest run -p phase-qemu-tests --no-fail-fast; \
+	else cargo test -p phase-qemu-tests --no-fail-fast; fi
+## --- end qemu tests ---
+
+# ---- clean --------------------------------------------------------------------------------
+clean:
+	rm -rf $(BUILD)/initramfs.cpio* $(BUILD)/rootfs.* $(BUILD)/release $(BUILD)/release.conf \
+	  $(BUILD)/manifest.unsigned.json $(BUILD)/phase-*.img
+	@echo "clean: kept $(KEYS_DIR) (dev key) and $(KERNEL_OUT); rm -rf $(BUILD) for everything"
+
+FORCE:

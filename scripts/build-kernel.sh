@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Builds the Phase Boot kernel (issue 8, `make kernel`): KERNEL_BASE (tinyconfig or defconfig)
+# plus kernel-config/phase.config, then fails if any fragment option did not survive
+# `make olddefconfig` (phase-layout check-kernel-config --exact), then builds bzImage.
+#
+# usage: build-kernel.sh OUTDIR        (writes OUTDIR/bzImage and OUTDIR/config)
+# env:   KERNEL_SRC   kernel source tree or tarball (default: Debian's linux-source tarball,
+#                     installed with apt-get when absent)
+#        KERNEL_BASE  tinyconfig (default) or defconfig
+#        JOBS         parallel jobs (default: nproc)
+#        LAYOUT_TOOL  path of the phase-layout binary
+#        KERNEL_PACKAGES, SUDO   what to apt-get install and how
+set -euo pipefail
+
+out=${1:?usage: build-kernel.sh OUTDIR}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+base=${KERNEL_BASE:-tinyconfig}
+jobs=${JOBS:-$(nproc)}
+tool=${LAYOUT_TOOL:-$repo/target/debug/phase-layout}
+fragment=$repo/kernel-config/phase.config
+case $base in tinyconfig | defconfig) ;; *) echo "kernel: KERNEL_BASE must be tinyconfig or defconfig" >&2; exit 2 ;; esac
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+src=${KERNEL_SRC:-}
+if [[ -z $src ]]; then
+    tarball=$(ls /usr/src/linux-source-*.tar.xz 2>/dev/null | sort -V | tail -1 || true)
+    if [[ -z $tarball ]]; then
+        echo "kernel: installing ${KERNEL_PACKAGES:-linux-source} (Debian's kernel source, ~140 MB)"
+        export DEBIAN_FRONTEND=noninteractive
+        ${SUDO:-} apt-get update -q
+        # shellcheck disable=SC2086
+        ${SUDO:-} apt-get install -y -q --no-install-recommends ${KERNEL_PACKAGES:-linux-source}
+        tarball=$(ls /usr/src/linux-source-*.tar.xz | sort -V | tail -1)
+    fi
+    src=$tarball
+fi
+if [[ -f $src ]]; then
+    # A tarball: unpack once into OUTDIR/src.
+    name=$(basename "$src" .tar.xz)
+    if [[ ! -f $out/src/$name/Makefile ]]; then
+        echo "kernel: unpacking $src"
+        rm -rf "$out/src" && mkdir -p "$out/src"
+        tar -xf "$src" -C "$out/src"
+    fi
+    src=$out/src/$name
+fi
+[[ -f $src/Makefile && -d $src/scripts/kconfig ]] || { echo "kernel: $src is not a kernel source tree" >&2; exit 1; }
+
+obj=$out/obj
+mkdir -p "$obj"
+kmake() { make -C "$src" O="$obj" ARCH=x86_64 -j"$jobs" "$@"; }
+echo "kernel: $base + $fragment in $src"
+kmake -s "$base"
+"$src/scripts/kconfig/merge_config.sh" -m -O "$obj" "$obj/.config" "$fragment" >/dev/null
+kmake -s olddefconfig
+"$tool" check-kernel-config --exact --config "$obj/.config" --fragment "$fragment" \
+    || { echo "kernel: options above did not survive olddefconfig (missing dependencies?)" >&2; exit 1; }
+kmake bzImage KBUILD_BUILD_TIMESTAMP="@${SOURCE_DATE_EPOCH:-0}" KBUILD_BUILD_USER=phase KBUILD_BUILD_HOST=phase
+cp -f "$obj/arch/x86/boot/bzImage" "$out/bzImage"
+cp -f "$obj/.config" "$out/config"
+echo "kernel: $out/bzImage ($(stat -c %s "$out/bzImage") bytes)"
