@@ -6,8 +6,12 @@
 //! [`fake::Recording`] (records each call as a line of text and can be told to fail one), as in
 //! youki's `syscall/{syscall,linux,test}.rs`. Unit tests check a stage's plan against the record.
 
+pub mod evdev;
 pub mod fake;
 pub mod linux;
+pub mod loopdev;
+pub mod signals;
+pub mod switch_root;
 
 use std::os::fd::BorrowedFd;
 use std::path::Path;

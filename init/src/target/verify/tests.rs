@@ -1,0 +1,94 @@
+use std::path::Path;
+
+use chrono::{Duration, Utc};
+use phase_protocol::signing::{generate_key, sign_document};
+use phase_protocol::{Arch, Sha256Digest, TrustRoot};
+use serde_json::json;
+
+use super::*;
+
+/// Writes a signed boot dir (`manifest.json`, `kernel`, `initramfs`, `rootfs`) and a trust file
+/// into `dir`; returns the trust file path.
+fn signed_boot_dir(dir: &Path) -> PathBuf {
+    let key = generate_key();
+    let files: [(&str, &[u8]); 3] = [("kernel", b"kernel bytes"), ("initramfs", b"initramfs bytes"), ("rootfs", b"squashfs bytes")];
+    let mut artifacts = serde_json::Map::new();
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+        artifacts.insert(
+            name.to_owned(),
+            json!({"filename": name, "size_bytes": bytes.len(), "hash": Sha256Digest::of(bytes).to_string(), "download_url": name}),
+        );
+    }
+    let now = Utc::now();
+    let mut doc = json!({
+        "manifest_version": 1, "version": "0.1.0", "channel": "stable", "arch": "x86_64",
+        "created_at": (now - Duration::minutes(1)).to_rfc3339(), "expires_at": (now + Duration::days(1)).to_rfc3339(),
+        "cmdline": "console=ttyS0", "artifacts": artifacts,
+    });
+    sign_document(&mut doc, &key, now).unwrap();
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&doc).unwrap()).unwrap();
+    let trust = dir.join("trust.toml");
+    std::fs::write(&trust, TrustRoot::new([key.verifying_key()], 1).unwrap().to_toml()).unwrap();
+    trust
+}
+
+#[test]
+fn intact_boot_dir_is_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let trust = signed_boot_dir(dir.path());
+    let v = reverify(dir.path(), &trust, Utc::now(), Some("stable"), Some(Arch::X86_64), true).unwrap();
+    assert_eq!(v.manifest().artifacts.len(), 3);
+}
+
+#[test]
+fn tampered_rootfs_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let trust = signed_boot_dir(dir.path());
+    std::fs::write(dir.path().join("rootfs"), b"squashfs BYTES").unwrap();
+    let err = reverify(dir.path(), &trust, Utc::now(), None, None, true).unwrap_err();
+    assert!(matches!(err, ReverifyError::Hash { ref name, .. } if name == "rootfs"), "{err}");
+}
+
+#[test]
+fn tampered_rootfs_of_same_size_passes_only_with_reverify_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let trust = signed_boot_dir(dir.path());
+    std::fs::write(dir.path().join("rootfs"), b"squashfs BYTES").unwrap();
+    assert!(reverify(dir.path(), &trust, Utc::now(), None, None, false).is_ok());
+}
+
+#[test]
+fn truncated_artifact_is_refused_even_with_reverify_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let trust = signed_boot_dir(dir.path());
+    std::fs::write(dir.path().join("kernel"), b"kernel").unwrap();
+    let err = reverify(dir.path(), &trust, Utc::now(), None, None, false).unwrap_err();
+    assert!(matches!(err, ReverifyError::Size { ref name, found: 6, .. } if name == "kernel"), "{err}");
+}
+
+#[test]
+fn manifest_signed_by_an_untrusted_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    signed_boot_dir(dir.path());
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, TrustRoot::new([generate_key().verifying_key()], 1).unwrap().to_toml()).unwrap();
+    let err = reverify(dir.path(), &other, Utc::now(), None, None, true).unwrap_err();
+    assert!(matches!(err, ReverifyError::Manifest { .. }), "{err}");
+}
+
+#[test]
+fn manifest_for_another_channel_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let trust = signed_boot_dir(dir.path());
+    let err = reverify(dir.path(), &trust, Utc::now(), Some("beta"), None, true).unwrap_err();
+    assert!(matches!(err, ReverifyError::Manifest { .. }), "{err}");
+}
+
+#[test]
+fn missing_trust_file_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    signed_boot_dir(dir.path());
+    let err = reverify(dir.path(), Path::new("/nonexistent/trust.toml"), Utc::now(), None, None, true).unwrap_err();
+    assert!(matches!(err, ReverifyError::Trust { .. }), "{err}");
+}
