@@ -66,14 +66,14 @@ impl CacheDisk {
         format!("{}@@{}", self.path.display(), PART_OFFSET_BYTES)
     }
 
-    /// Lists a directory of the vfat partition (`mdir -b`), e.g. `::phase`.
+    /// Lists the file names in a directory of the vfat partition (`mdir -b`), e.g. `::phase`.
     ///
     /// Errors: mdir fails (missing directory or not a FAT file system).
     pub fn list(&self, dir: &str) -> Result<Vec<String>> {
         let out = run(&mut cmd("mdir", ["-b", "-i", &self.mtools_image(), dir]))?;
         Ok(out
             .lines()
-            .map(|l| l.trim().trim_start_matches("::").trim_start_matches(dir.trim_start_matches("::")).trim_start_matches('/').to_string())
+            .map(|l| l.trim().trim_end_matches('/').rsplit('/').next().unwrap_or("").to_string())
             .filter(|l| !l.is_empty())
             .collect())
     }

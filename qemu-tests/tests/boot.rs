@@ -1,0 +1,307 @@
+//! The boot tests of issue 9: each boots Debian's kernel (or the custom one) with the phase
+//! initramfs under QEMU/TCG on a namespace LAN, through a real kexec into the target stage.
+//! Run them one at a time (`.config/nextest.toml` puts them in a group of one thread).
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use common::*;
+use phase_qemu_tests::disk::CacheDisk;
+use phase_qemu_tests::netns::BRIDGE_ADDR2;
+use phase_qemu_tests::provider::{self, ProviderOpts};
+use phase_qemu_tests::qemu::{Vm, VmConfig};
+use phase_qemu_tests::{env, release};
+
+/// Test 1: local: mDNS, fetch + verify, kexec, target, overlay; the VM's plasmd serves the release.
+#[test]
+fn local_mode_boots_via_mdns_and_target_serves_identical_release() -> Result<()> {
+    let test = "local_mode_boots_via_mdns_and_target_serves_identical_release";
+    if !ready(test)? {
+        return Ok(());
+    }
+    let work = env::work_dir("local")?;
+    let (mut lan, _p) = local_lan("local", &work)?;
+    let mut vm = Vm::start(&mut lan, vm_config("local", "local", "", 0x11)?, &work)?;
+    let discover = expect_boot_stage(&mut vm, "local", "mdns")?;
+    ensure!(discover.contains("http://192.0.2.1:8080"), "discovered another provider: {discover}");
+    let addr = expect_kexec_and_target(&mut vm)?;
+    end_checks(&lan, &vm, &addr)?;
+    Ok(())
+}
+
+/// Test 2: internet: no mDNS, a DHT of 5 nodes + phase.bootstrap; the end checks; the cache disk holds
+/// the manifest and artifacts after poweroff.
+#[test]
+fn internet_mode_boots_via_dht_and_fills_cache_disk() -> Result<()> {
+    let test = "internet_mode_boots_via_dht_and_fills_cache_disk";
+    if !ready(test)? {
+        return Ok(());
+    }
+    let work = env::work_dir("internet")?;
+    let disk = CacheDisk::create(&work.join("cache.img"), 512)?;
+    let (mut lan, _dht, bootstrap) = internet_lan("inet", &work, 5)?;
+    let mut cfg = vm_config("internet", "internet", &format!("phase.bootstrap={bootstrap}"), 0x12)?;
+    cfg.disks.push(disk.path.clone());
+    let mut vm = Vm::start(&mut lan, cfg, &work)?;
+    expect_boot_stage(&mut vm, "internet", "dht")?;
+    vm.expect("phase: cache ok wrote", secs(300))?;
+    let addr = expect_kexec_and_target(&mut vm)?;
+    end_checks(&lan, &vm, &addr)?;
+    powerdown(&mut vm)?;
+    drop(vm);
+
+    let manifest = publisher_manifest()?;
+    let listing = disk.list("::phase")?;
+    eprintln!("cache disk ::phase = {listing:?}");
+    let cached = disk.read("::phase/manifest.json", &work)?;
+    ensure!(cached == manifest, "cached manifest differs from the publisher's");
+    for a in release::artifacts(&manifest)? {
+        let data = disk.read(&format!("::phase/{}", a.name), &work)?;
+        ensure!(
+            release::sha256_hex(&data) == a.sha256 && data.len() as u64 == a.size_bytes,
+            "cached {} does not match the manifest",
+            a.name
+        );
+    }
+    let keep = internet_cache_path();
+    std::fs::copy(&disk.path, &keep).with_context(|| format!("keep cache disk at {}", keep.display()))?;
+    Ok(())
+}
+
+/// Test 3: private: nothing is written to the cache disk and the peer id is fresh on every boot.
+#[test]
+fn private_mode_leaves_disk_untouched_and_uses_fresh_peer_id() -> Result<()> {
+    let test = "private_mode_leaves_disk_untouched_and_uses_fresh_peer_id";
+    if !ready(test)? {
+        return Ok(());
+    }
+    let work = env::work_dir("private")?;
+    let disk = CacheDisk::create(&work.join("cache.img"), 512)?;
+    let before = disk.sha256()?;
+    let (mut lan, _dht, bootstrap) = internet_lan("priv", &work, 5)?;
+    let mut peers = Vec::new();
+    for round in 0..2u8 {
+        let name = format!("private{round}");
+        let mut cfg = vm_config(&name, "private", &format!("phase.bootstrap={bootstrap}"), 0x20 + round)?;
+        cfg.disks.push(disk.path.clone());
+        let mut vm = Vm::start(&mut lan, cfg, &work)?;
+        expect_boot_stage(&mut vm, "private", "dht")?;
+        let addr = expect_kexec_and_target(&mut vm)?;
+        end_checks(&lan, &vm, &addr)?;
+        ensure!(
+            !vm.lines().iter().any(|l| l.contains("phase: cache ok")),
+            "private mode wrote the cache"
+        );
+        let ids = peer_ids(&vm.lines());
+        let id = ids.first().cloned().ok_or_else(|| vm.failure("no libp2p peer id (12D3KooW...) on the console"))?;
+        eprintln!("boot {round}: peer id {id}");
+        peers.push(id);
+        powerdown(&mut vm)?;
+    }
+    ensure!(peers[0] != peers[1], "peer id {} was reused across private boots", peers[0]);
+    ensure!(disk.sha256()? == before, "private mode changed the cache disk");
+    Ok(())
+}
+
+/// Test 4: offline from cache: local mode, no provider at all, boots from the cache test 2 filled.
+#[test]
+fn local_mode_boots_offline_from_cache_disk() -> Result<()> {
+    let test = "local_mode_boots_offline_from_cache_disk";
+    if !ready(test)? {
+        return Ok(());
+    }
+    let filled = internet_cache_path();
+    if !filled.exists() {
+        return env::skip_or_fail(
+            test,
+            &format!("{} missing: internet_mode_boots_via_dht_and_fills_cache_disk runs first", filled.display()),
+        )
+        .map(|_| ());
+    }
+    let work = env::work_dir("offline")?;
+    let img = work.join("cache.img");
+    std::fs::copy(&filled, &img)?;
+    let mut lan = phase_qemu_tests::netns::Lan::create("offline")?;
+    lan.start_dnsmasq(&work)?;
+    let mut cfg = vm_config("offline", "local", "", 0x14)?;
+    cfg.disks.push(img);
+    let mut vm = Vm::start(&mut lan, cfg, &work)?;
+    expect_boot_stage(&mut vm, "local", "cache")?;
+    let addr = expect_kexec_and_target(&mut vm)?;
+    end_checks(&lan, &vm, &addr)?;
+    Ok(())
+}
+
+/// Test 5: self-hosting loop: VM A boots from the host, the host provider stops, VM B boots from A.
+#[test]
+fn second_vm_boots_from_first_vm_after_host_provider_stops() -> Result<()> {
+    let test = "second_vm_boots_from_first_vm_after_host_provider_stops";
+    if !ready(test)? {
+        return Ok(());
+    }
+    let work = env::work_dir("selfhost")?;
+    let (mut lan, host) = local_lan("self", &work)?;
+    let mut a = Vm::start(&mut lan, vm_config("vm-a", "local", "", 0x15)?, &work)?;
+    expect_boot_stage(&mut a, "local", "mdns")?;
+    let addr_a = expect_kexec_and_target(&mut a)?;
+    end_checks(&lan, &a, &addr_a)?;
+    lan.stop(host);
+    ensure!(lan.http_status("http://192.0.2.1:8080/health") == 0, "host provider still answers");
+    let mut b = Vm::start(&mut lan, vm_config("vm-b", "local", "", 0x16)?, &work)?;
+    let discover = expect_boot_stage(&mut b, "local", "mdns")?;
+    ensure!(discover.contains(&format!("http://{addr_a}:8080")), "VM B did not discover VM A: {discover}");
+    let addr_b = expect_kexec_and_target(&mut b)?;
+    end_checks(&lan, &b, &addr_b)?;
+    Ok(())
+}
+
+/// Test 6: USB image: `make image` under OVMF through systemd-boot's local entry, then test 1's checks.
+#[test]
+fn usb_image_boots_under_uefi_via_systemd_boot_local_entry() -> Result<()> {
+    let test = "usb_image_boots_under_uefi_via_systemd_boot_local_entry";
+    if !ready(test)? {
+        return Ok(());
+    }
+    let code = std::path::PathBuf::from("/usr/share/OVMF/OVMF_CODE_4M.fd");
+    let vars_src = std::path::PathBuf::from("/usr/share/OVMF/OVMF_VARS_4M.fd");
+    let Some(image) = env::usb_image().filter(|p| p.exists()) else {
+        return env::skip_or_fail(test, "no build/phase-local.img (run `make image MODE=local`)").map(|_| ());
+    };
+    if !code.exists() || !vars_src.exists() {
+        return env::skip_or_fail(test, "OVMF firmware missing (apt-get install ovmf)").map(|_| ());
+    }
+    let work = env::work_dir("usb")?;
+    let vars = work.join("OVMF_VARS_4M.fd");
+    std::fs::copy(&vars_src, &vars)?;
+    let disk = work.join("usb.img");
+    let st = std::process::Command::new("cp").args(["--sparse=always"]).arg(&image).arg(&disk).status()?;
+    ensure!(st.success(), "copy {}", image.display());
+    let (mut lan, _p) = local_lan("usb", &work)?;
+    let cfg = VmConfig {
+        kernel: None,
+        initrd: None,
+        disks: vec![disk],
+        firmware: Some((code, vars)),
+        mac_suffix: 0x17,
+        ..VmConfig::direct("usb", std::path::Path::new("-"), std::path::Path::new("-"), "")
+    };
+    let mut vm = Vm::start(&mut lan, cfg, &work)?;
+    // OVMF + systemd-boot under TCG take a while before the kernel prints anything.
+    vm.expect("phase: init stage=boot version=", secs(600))?;
+    vm.expect("phase: cmdline ok mode=local", secs(60))?;
+    vm.expect("phase: discover ok", secs(240))?;
+    vm.expect("phase: manifest ok", secs(60))?;
+    let addr = expect_kexec_and_target(&mut vm)?;
+    end_checks(&lan, &vm, &addr)?;
+    Ok(())
+}
+
+/// Test 7: custom kernel: `make kernel`'s bzImage (no modules) boots the initramfs and kexecs.
+#[test]
+fn custom_kernel_boots_without_modules_and_kexecs() -> Result<()> {
+    let test = "custom_kernel_boots_without_modules_and_kexecs";
+    if !ready(test)? {
+        return Ok(());
+    }
+    let kernel = env::custom_kernel();
+    if !kernel.exists() {
+        return env::skip_or_fail(test, &format!("{} missing (run `make kernel`, ~6 min)", kernel.display()))
+            .map(|_| ());
+    }
+    let work = env::work_dir("custom")?;
+    let (mut lan, _p) = local_lan("custom", &work)?;
+    let mut cfg = vm_config("custom", "local", "", 0x18)?;
+    cfg.kernel = Some(kernel);
+    let mut vm = Vm::start(&mut lan, cfg, &work)?;
+    expect_boot_stage(&mut vm, "local", "mdns")?;
+    let addr = expect_kexec_and_target(&mut vm)?;
+    end_checks(&lan, &vm, &addr)?;
+    Ok(())
+}
+
+/// Test 8a: refusal: a provider serving a tampered rootfs is refused and the good provider is used.
+#[test]
+fn tampered_rootfs_is_refused_and_good_provider_used() -> Result<()> {
+    let test = "tampered_rootfs_is_refused_and_good_provider_used";
+    if !ready(test)? {
+        return Ok(());
+    }
+    let work = env::work_dir("tamper")?;
+    let bad_tree = tampered_release(&work)?;
+    let (mut lan, _good) = local_lan("tamper", &work)?;
+    let mut bad = ProviderOpts::local();
+    bad.artifacts = bad_tree;
+    bad.bind = BRIDGE_ADDR2.to_string();
+    provider::start_provider(&mut lan, &bad, &work, "bad")?;
+    let mut vm = Vm::start(&mut lan, vm_config("tamper", "local", "", 0x19)?, &work)?;
+    expect_boot_stage(&mut vm, "local", "mdns")?;
+    let addr = expect_kexec_and_target(&mut vm)?;
+    // Whatever the order the two providers were tried in, what booted is the signed rootfs.
+    end_checks(&lan, &vm, &addr)?;
+    let lines = vm.lines();
+    let used_bad = lines.iter().any(|l| l.contains("phase: fetch ok rootfs") && l.contains(BRIDGE_ADDR2));
+    ensure!(!used_bad, "the tampered rootfs from {BRIDGE_ADDR2} was accepted");
+    let tried_bad = lines.iter().any(|l| l.contains(BRIDGE_ADDR2) && l.contains("rootfs"));
+    if tried_bad {
+        ensure!(
+            lines.iter().any(|l| l.contains("phase:") && (l.contains("mismatch") || l.contains("refused"))),
+            "the tampered rootfs was fetched but no refusal was logged"
+        );
+    }
+    Ok(())
+}
+
+/// Test 8b: refusal: with only the tampered provider and phase.onfail=halt the machine halts with the
+/// error on the console and never kexecs.
+#[test]
+fn only_tampered_provider_with_onfail_halt_halts_with_error() -> Result<()> {
+    let test = "only_tampered_provider_with_onfail_halt_halts_with_error";
+    if !ready(test)? {
+        return Ok(());
+    }
+    let work = env::work_dir("tamperhalt")?;
+    let bad_tree = tampered_release(&work)?;
+    let mut lan = phase_qemu_tests::netns::Lan::create("thalt")?;
+    lan.start_dnsmasq(&work)?;
+    let mut bad = ProviderOpts::local();
+    bad.artifacts = bad_tree;
+    provider::start_provider(&mut lan, &bad, &work, "bad")?;
+    let mut vm = Vm::start(&mut lan, vm_config("tamperhalt", "local", "phase.timeout=60", 0x1a)?, &work)?;
+    vm.set_fail_on(&["Kernel panic", "phase: kexec ok", "phase: init stage=target"]);
+    expect_boot_stage(&mut vm, "local", "mdns")?;
+    let failed = vm.expect(" failed after ", secs(600))?;
+    ensure!(failed.contains("phase:"), "unexpected failure line: {failed}");
+    vm.expect("phase: onfail=halt", secs(60))?;
+    // Nothing more may happen: no kexec within a further 20 s.
+    let more = vm.expect("phase: kexec ok", Duration::from_secs(20));
+    ensure!(more.is_err(), "machine went on after onfail=halt");
+    let text = vm.lines().join("\n");
+    ensure!(text.contains("rootfs"), "the error on the console does not name the rootfs:\n{failed}");
+    Ok(())
+}
+
+/// Test 9: orderly shutdown: ACPI powerdown stops the services, logs poweroff, QEMU exits.
+#[test]
+fn acpi_powerdown_stops_services_and_powers_off() -> Result<()> {
+    let test = "acpi_powerdown_stops_services_and_powers_off";
+    if !ready(test)? {
+        return Ok(());
+    }
+    let work = env::work_dir("shutdown")?;
+    let (mut lan, _p) = local_lan("shut", &work)?;
+    let mut vm = Vm::start(&mut lan, vm_config("shutdown", "local", "", 0x1b)?, &work)?;
+    expect_boot_stage(&mut vm, "local", "mdns")?;
+    expect_kexec_and_target(&mut vm)?;
+    vm.monitor("system_powerdown")?;
+    vm.expect("phase: shutdown requested by power-button", secs(60))?;
+    vm.expect("phase: service ", secs(60))?;
+    let stopped = vm.lines().iter().rev().find(|l| l.contains("phase: service ")).cloned().unwrap_or_default();
+    ensure!(stopped.contains(" stopped in "), "expected a service stop line, got {stopped:?}");
+    vm.expect("phase: unmount ok", secs(60))?;
+    vm.expect("phase: poweroff", secs(60))?;
+    let st = vm.wait_exit(secs(60))?;
+    eprintln!("QEMU exited: {st}");
+    Ok(())
+}
