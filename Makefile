@@ -69,7 +69,7 @@ DEB_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static squashfs-tools 
 KERNEL_PACKAGES := linux-source build-essential bc flex bison libelf-dev libssl-dev xz-utils
 
 .PHONY: all deps build layout-tool initramfs rootfs keys release image write-usb kernel \
-  check-kernel-config test test-build test-qemu clean
+  check-kernel-config test test-build test-qemu run clean
 
 all: release
 
@@ -195,6 +195,9 @@ test-qemu: release
 	if cargo nextest --version >/dev/null 2>&1; then \
 	  cargo nextest run -p phase-qemu-tests --no-fail-fast; \
 	else cargo test -p phase-qemu-tests --no-fail-fast; fi
+run: release
+	@[ -x scripts/run.sh ] || { echo "run: scripts/run.sh is not written yet" >&2; exit 1; }
+	scripts/run.sh
 ## --- end qemu tests ---
 
 # ---- clean --------------------------------------------------------------------------------

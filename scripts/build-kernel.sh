@@ -9,6 +9,7 @@
 #        KERNEL_BASE  tinyconfig (default) or defconfig
 #        JOBS         parallel jobs (default: nproc)
 #        LAYOUT_TOOL  path of the phase-layout binary
+#        CONFIG_ONLY  1: stop after the configuration check (OUTDIR/config), no bzImage
 #        KERNEL_PACKAGES, SUDO   what to apt-get install and how
 set -euo pipefail
 
@@ -56,6 +57,11 @@ kmake -s "$base"
 kmake -s olddefconfig
 "$tool" check-kernel-config --exact --config "$obj/.config" --fragment "$fragment" \
     || { echo "kernel: options above did not survive olddefconfig (missing dependencies?)" >&2; exit 1; }
+cp -f "$obj/.config" "$out/config"
+if [[ ${CONFIG_ONLY:-0} == 1 ]]; then
+    echo "kernel: $out/config ok (CONFIG_ONLY=1: bzImage not built)"
+    exit 0
+fi
 kmake bzImage KBUILD_BUILD_TIMESTAMP="@${SOURCE_DATE_EPOCH:-0}" KBUILD_BUILD_USER=phase KBUILD_BUILD_HOST=phase
 cp -f "$obj/arch/x86/boot/bzImage" "$out/bzImage"
 cp -f "$obj/.config" "$out/config"
