@@ -41,8 +41,16 @@ pub enum Behaviour {
     Trickle(Arc<Vec<u8>>, Duration),
     /// Honest headers for the (ranged) data; after `n` body bytes a TCP RST.
     ResetAfter(Arc<Vec<u8>>, usize),
-    /// Honest, but a fraction of requests get 503, get reset mid-body, or wait `latency`.
-    Chaos { data: Arc<Vec<u8>>, p503: f64, preset: f64, latency: Duration, seed: Arc<AtomicUsize> },
+    /// Honest, but a fraction of requests get 503, get reset mid-body, or wait `latency`;
+    /// `faults` counts the 503s and resets served.
+    Chaos {
+        data: Arc<Vec<u8>>,
+        p503: f64,
+        preset: f64,
+        latency: Duration,
+        seed: Arc<AtomicUsize>,
+        faults: Arc<AtomicUsize>,
+    },
 }
 
 /// One request as seen by the server: path and Range header.
@@ -255,20 +263,25 @@ fn respond(
                 Ok(())
             }
             Behaviour::ResetAfter(d, n) => reset_after(sock, &d, from, n).await,
-            Behaviour::Chaos { data, p503, preset, latency, seed } => {
-                let roll = |salt: usize| {
-                    let x = seed.fetch_add(1, Ordering::SeqCst).wrapping_mul(2654435761).wrapping_add(salt);
-                    (x % 1000) as f64 / 1000.0
+            Behaviour::Chaos { data, p503, preset, latency, seed, faults } => {
+                let roll = |salt: u64| {
+                    // splitmix64 over a per-route counter: deterministic per route.
+                    let mut z = (seed.fetch_add(1, Ordering::SeqCst) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                    ((z ^ (z >> 31)) % 1000) as f64 / 1000.0
                 };
                 if roll(17) < 0.5 {
                     tokio::time::sleep(latency).await;
                 }
                 if roll(31) < p503 {
+                    faults.fetch_add(1, Ordering::SeqCst);
                     return status(sock, 503).await;
                 }
                 if roll(47) < preset {
                     let len = data.len() - from.unwrap_or(0);
                     let cut = (roll(59) * len as f64) as usize;
+                    faults.fetch_add(1, Ordering::SeqCst);
                     return reset_after(sock, &data, from, cut).await;
                 }
                 honest(sock, &data, from).await
