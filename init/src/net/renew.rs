@@ -19,6 +19,8 @@ use crate::log;
 
 /// Time allowed for each full DHCP attempt after a lease was lost.
 const REACQUIRE_TRY: Duration = Duration::from_secs(60);
+/// Shortest time between the starts of two renewals in [`maintain`].
+const MIN_RENEW_GAP: Duration = Duration::from_secs(5);
 /// Longest pause between two such attempts.
 const REACQUIRE_MAX_PAUSE: Duration = Duration::from_secs(60);
 
@@ -46,8 +48,13 @@ pub async fn renew_once(lease: &mut Lease, timeout: Duration) -> Result<(), NetE
 /// fix (no netlink socket, port 68 taken, interface gone).
 pub async fn maintain(lease: Lease) -> Result<Infallible, NetError> {
     let mut lease = lease;
+    let mut last_attempt: Option<Instant> = None;
     loop {
-        tokio::time::sleep_until(lease.next_renewal().into()).await;
+        // A server granting T1 = 0 must not turn this into a busy loop.
+        let floor = last_attempt.map(|t| t + MIN_RENEW_GAP);
+        let wake = floor.map_or(lease.next_renewal(), |f| f.max(lease.next_renewal()));
+        tokio::time::sleep_until(wake.into()).await;
+        last_attempt = Some(Instant::now());
         let nl = Netlink::open().map_err(|source| NetError::Configure {
             iface: lease.iface.clone(),
             source,
