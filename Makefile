@@ -191,12 +191,17 @@ test-build: deps
 	@echo "test-build: ok"
 
 ## --- qemu tests (owned by qemu helper) ---
+# Boot tests under QEMU/TCG, one at a time (.config/nextest.toml); see docs/testing.md.
+# They need the release tree, the USB image (test 6) and the custom kernel (test 7, ~6 min the
+# first time). A single test: make test-qemu T=local_mode_boots_via_mdns_and_target_serves
 test-qemu: release
+	$(MAKE) --no-print-directory image MODE=local
+	[ -f $(KERNEL_OUT)/bzImage ] || $(MAKE) --no-print-directory kernel
 	if cargo nextest --version >/dev/null 2>&1; then \
-	  cargo nextest run -p phase-qemu-tests --no-fail-fast; \
-	else cargo test -p phase-qemu-tests --no-fail-fast; fi
+	  cargo nextest run -p phase-qemu-tests --no-fail-fast $(T); \
+	else cargo test -p phase-qemu-tests --no-fail-fast $(T) -- --test-threads 1; fi
+# The main job: LAN + provider + one VM in local mode, console live, summary; KEEP=1 keeps it up.
 run: release
-	@[ -x scripts/run.sh ] || { echo "run: scripts/run.sh is not written yet" >&2; exit 1; }
 	scripts/run.sh
 ## --- end qemu tests ---
 

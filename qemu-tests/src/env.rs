@@ -68,13 +68,14 @@ pub fn plasmd() -> PathBuf {
     })
 }
 
-/// The USB/ESP image from `make image`: `PHASE_IMAGE` or the first build/*.img.
+/// The USB/ESP image from `make image MODE=local`: `PHASE_IMAGE`, build/phase-local.img, or the
+/// first other build/*.img.
 pub fn usb_image() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("PHASE_IMAGE") {
         return Some(PathBuf::from(p));
     }
     let root = repo_root().join("build");
-    for cand in ["phase-boot.img", "image/phase-boot.img", "image.img", "phase.img"] {
+    for cand in ["phase-local.img", "phase-boot.img", "phase.img"] {
         let p = root.join(cand);
         if p.exists() {
             return Some(p);

@@ -93,6 +93,11 @@ impl Lan {
         Ok(self.procs.len() - 1)
     }
 
+    /// Names and PIDs of the processes started with [`Lan::spawn`].
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.iter().map(ChildGuard::pid).collect()
+    }
+
     /// A process started with [`Lan::spawn`].
     pub fn proc(&mut self, idx: usize) -> Option<&mut ChildGuard> {
         self.procs.get_mut(idx)

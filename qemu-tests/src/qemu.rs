@@ -206,6 +206,11 @@ impl Vm {
         &self.cmdline
     }
 
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
     /// Where the full console log is written.
     pub fn console_log(&self) -> &Path {
         &self.log
