@@ -190,3 +190,68 @@ pub async fn run_dht_node(
     node.shutdown().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn advert(n: u8) -> Advert {
+        Advert {
+            channel: "stable".into(),
+            arch: Arch::X86_64,
+            manifest_url: format!("http://192.0.2.{n}:8080/stable/x86_64/manifest.json"),
+            version: "0.1.0".into(),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn started_advertiser_is_found_on_the_dht_with_a_stable_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = DhtNode::start(DhtConfig {
+            keypair: identity::ephemeral(),
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            bootstrap: vec![],
+            role: Role::Server,
+        })
+        .unwrap();
+        let boot_addr = boot.listen_addrs(Duration::from_secs(5)).await.remove(0);
+        let key = dir.path().join("identity.key");
+        let opts = AdvertiseOptions {
+            mdns: false,
+            dht: true,
+            dht_listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            bootstrap: vec![boot_addr.to_string()],
+            identity: Some(key.clone()),
+            provider_name: Some("unit".into()),
+        };
+        let a = start(opts, vec![advert(7)]).await.unwrap();
+        let peer = a.peer_id().unwrap().to_owned();
+        assert_eq!(Some(peer.clone()), identity::load_or_create(&key).ok().map(|k| k.public().to_peer_id().to_string()));
+        let client = DhtNode::start(DhtConfig { keypair: identity::ephemeral(), listen: vec![], bootstrap: vec![boot_addr], role: Role::Client })
+            .unwrap();
+        // Bounded: retries while the first put replicates.
+        let mut found = Vec::new();
+        for _ in 0..10 {
+            found = client.lookup("stable", Arch::X86_64, 1, Duration::from_secs(2)).await.unwrap();
+            if !found.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].manifest_url, advert(7).manifest_url);
+        assert_eq!(found[0].provider.as_deref(), Some(peer.as_str()));
+        a.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn bad_bootstrap_address_is_refused_at_start() {
+        let opts = AdvertiseOptions {
+            dht: true,
+            dht_listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            bootstrap: vec!["/ip4/127.0.0.1/tcp/4001".into()],
+            ..AdvertiseOptions::default()
+        };
+        assert!(matches!(start(opts, vec![advert(1)]).await, Err(AdvertiseError::Dht(DhtError::BootstrapWithoutPeerId(_)))));
+    }
+}
