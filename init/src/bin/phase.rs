@@ -14,22 +14,27 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(argv);
     match cli.command {
         Command::Verify(args) => ExitCode::from(cli::verify::run(&args)),
-        Command::Fetch(args) => {
-            let stage = log::Stage::start("fetch");
-            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    stage.failed(&e);
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(cli::fetch::run(args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    stage.failed(AsRef::<dyn std::error::Error>::as_ref(&e));
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Discover(args) => run_async("discover", cli::discover::run(args)),
+        Command::Fetch(args) => run_async("fetch", cli::fetch::run(args)),
+    }
+}
+
+/// Runs an async subcommand on a small multi-threaded runtime; an error is printed as
+/// `phase: <stage> failed after <N>ms: <chain>` and gives exit status 1.
+fn run_async(name: &'static str, fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let stage = log::Stage::start(name);
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            stage.failed(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            stage.failed(AsRef::<dyn std::error::Error>::as_ref(&e));
+            ExitCode::FAILURE
         }
     }
 }

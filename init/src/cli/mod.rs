@@ -5,6 +5,7 @@
 //! calls the same library functions directly. Invoked through a link named `phase-fetch`
 //! (`phase-verify`, `phase-discover`) it runs that subcommand: [`argv_with_link_subcommand`].
 
+pub mod discover;
 pub mod fetch;
 pub mod verify;
 
@@ -30,6 +31,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
+    /// Find providers of signed boot manifests on the LAN (mDNS) or the DHT.
+    Discover(discover::DiscoverArgs),
     /// Fetch a manifest, verify it, then stream and verify every artifact into a directory.
     Fetch(fetch::FetchArgs),
     /// Verify a manifest file (and optionally the artifacts next to it) against a trust root.
