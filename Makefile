@@ -168,7 +168,7 @@ check-kernel-config: layout-tool
 	$(LAYOUT_TOOL) check-kernel-config --config $(KCONFIG)
 
 # ---- tests --------------------------------------------------------------------------------
-test: test-build test-qemu
+test: test-build bench-smoke test-qemu
 # Workspace checks, then the build tests on the real artifacts: two initramfs and two rootfs
 # builds give the same sha256, the cpio holds what the layout lists, the image checks out.
 test-build: deps
@@ -204,6 +204,27 @@ test-qemu: release
 run: release
 	scripts/run.sh
 ## --- end qemu tests ---
+
+## --- bench (owned by bench helper; issue 10, see docs/benchmarks.md) ---
+# make bench: every figure against its peer in the same run -> docs/benchmarks.md and
+# bench/results.json (needs a quiet machine: ~15 min plus the TCG boots). make bench-smoke
+# (part of make test): the same scripts on a 4 MiB input, one run, output under build/.
+BENCH_DEBS := nginx-light wrk kexec-tools time openssl hyperfine
+BENCH_SMOKE_SECTIONS ?= provider,hash,client,footprint,discovery,boot
+.PHONY: bench bench-smoke bench-deps bench-baseline
+bench-deps:
+	@missing=$$(for p in $(BENCH_DEBS); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "bench-deps: installing $$missing"; export DEBIAN_FRONTEND=noninteractive; \
+	    $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $$missing; fi
+bench-baseline: $(BUILD)/initramfs.cpio bench-deps
+	BUSYBOX=$(BUSYBOX) KVER=$(KVER) bench/baseline/build.sh $(BUILD)/initramfs.cpio $(BUILD)/bench/baseline
+bench: deps bench-deps release bench-baseline
+	python3 bench/bench.py
+bench-smoke: bench-deps build
+	BENCH_SMOKE=1 python3 bench/bench.py --smoke --only $(BENCH_SMOKE_SECTIONS) \
+	  --md $(BUILD)/bench-smoke/benchmarks.md --json $(BUILD)/bench-smoke/results.json
+## --- end bench ---
 
 # ---- clean --------------------------------------------------------------------------------
 clean:

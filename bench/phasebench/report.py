@@ -1,0 +1,120 @@
+"""Writes docs/benchmarks.md and bench/results.json from the Results of a run."""
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+
+from .common import REPO, fmt
+
+
+def machine():
+    """Machine facts for the report header."""
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+    except OSError:
+        pass
+    mem = 0
+    try:
+        with open("/proc/meminfo") as f:
+            mem = int(next(l for l in f if l.startswith("MemTotal")).split()[1]) // 1024
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg()
+    return {"cpu": cpu, "cores": os.cpu_count(), "mem_mib": mem, "kernel": platform.release(),
+            "loadavg_at_start": [round(x, 2) for x in load]}
+
+
+def commit():
+    """HEAD commit (short) plus +dirty when the tree has changes."""
+    try:
+        c = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return c + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def write(s, res, md_path, json_path, mach, started):
+    """Writes both files."""
+    data = {"date": started, "commit": commit(), "machine": mach, "smoke": s.smoke,
+            "settings": {"size_bytes": s.size, "runs": s.runs, "warmup": s.warmup, "wrk_secs": s.wrk_secs,
+                         "discovery_runs": s.discovery_runs, "boot_runs": s.boot_runs},
+            "notes": res.notes, "rows": res.rows,
+            "facts": {k: v for k, v in res.facts.items() if isinstance(v, (int, float, str, bool))}}
+    os.makedirs(os.path.dirname(json_path), exist_ok=True)
+    with open(json_path, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (bench/bench.py); do not edit by hand. Raw numbers: `bench/results.json`.",
+        "Every peer is measured in the same run on the same machine; ratios are ours / peer",
+        "(for time, CPU and RSS lower is better, so a ratio under 1 is a win there).",
+        "",
+        f"- Date: {started}",
+        f"- Commit: {data['commit']}",
+        f"- Machine: {mach['cpu']}, {mach['cores']} cores, {mach['mem_mib']} MiB RAM, kernel {mach['kernel']}, "
+        f"load average at start {mach['loadavg_at_start']}",
+        f"- Settings: artifact {s.size} bytes, median of {s.runs} runs after {s.warmup} warm-up; wrk {s.wrk_secs}s "
+        f"per run; discovery {s.discovery_runs} runs; boot {s.boot_runs} runs per mode (TCG)",
+    ]
+    if s.smoke:
+        lines.append("- **Smoke run** (tiny input, one run): these numbers only show the scripts work.")
+    for n in res.notes:
+        lines.append(f"- {n}")
+    lines += ["", "| section | figure | value | peer | peer value | ratio | target | met? |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in res.rows:
+        value = "not measured" if r["value"] is None else f"{fmt(r['value'])} {r['unit']}"
+        met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
+        note = f" ({r['note']})" if r["note"] else ""
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+        cells = [r["section"], f"{r['figure']}{note}", value, r["peer"] or "-", fmt(r["peer_value"]), ratio,
+                 r["target"] or "-", met]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    lines += ["", "## How each figure is measured", "", METHOD]
+    os.makedirs(os.path.dirname(md_path), exist_ok=True)
+    with open(md_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+METHOD = """\
+- **Provider** (issue 3): `plasmd serve` over a flat release dir and nginx (Debian, `sendfile on`,
+  one worker, own config in a temp dir, killed by PID) over the same files, both on 127.0.0.1 and
+  pinned to core 0; `curl -s -o /dev/null` pinned to core 1 downloads the rootfs (BENCH_SIZE,
+  1 GiB by default). Manifest requests/s: `wrk -t1 -c16 -d5s` on `/stable/x86_64/manifest.json`.
+  RSS: VmRSS of plasmd idle, and its peak while 64 curls (8 MB/s each, 4 s) download.
+  Start: ms from spawning plasmd to the first 200 on /health (polled every 2 ms).
+- **Client** (issue 5): `phase fetch --manifest-url ... -q` (kernel 4 KiB, initramfs 4 KiB and the
+  rootfs, verified, written to tmpfs, fsync and rename) against `curl -s URL | tee F | sha256sum`
+  and `... | openssl dgst -sha256` on the rootfs alone; wall time, CPU (user+sys from wait4 over
+  the whole process tree) per GiB, and peak RSS (for a pipeline: its largest member).
+  The 90% target compares phase fetch to the lower of plasmd's curl rate and the in-process hash rate.
+- **Hash floor**: `phase verify --artifacts` over the page-cached files (the same sha2 code as the
+  fetch) vs `openssl speed -evp sha256 -bytes 16384` and `sha256sum`; SHA-NI from /proc/cpuinfo.
+- **Footprint**: file sizes of build/initramfs.cpio.zst and of the seed-003 baseline initramfs
+  (bench/baseline, built into build/bench/baseline/), both zstd -19; static release binaries.
+- **Discovery** (issue 4): mDNS: `plasmd serve` advertising in one network namespace, `phase discover
+  --mdns-only --want 1` in another joined by a veth pair (192.0.2.0/24); the figure is the time the
+  tool reports to its first resolved provider. Peer: `avahi-browse -rp` (Debian avahi-daemon with a
+  private D-Bus in the client namespace), time from start to its first resolved line for our service;
+  the daemon's cache is warm after the first run, which favours avahi. DHT: N `plasmd dht-node`s on
+  loopback, one `plasmd serve` publishing, `phase discover --dht-only --ephemeral --want 1`
+  bootstrapping from a different node each run.
+- **Boot under TCG** (issue 6/7): QEMU TCG, the Debian kernel, on a private LAN in a network namespace
+  (bridge 192.0.2.1/24, dnsmasq, plasmd serving `make release`'s tree, DHT nodes for internet and
+  private mode). Total = kernel timestamp of `phase: kexec ok` in the first kernel + kernel timestamp
+  of `phase: target ready` in the second (the kexec jump itself is not in either clock), plus the
+  wall clock from QEMU start. The baseline (bench/baseline) does seed 003's shell pipeline with
+  busybox (udhcpc, wget, sha256sum) and kexec-tools on the same kernel and rootfs, fetching from
+  the same provider: mode-handler.sh (mode from the command line, URL given as with
+  `phase.provider`), kexec-boot.sh (`kexec -l ... --initrd --command-line`, `kexec -e`), and
+  overlayfs-setup.sh (squashfs lower, tmpfs upper, overlay on /newroot) after the kexec. The
+  baseline checks SHA-256 only; it does not verify the Ed25519 signature, which favours it.
+"""
