@@ -1,1 +1,630 @@
-//! (in progress) see issue 6.
+//! The PID 1 stage machine (DESIGN §1, §9; seed 003 boot flow; issue 6 §8).
+//!
+//! [`pid1`] runs once per boot and never returns:
+//! 1. [`early`]: mounts (table in [`crate::mounts`]), kmsg, `/proc/cmdline`; prints
+//!    `init stage=<boot|target> ...`, `mounts ok ...`, `cmdline ok ...`.
+//! 2. In a loop, until it hands over: `modules`, then either the target stage (when
+//!    `/phase/boot/manifest.json` exists: after kexec, or `phase.kexec=never`) or
+//!    [`boot_stage`]: cache (by mode) -> network -> discover -> manifest + fetch -> cache write
+//!    -> kexec. Every stage prints one line; a failure prints its error chain and then
+//!    [`crate::onfail`] decides (retry, rescue shell, reboot, halt).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+
+use phase_discovery::{DiscoverError, DiscoverOptions};
+use phase_protocol::trust::TrustError;
+use phase_protocol::{BootMode, Expectation, TrustRoot, VerifiedManifest, VerifyError};
+
+use crate::cache::{self, Cache, CacheError};
+use crate::cmdline::{self, BootParams, CmdlineError, KexecMode};
+use crate::fetch::{self, FetchError, FetchOptions, RollbackState, VerifiedFile};
+use crate::kexec::{self, Handoff, KexecError, Verified};
+use crate::log::{self, Stage};
+use crate::modules::{self, ModulesError};
+use crate::mounts::{self, MountError};
+use crate::net::{self, NetError};
+use crate::onfail;
+use crate::sys::Syscalls;
+
+/// The trust root built into the initramfs.
+pub const TRUST_FILE: &str = "/etc/phase/trust.toml";
+/// `key=value` release facts of the initramfs (`channel=stable`).
+pub const RELEASE_FILE: &str = "/etc/phase/release";
+/// Where artifacts are downloaded (tmpfs) before kexec.
+pub const FETCH_DIR: &str = "/run/phase/fetch";
+/// The file whose presence selects the target stage.
+pub const TARGET_MARKER: &str = "/phase/boot/manifest.json";
+
+/// The entry point of the target stage (issue 7): given the parameters, it never returns unless
+/// it failed. The binary passes `phase_init::target::run`.
+pub type TargetStage =
+    fn(&BootParams) -> Result<Infallible, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Errors of the stage machine; each names the stage that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// Early mounts.
+    #[error("mounts")]
+    Mounts(#[source] Box<MountError>),
+    /// The command line.
+    #[error("cmdline")]
+    Cmdline(#[source] Box<CmdlineError>),
+    /// Kernel modules.
+    #[error("modules")]
+    Modules(#[source] Box<ModulesError>),
+    /// The trust root could not be loaded.
+    #[error("trust root {path}")]
+    Trust {
+        /// The trust file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<TrustError>,
+    },
+    /// The cache could not be mounted.
+    #[error("cache")]
+    Cache(#[source] Box<CacheError>),
+    /// The async runtime could not be built.
+    #[error("tokio runtime")]
+    Runtime(#[source] std::io::Error),
+    /// Link or DHCP.
+    #[error("network")]
+    Net(#[source] Box<NetError>),
+    /// Discovery found nothing usable.
+    #[error("discover")]
+    Discover(#[source] Box<DiscoverError>),
+    /// `phase.provider` is not a usable URL.
+    #[error("phase.provider={url}")]
+    ProviderUrl {
+        /// The value given.
+        url: String,
+        /// The cause.
+        #[source]
+        source: Box<fetch::SourceUrlError>,
+    },
+    /// Every provider found failed; the last error is kept.
+    #[error("fetch: {tried} provider(s) failed, last {url}")]
+    Fetch {
+        /// Providers tried.
+        tried: usize,
+        /// The last manifest URL tried.
+        url: String,
+        /// Its error.
+        #[source]
+        source: Box<FetchError>,
+    },
+    /// kexec.
+    #[error("kexec")]
+    Kexec(#[source] Box<KexecError>),
+    /// The target stage failed.
+    #[error("target stage")]
+    Target(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The target stage is needed but this binary has none.
+    #[error("target stage not available in this build")]
+    NoTarget,
+}
+
+/// What [`early`] established: the command line and the stage to run.
+#[derive(Debug, Clone)]
+pub struct Early {
+    /// `/proc/cmdline`, trimmed.
+    pub cmdline: String,
+    /// Parsed `phase.*` keys.
+    pub params: BootParams,
+    /// `channel=` of `/etc/phase/release`, if any.
+    pub release_channel: Option<String>,
+    /// True when `/phase/boot/manifest.json` exists (after kexec).
+    pub target: bool,
+}
+
+impl Early {
+    /// The channel in effect (`phase.channel`, else the release file, else `stable`).
+    pub fn channel(&self) -> &str {
+        self.params.channel_or(self.release_channel.as_deref())
+    }
+}
+
+/// `channel=` of a `key=value` release file.
+pub fn release_channel(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.trim().split_once('='))
+        .find(|(k, _)| k.trim() == "channel")
+        .map(|(_, v)| v.trim().trim_matches('"').to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// Mounts, kmsg and the command line; prints the `init`, `mounts` and `cmdline` lines (the init
+/// line first, as the contract wants, although the mode is only known after /proc is mounted).
+/// Errors: [`BootError::Mounts`], [`BootError::Cmdline`] (an invalid value of a known key).
+pub fn early(sys: &dyn Syscalls) -> Result<Early, BootError> {
+    let st = Stage::start("mounts");
+    let mounted = mounts::mount_early(sys, mounts::EARLY_MOUNTS);
+    log::init_kmsg();
+    let mounted = match mounted {
+        Ok(m) => m,
+        Err(e) => {
+            log::line(&format!(
+                "init stage=boot version={}",
+                env!("CARGO_PKG_VERSION")
+            ));
+            st.failed(&e);
+            return Err(BootError::Mounts(Box::new(e)));
+        }
+    };
+    let cl = Stage::start("cmdline");
+    let target = Path::new(TARGET_MARKER).exists();
+    let stage_name = if target { "target" } else { "boot" };
+    let parsed = cmdline::read(Path::new("/proc/cmdline"));
+    let mode = parsed
+        .as_ref()
+        .map(|(_, p)| p.params.mode.as_str())
+        .unwrap_or("unknown");
+    log::line(&format!(
+        "init stage={stage_name} version={} mode={mode}",
+        env!("CARGO_PKG_VERSION")
+    ));
+    let required: Vec<&str> = mounted
+        .mounted
+        .iter()
+        .copied()
+        .filter(|m| {
+            mounts::EARLY_MOUNTS
+                .iter()
+                .any(|s| s.required && s.target.trim_start_matches('/') == *m)
+        })
+        .collect();
+    st.ok(format_args!("{}", required.join(",")));
+    for skipped in &mounted.skipped {
+        log::line(&format!("mount skipped: {skipped}"));
+    }
+    let (text, parsed) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            cl.failed(&e);
+            return Err(BootError::Cmdline(Box::new(e)));
+        }
+    };
+    for key in &parsed.unknown {
+        log::line(&format!("cmdline unknown key phase.{key}"));
+    }
+    let release_channel = std::fs::read_to_string(RELEASE_FILE)
+        .ok()
+        .and_then(|t| release_channel(&t));
+    let early = Early {
+        cmdline: text,
+        params: parsed.params,
+        release_channel,
+        target,
+    };
+    cl.ok(format_args!(
+        "mode={} channel={} arch={}",
+        early.params.mode,
+        early.channel(),
+        early.params.arch
+    ));
+    Ok(early)
+}
+
+/// Runs a stage closure, printing `<name> ok <details>` or `<name> failed ...`.
+fn staged<T, E: std::error::Error + 'static>(
+    name: &'static str,
+    f: impl FnOnce() -> Result<T, E>,
+    details: impl FnOnce(&T) -> String,
+) -> Result<T, E> {
+    let st = Stage::start(name);
+    match f() {
+        Ok(v) => {
+            st.ok(details(&v));
+            Ok(v)
+        }
+        Err(e) => {
+            st.failed(&e);
+            Err(e)
+        }
+    }
+}
+
+/// The modules stage: `/etc/phase/modules.list` from `/lib/modules/$(uname -r)`.
+pub fn load_modules(sys: &dyn Syscalls) -> Result<(), BootError> {
+    staged(
+        "modules",
+        || {
+            let wanted = modules::read_list(Path::new(modules::MODULES_LIST))?;
+            modules::load(sys, &modules::modules_dir(), &wanted)
+        },
+        |l| format!("{} loaded", l.loaded.len() + l.already.len()),
+    )
+    .map(|_| ())
+    .map_err(|e| BootError::Modules(Box::new(e)))
+}
+
+/// The manifest URL for `phase.provider=URL`: the URL itself when it ends in `.json`, else
+/// `URL/{channel}/{arch}/manifest.json`. Errors: [`BootError::ProviderUrl`].
+pub fn provider_manifest_url(url: &str, channel: &str, arch: &str) -> Result<String, BootError> {
+    let perr = |source| BootError::ProviderUrl {
+        url: url.to_string(),
+        source: Box::new(source),
+    };
+    if url.ends_with(".json") {
+        return fetch::sources::parse_http_url(url)
+            .map(|u| u.to_string())
+            .map_err(perr);
+    }
+    fetch::sources::provider_manifest_url(url, channel, arch)
+        .map(|u| u.to_string())
+        .map_err(perr)
+}
+
+/// A release ready for kexec: the verified manifest and its verified open files.
+#[derive(Debug)]
+pub struct Release {
+    /// The verified manifest.
+    pub manifest: VerifiedManifest,
+    /// Verified artifacts by name.
+    pub artifacts: BTreeMap<String, VerifiedFile>,
+}
+
+/// Local mode: the cached release, verified again (signature, expiry, rollback floors, sizes
+/// and hashes). `None` (after a `discover failed` note) when absent or refused.
+fn release_from_cache(c: &Cache, trust: &TrustRoot, base: &Expectation) -> Option<Release> {
+    #[derive(Debug, thiserror::Error)]
+    enum CacheRead {
+        #[error("reading {0}")]
+        Io(PathBuf, #[source] std::io::Error),
+        #[error("cached manifest refused")]
+        Verify(#[source] VerifyError),
+        #[error("rollback state")]
+        State(#[source] fetch::StateError),
+        #[error("cached artifacts refused")]
+        Artifacts(#[source] fetch::LocalVerifyError),
+    }
+    let st = Stage::start("discover");
+    let res = (|| {
+        let path = c.manifest_path();
+        let bytes = std::fs::read(&path).map_err(|e| CacheRead::Io(path.clone(), e))?;
+        let state = RollbackState::load(&c.dir()).map_err(CacheRead::State)?;
+        let exp = state.expectation_for(
+            base.channel.as_deref().unwrap_or("stable"),
+            base.arch.map(|a| a.as_str()).unwrap_or("x86_64"),
+            base,
+        );
+        let m = phase_protocol::verify(&bytes, trust, chrono::Utc::now(), &exp)
+            .map_err(CacheRead::Verify)?;
+        state.check(&m).map_err(CacheRead::Verify)?;
+        let artifacts =
+            fetch::verify_artifacts_in_dir(&m, &c.dir()).map_err(CacheRead::Artifacts)?;
+        Ok::<_, CacheRead>(Release {
+            manifest: m,
+            artifacts,
+        })
+    })();
+    match res {
+        Ok(r) => {
+            st.ok(format_args!("cache {}", c.manifest_path().display()));
+            log::line(&format!(
+                "manifest ok version={} signers={} in 0ms",
+                r.manifest.manifest().version,
+                r.manifest.signers().len()
+            ));
+            Some(r)
+        }
+        Err(e) => {
+            log::line(&format!(
+                "cache not usable, trying the network: {}",
+                log::error_chain(&e)
+            ));
+            None
+        }
+    }
+}
+
+/// The boot stage after modules: returns only on failure (kexec does not return; with
+/// `phase.kexec=never` it runs `target`).
+pub fn boot_stage(
+    sys: &dyn Syscalls,
+    early: &Early,
+    target: Option<TargetStage>,
+) -> Result<Infallible, BootError> {
+    let p = &early.params;
+    let trust = TrustRoot::load(Path::new(TRUST_FILE)).map_err(|source| BootError::Trust {
+        path: TRUST_FILE.into(),
+        source: Box::new(source),
+    })?;
+    let base = Expectation {
+        channel: Some(early.channel().to_string()),
+        arch: Some(p.arch),
+        ..Expectation::default()
+    };
+    let cache = if cache::CachePolicy::for_mode(p.mode).mount {
+        staged(
+            "cache",
+            || cache::open(sys, p.mode, Path::new("/sys/class/block")),
+            |c| match c {
+                Some(c) => format!(
+                    "mounted {}{}",
+                    c.root.display(),
+                    if c.writable { "" } else { " (ro)" }
+                ),
+                None => "none found".to_string(),
+            },
+        )
+        .unwrap_or(None)
+    } else {
+        None
+    };
+    let cached = match (&cache, p.mode) {
+        (Some(c), BootMode::Local) => release_from_cache(c, &trust, &base),
+        _ => None,
+    };
+    let release = match cached {
+        Some(r) => r,
+        None => {
+            // Dropped before the handoff: the target stage wants no extra threads around.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(BootError::Runtime)?;
+            rt.block_on(network_release(early, &trust, &base, cache.as_ref()))?
+        }
+    };
+    if let (Some(c), true) = (&cache, p.mode.writes_cache()) {
+        let arts: Vec<(String, Verified<'_>)> = release
+            .manifest
+            .manifest()
+            .artifacts
+            .iter()
+            .filter_map(|(name, a)| {
+                release.artifacts.get(name).map(|v| {
+                    (
+                        a.filename.clone(),
+                        Verified {
+                            file: &v.file,
+                            size: v.size,
+                        },
+                    )
+                })
+            })
+            .collect();
+        // A cache that cannot be written does not stop the boot: the release is verified.
+        let _ = staged(
+            "cache",
+            || cache::write_release(c, p.mode, release.manifest.raw(), &arts),
+            |d| format!("wrote {}", d.display()),
+        );
+    }
+    if let Some(c) = &cache {
+        sys.sync();
+        let _ = sys.unmount(&c.mount_point);
+    }
+    handoff(sys, early, &release, target)
+}
+
+async fn network_release(
+    early: &Early,
+    trust: &TrustRoot,
+    base: &Expectation,
+    cache: Option<&Cache>,
+) -> Result<Release, BootError> {
+    let p = &early.params;
+    net::bring_up(p.iface.as_deref(), p.timeout)
+        .await
+        .map_err(|e| BootError::Net(Box::new(e)))?;
+    let st = Stage::start("discover");
+    let urls: Vec<(String, String)> = if let Some(url) = &p.provider {
+        match provider_manifest_url(url, early.channel(), p.arch.as_str()) {
+            Ok(u) => vec![("cmdline".to_string(), u)],
+            Err(e) => {
+                st.failed(&e);
+                return Err(e);
+            }
+        }
+    } else {
+        let sources = p.mode.sources();
+        let mut o = DiscoverOptions::new(early.channel(), p.arch);
+        o.mdns = sources.contains(&phase_protocol::mode::Source::Mdns);
+        o.dht = sources.contains(&phase_protocol::mode::Source::Dht);
+        o.bootstrap = p.bootstrap.clone();
+        o.timeout = p.timeout;
+        o.ephemeral = p.mode.ephemeral_identity();
+        o.identity = if o.ephemeral {
+            None
+        } else {
+            cache.filter(|c| c.writable).map(Cache::identity_path)
+        };
+        o.iface = p.iface.clone();
+        o.want = 4;
+        match phase_discovery::discover(&o).await {
+            Ok(found) => found
+                .into_iter()
+                .map(|f| (f.source.as_str().to_string(), f.manifest_url))
+                .collect(),
+            Err(e) => {
+                st.failed(&e);
+                return Err(BootError::Discover(Box::new(e)));
+            }
+        }
+    };
+    if let Some((src, url)) = urls.first() {
+        st.ok(format_args!("{src} {url}"));
+    }
+    let mut opts = FetchOptions::new(trust.clone(), FETCH_DIR.into());
+    opts.expectation = base.clone();
+    opts.connect_timeout = p.timeout.min(opts.connect_timeout);
+    match (cache, p.mode) {
+        (Some(c), BootMode::Internet) if c.writable => opts.state_dir = Some(c.dir()),
+        (Some(c), BootMode::Local) => {
+            // Read-only cache: enforce its floors without saving.
+            if let Ok(s) = RollbackState::load(&c.dir()) {
+                opts.expectation =
+                    s.expectation_for(early.channel(), p.arch.as_str(), &opts.expectation);
+            }
+        }
+        _ => {}
+    }
+    let mut last = None;
+    for (i, (_, url)) in urls.iter().enumerate() {
+        if i > 0 {
+            log::line(&format!("trying next provider {url}"));
+        }
+        let st = Stage::start("fetch");
+        match fetch::fetch_release(url, &opts).await {
+            Ok(r) => {
+                return Ok(Release {
+                    manifest: r.manifest,
+                    artifacts: r.artifacts,
+                })
+            }
+            Err(e) => {
+                st.failed(&e);
+                last = Some((url.clone(), e));
+            }
+        }
+    }
+    match last {
+        Some((url, source)) => Err(BootError::Fetch {
+            tried: urls.len(),
+            url,
+            source: Box::new(source),
+        }),
+        None => Err(BootError::Discover(Box::new(DiscoverError::NothingEnabled))),
+    }
+}
+
+/// kexec into the verified release, or (`phase.kexec=never`) write `/phase/boot` and run the
+/// target stage in this process.
+fn handoff(
+    sys: &dyn Syscalls,
+    early: &Early,
+    r: &Release,
+    target: Option<TargetStage>,
+) -> Result<Infallible, BootError> {
+    let artifacts: Vec<(&'static str, Verified<'_>)> = kexec::BOOT_ARTIFACTS
+        .iter()
+        .filter_map(|n| {
+            r.artifacts.get(*n).map(|v| {
+                (
+                    *n,
+                    Verified {
+                        file: &v.file,
+                        size: v.size,
+                    },
+                )
+            })
+        })
+        .collect();
+    let h = Handoff {
+        manifest_raw: r.manifest.raw(),
+        artifacts,
+    };
+    let st = Stage::start("kexec");
+    if early.params.kexec == KexecMode::Never {
+        if let Err(e) = kexec::write_boot_dir(Path::new(kexec::BOOT_DIR), &h) {
+            st.failed(&e);
+            return Err(BootError::Kexec(Box::new(e)));
+        }
+        st.ok("skipped (phase.kexec=never), wrote /phase/boot");
+        let run = target.ok_or(BootError::NoTarget)?;
+        return run(&early.params).map_err(BootError::Target);
+    }
+    let res = (|| {
+        let kernel = h.get("kernel")?;
+        let (initrd, initrd_size) = kexec::initrd_memfd(&h)?;
+        let cmdline = kexec::compose_cmdline(&r.manifest.manifest().cmdline, &early.cmdline);
+        kexec::load(sys, kernel.file, &initrd, &cmdline)?;
+        Ok::<_, KexecError>((kernel.size, initrd_size))
+    })();
+    match res {
+        Ok((k, i)) => st.ok(format_args!("loaded kernel={k} initrd={i}")),
+        Err(e) => {
+            st.failed(&e);
+            return Err(BootError::Kexec(Box::new(e)));
+        }
+    }
+    kexec::exec(sys).map_err(|e| BootError::Kexec(Box::new(e)))
+}
+
+/// PID 1: [`early`], then the stages in a loop governed by `phase.onfail`. Never returns.
+pub fn pid1(sys: &'static (dyn Syscalls + Sync), target: Option<TargetStage>) -> ! {
+    let mut attempt: u32 = 0;
+    let mut early_done: Option<Early> = None;
+    loop {
+        attempt = attempt.saturating_add(1);
+        let res = (|| {
+            let e = match &early_done {
+                Some(e) => e.clone(),
+                None => {
+                    let e = early(sys)?;
+                    onfail::set_panic_policy(e.params.onfail());
+                    early_done = Some(e.clone());
+                    e
+                }
+            };
+            load_modules(sys)?;
+            if e.target {
+                let run = target.ok_or(BootError::NoTarget)?;
+                return run(&e.params).map_err(BootError::Target);
+            }
+            boot_stage(sys, &e, target)
+        })();
+        let Err(err) = res;
+        let policy = early_done
+            .as_ref()
+            .map_or(cmdline::OnFail::Rescue, |e| e.params.onfail());
+        log::line(&format!(
+            "boot failed (attempt {attempt}): {}",
+            log::error_chain(&err)
+        ));
+        onfail::apply(
+            sys,
+            policy,
+            &onfail::decide(policy, attempt, onfail::find_shell()),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_channel_is_read_from_key_value_text() {
+        assert_eq!(
+            release_channel("version=0.1.0\nchannel=stable\n").as_deref(),
+            Some("stable")
+        );
+        assert_eq!(
+            release_channel("channel = \"beta\"").as_deref(),
+            Some("beta")
+        );
+        assert_eq!(release_channel("version=1\n"), None);
+        assert_eq!(release_channel("channel=\n"), None);
+    }
+
+    #[test]
+    fn provider_url_gets_channel_and_arch_unless_it_is_a_manifest() {
+        assert_eq!(
+            provider_manifest_url("http://192.0.2.1:8080", "stable", "x86_64").unwrap(),
+            "http://192.0.2.1:8080/stable/x86_64/manifest.json"
+        );
+        assert_eq!(
+            provider_manifest_url("http://192.0.2.1:8080/", "beta", "aarch64").unwrap(),
+            "http://192.0.2.1:8080/beta/aarch64/manifest.json"
+        );
+        assert_eq!(
+            provider_manifest_url("http://192.0.2.1:8080/x/manifest.json", "stable", "x86_64")
+                .unwrap(),
+            "http://192.0.2.1:8080/x/manifest.json"
+        );
+    }
+
+    #[test]
+    fn provider_url_that_is_not_http_is_refused() {
+        let e = provider_manifest_url("ftp://192.0.2.1/", "stable", "x86_64").unwrap_err();
+        assert!(
+            log::error_chain(&e).contains("phase.provider=ftp://192.0.2.1/"),
+            "{e}"
+        );
+    }
+}

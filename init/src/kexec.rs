@@ -221,23 +221,39 @@ pub fn initrd_memfd(h: &Handoff<'_>) -> Result<(File, u64), KexecError> {
     Ok((f, size))
 }
 
-/// Loads the verified kernel with `initrd` and `cmdline`, syncs and reboots into it. Returns
-/// only on failure. Errors: [`KexecError::Sys`] naming `kexec_file_load` or `reboot`.
+/// `kexec_file_load` of the verified kernel with `initrd` and `cmdline`. Errors:
+/// [`KexecError::Sys`] naming the call and its arguments.
+pub fn load(
+    sys: &dyn Syscalls,
+    kernel: &File,
+    initrd: &File,
+    cmdline: &str,
+) -> Result<(), KexecError> {
+    sys.kexec_file_load(kernel.as_fd(), initrd.as_fd(), cmdline)
+        .map_err(KexecError::Sys)
+}
+
+/// `sync`, then `reboot(LINUX_REBOOT_CMD_KEXEC)` into the loaded kernel. Returns only on
+/// failure ([`KexecError::Sys`]).
+pub fn exec(sys: &dyn Syscalls) -> Result<std::convert::Infallible, KexecError> {
+    sys.sync();
+    sys.reboot(RebootCmd::Kexec).map_err(KexecError::Sys)?;
+    // reboot(KEXEC) does not return on success; a fake or a refused call ends here.
+    Err(KexecError::Sys(SysError::new(
+        "reboot(LINUX_REBOOT_CMD_KEXEC) returned",
+        io::Error::other("still running"),
+    )))
+}
+
+/// [`load`] then [`exec`]. Returns only on failure.
 pub fn load_and_exec(
     sys: &dyn Syscalls,
     kernel: &File,
     initrd: &File,
     cmdline: &str,
 ) -> Result<std::convert::Infallible, KexecError> {
-    sys.kexec_file_load(kernel.as_fd(), initrd.as_fd(), cmdline)
-        .map_err(KexecError::Sys)?;
-    sys.sync();
-    sys.reboot(RebootCmd::Kexec).map_err(KexecError::Sys)?;
-    // reboot(KEXEC) does not return on success; a fake or a refused call ends here.
-    Err(KexecError::Sys(SysError::new(
-        "reboot(Kexec) returned",
-        io::Error::other("still running"),
-    )))
+    load(sys, kernel, initrd, cmdline)?;
+    exec(sys)
 }
 
 /// For `phase.kexec=never`: writes the manifest and artifacts to `dir` (normally [`BOOT_DIR`])
