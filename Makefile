@@ -58,7 +58,7 @@ ifeq ($(INITRD_COMP),zstd)
 else
   INITRD := $(BUILD)/initramfs.cpio.gz
 endif
-export SOURCE_DATE_EPOCH ?= 0
+SOURCE_DATE_EPOCH ?= 0
 SUDO       ?= $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 LAYOUT_TOOL := target/debug/phase-layout
@@ -89,8 +89,9 @@ $(DEPS_STAMP):
 	@touch $@
 
 # ---- build --------------------------------------------------------------------------------
+# SKIP_BUILD=1 uses the binaries already in $(BIN_DIR) (still checked to be static).
 build:
-	RUSTFLAGS="$(STATIC_RUSTFLAGS)" cargo build --release --target $(TRIPLE) -p phase-init -p phase-provider
+	$(if $(filter 1,$(SKIP_BUILD)),@echo "build: SKIP_BUILD=1 so using $(BIN_DIR)",RUSTFLAGS="$(STATIC_RUSTFLAGS)" cargo build --release --target $(TRIPLE) -p phase-init -p phase-provider)
 	@for b in phase-init phase plasmd; do \
 	    file -L $(BIN_DIR)/$$b | grep -q 'static' || { echo "build: $(BIN_DIR)/$$b is not static" >&2; exit 1; }; \
 	done; echo "build: static binaries in $(BIN_DIR)"
@@ -131,7 +132,7 @@ $(BUILD)/rootfs.squashfs: build layout-tool FORCE
 	rm -rf $(BUILD)/rootfs.tree
 	$(LAYOUT_TOOL) rootfs-tree --layout initramfs-layout/rootfs.toml \
 	  --var bin_dir=$(BIN_DIR) --var busybox=$(BUSYBOX) --out $(BUILD)/rootfs.tree
-	mksquashfs $(BUILD)/rootfs.tree $@.tmp -noappend -quiet -no-progress -comp zstd \
+	env -u SOURCE_DATE_EPOCH mksquashfs $(BUILD)/rootfs.tree $@.tmp -noappend -quiet -no-progress -comp zstd \
 	  -all-root -all-time 0 -mkfs-time 0 -no-xattrs -reproducible -processors 1
 	mv -f $@.tmp $@
 
@@ -159,7 +160,7 @@ write-usb:
 
 # ---- kernel -------------------------------------------------------------------------------
 kernel: layout-tool
-	KERNEL_SRC="$(KERNEL_SRC)" KERNEL_BASE=$(KERNEL_BASE) JOBS=$(JOBS) SUDO="$(SUDO)" \
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) KERNEL_SRC="$(KERNEL_SRC)" KERNEL_BASE=$(KERNEL_BASE) JOBS=$(JOBS) SUDO="$(SUDO)" \
 	  KERNEL_PACKAGES="$(KERNEL_PACKAGES)" LAYOUT_TOOL=$(LAYOUT_TOOL) \
 	  scripts/build-kernel.sh $(KERNEL_OUT)
 

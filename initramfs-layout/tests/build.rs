@@ -396,22 +396,28 @@ fn rootfs_squashfs_is_reproducible_and_holds_the_demo_target() {
                 .arg("--out")
                 .arg(&tree),
         );
-        run_ok(Command::new("mksquashfs").arg(&tree).arg(&img).args([
-            "-noappend",
-            "-quiet",
-            "-no-progress",
-            "-comp",
-            "zstd",
-            "-all-root",
-            "-all-time",
-            "0",
-            "-mkfs-time",
-            "0",
-            "-no-xattrs",
-            "-reproducible",
-            "-processors",
-            "1",
-        ]));
+        run_ok(
+            Command::new("mksquashfs")
+                .env_remove("SOURCE_DATE_EPOCH")
+                .arg(&tree)
+                .arg(&img)
+                .args([
+                    "-noappend",
+                    "-quiet",
+                    "-no-progress",
+                    "-comp",
+                    "zstd",
+                    "-all-root",
+                    "-all-time",
+                    "0",
+                    "-mkfs-time",
+                    "0",
+                    "-no-xattrs",
+                    "-reproducible",
+                    "-processors",
+                    "1",
+                ]),
+        );
         img
     };
     let a = build("a");
