@@ -1,6 +1,278 @@
-"""Boot under TCG (placeholder until the section lands)."""
+"""Boot under TCG (issues 6/7 via issue 10): kernel start to "target ready" per mode, with a stage
+breakdown, against the seed-003 shell baseline (bench/baseline) on the same kernel and rootfs.
+
+A private LAN in a network namespace we create (`pbb<pid>`: bridge br0 192.0.2.1/24, a tap for
+the VM, dnsmasq, plasmd on :8080 over `make release`'s tree with mDNS and DHT, two
+`plasmd dht-node`s, and a second plasmd on :8081 serving the baseline release). QEMU runs
+inside it; the console is read line by line. Everything is killed by PID and the namespace
+deleted at the end. A boot that does not reach its ready line within BENCH_BOOT_TIMEOUT is
+reported as "not measured: <reason>" with the last console line, never as a number.
+
+Smoke mode only checks the console parser on a canned transcript (a TCG boot takes minutes).
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+
+from .common import REPO, have, is_root, log, median, run, start, stop
+
+TS = re.compile(r"^\s*\[\s*(\d+\.\d+)\]\s*(.*)$")
+STAGE = re.compile(r"(phase|baseline): ([a-z_]+) ok(?: (\S+))?.*?(?: in (\d+)ms)?$")
+READY = ("phase: target ready", "baseline: target ready")
+FAIL = ("Kernel panic", "onfail=")
+VARIANTS = {
+    # name: (initrd kind, extra cmdline)
+    "baseline": ("baseline", "phase.mode=local bench.url=http://192.0.2.1:8081/stable/x86_64"),
+    "phase.provider": ("phase", "phase.mode=local phase.provider=http://192.0.2.1:8080"),
+    "local": ("phase", "phase.mode=local"),
+    "internet": ("phase", "phase.mode=internet phase.bootstrap={boot}"),
+    "private": ("phase", "phase.mode=private phase.bootstrap={boot}"),
+}
+
+
+def analyse(lines):
+    """Console lines (text, host_secs) -> dict: kmsg total (s), per-kernel segments, stages.
+
+    The kernel clock restarts after kexec; a timestamp lower than the previous one starts the
+    second segment. total = ts(kexec line, first kernel) + ts(ready line, second kernel).
+    """
+    seg, last, kexec_ts, ready_ts, stages = 0, -1.0, None, None, []
+    for text, _ in lines:
+        m = TS.match(text)
+        if not m:
+            continue
+        ts, msg = float(m.group(1)), m.group(2)
+        if ts + 0.5 < last:
+            seg += 1
+        last = ts
+        if ("phase: kexec ok" in msg or "baseline: kexec ok" in msg) and seg == 0:
+            kexec_ts = ts
+        if any(r in msg for r in READY):
+            ready_ts = ts
+            break
+        sm = STAGE.search(msg)
+        if sm:
+            name = sm.group(2) + (f" {sm.group(3)}" if sm.group(2) == "fetch" and sm.group(3) else "")
+            stages.append((("boot" if seg == 0 else "target"), name, int(sm.group(4)) if sm.group(4) else None, ts))
+    total = None
+    if ready_ts is not None:
+        total = ready_ts + (kexec_ts or 0.0) if seg > 0 else ready_ts
+    return {"total": total, "kexec_ts": kexec_ts, "ready_ts": ready_ts, "segments": seg + 1, "stages": stages}
+
+
+SAMPLE = """[    0.000000] Linux version 6.1.0
+[    2.100000] phase: init stage=boot version=0.1.0 mode=local
+[    2.300000] phase: dhcp ok eth0 192.0.2.101/24 in 812ms
+[    9.000000] phase: fetch ok rootfs 7172096 bytes in 2100ms
+[   10.500000] phase: kexec ok loaded kernel=1 initrd=2 in 300ms
+[    0.000000] Linux version 6.1.0
+[    3.000000] phase: init stage=target version=0.1.0 mode=local
+[    4.250000] phase: rootfs ok overlay on /newroot in 40ms
+[    6.000000] phase: target ready in 3000ms
+"""
+
+
+def self_check():
+    """The parser on a canned transcript (smoke mode); raises when it is wrong."""
+    a = analyse([(l, 0.0) for l in SAMPLE.splitlines()])
+    if abs(a["total"] - 16.5) > 1e-6 or a["segments"] != 2:
+        raise RuntimeError(f"boot console parser is wrong: {a}")
+    names = [(r, s) for r, s, _, _ in a["stages"]]
+    if ("boot", "dhcp") not in names or ("target", "rootfs") not in names or ("boot", "fetch rootfs") not in names:
+        raise RuntimeError(f"boot stage parser is wrong: {names}")
+
+
+class Lan:
+    """The boot LAN; close() kills what it started and deletes the namespace."""
+
+    def __init__(self, s, phase_tree, baseline_tree):
+        self.s = s
+        self.ns = f"pbb{os.getpid()}"
+        self.procs = []
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        run(["ip", "netns", "add", self.ns])
+        ip = lambda *a: run(["ip", "-n", self.ns, *a])  # noqa: E731
+        ip("link", "set", "lo", "up")
+        ip("link", "add", "br0", "type", "bridge")
+        ip("link", "set", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0")
+        ip("addr", "add", "192.0.2.1/24", "dev", "br0")
+        ip("link", "set", "br0", "up")
+        ip("tuntap", "add", "tap0", "mode", "tap")
+        ip("link", "set", "tap0", "master", "br0")
+        ip("link", "set", "tap0", "up")
+        w = s.work
+        self.spawn(["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--interface=br0", "--bind-interfaces",
+                    "--except-interface=lo", "--dhcp-range=192.0.2.100,192.0.2.199,255.255.255.0,12h",
+                    f"--dhcp-leasefile={w}/boot-leases", "--pid-file=", "--port=0", "--user=root"], "dnsmasq")
+        self.boot_addr = None
+        dht = []
+        for i in range(2):
+            cmd = [s.bin("plasmd"), "dht-node", "--dht-listen", f"/ip4/192.0.2.1/tcp/{4002 + i}"]
+            if self.boot_addr:
+                cmd += ["--bootstrap", self.boot_addr]
+            p = self.spawn(cmd, f"dht-{i}", stdout=subprocess.PIPE)
+            from .discovery import _read_addr
+            a = _read_addr(p)
+            dht.append(a)
+            self.boot_addr = self.boot_addr or a
+        self.spawn([s.bin("plasmd"), "serve", "-a", phase_tree, "--bind", "192.0.2.1", "--port", "8080",
+                    "--advertise-url", "http://192.0.2.1:8080", "--dht-listen", "/ip4/192.0.2.1/tcp/4001",
+                    "--bootstrap", self.boot_addr], "plasmd-phase")
+        self.spawn([s.bin("plasmd"), "serve", "-a", baseline_tree, "--bind", "192.0.2.1", "--port", "8081",
+                    "--no-dht", "--no-mdns"], "plasmd-baseline")
+        for port in (8080, 8081):
+            self.wait_health(port)
+        time.sleep(2)  # let the DHT put land (bounded)
+
+    def spawn(self, cmd, name, **kw):
+        """Starts cmd inside the namespace (logged to work/boot-<name>.log)."""
+        p = start(["ip", "netns", "exec", self.ns, *cmd], os.path.join(self.s.work, f"boot-{name}.log"), **kw)
+        self.procs.append(p)
+        return p
+
+    def wait_health(self, port):
+        """Bounded wait for /health on the bridge address, from inside the namespace."""
+        for _ in range(150):
+            r = subprocess.run(["ip", "netns", "exec", self.ns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                f"http://192.0.2.1:{port}/health"], capture_output=True, text=True)
+            if r.stdout == "200":
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"plasmd on :{port} never answered /health in the boot LAN")
+
+    def close(self):
+        """Kills our processes by PID, deletes the namespace (and with it the tap and bridge)."""
+        for p in reversed(self.procs):
+            stop(p)
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+
+
+def boot_once(s, lan, kernel, initrd, append, tag):
+    """Boots one VM; returns (analysis, wall_s, None) or (None, None, reason)."""
+    args = ["qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1",
+            "-nographic", "-no-reboot", "-serial", "stdio", "-monitor", "none",
+            "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
+            "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56",
+            "-kernel", kernel, "-initrd", initrd, "-append", f"console=ttyS0,115200 panic=-1 {append}"]
+    t0 = time.monotonic()
+    p = start(["ip", "netns", "exec", lan.ns, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines, done = [], {"why": None, "ready": None}
+    console = open(os.path.join(s.work, f"boot-console-{tag}.log"), "w")
+
+    def reader():
+        for raw in iter(p.stdout.readline, b""):
+            text = raw.decode(errors="replace").rstrip("\r\n")
+            now = time.monotonic() - t0
+            lines.append((text, now))
+            console.write(text + "\n")
+            if any(r in text for r in READY):
+                done["ready"] = now
+                return
+            if any(f in text for f in FAIL):
+                done["why"] = text.strip()
+                return
+    th = threading.Thread(target=reader, daemon=True)
+    th.start()
+    th.join(timeout=s.boot_timeout)
+    stop(p, timeout=5)
+    console.close()
+    if done["ready"] is None:
+        last = next((t for t, _ in reversed(lines) if t.strip()), "no console output")
+        why = done["why"] or f"no ready line within {s.boot_timeout}s (last: {last.strip()[:120]})"
+        return None, None, why
+    a = analyse(lines)
+    return a, done["ready"], None
+
+
+def baseline_tree(s, rel_dir):
+    """build/bench/baseline/release: same kernel and rootfs as make release, the baseline
+    initramfs, a manifest signed with the dev key. Returns its root (for plasmd -a)."""
+    root = os.path.join(REPO, "build/bench/baseline/release")
+    d = os.path.join(root, "stable/x86_64")
+    os.makedirs(d, exist_ok=True)
+    shutil.copyfile(os.path.join(rel_dir, "kernel"), os.path.join(d, "kernel"))
+    shutil.copyfile(os.path.join(rel_dir, "rootfs"), os.path.join(d, "rootfs"))
+    shutil.copyfile(os.path.join(REPO, "build/bench/baseline/initramfs.cpio.zst"), os.path.join(d, "initramfs"))
+    unsigned = os.path.join(s.work, "baseline.unsigned.json")
+    run([s.bin("plasmd"), "manifest", "build", "--artifacts", d, "--channel", "stable", "--arch", "x86_64",
+         "--version", "0.1.0", "--expires-in", "1d", "--cmdline", "console=ttyS0,115200 panic=-1", "--out", unsigned])
+    run([s.bin("plasmd"), "manifest", "sign", "--key", os.path.join(REPO, "build/keys/dev.key"), "--in", unsigned,
+         "--out", os.path.join(d, "manifest.json")])
+    return root
 
 
 def run_section(s, res):
-    """Records that boot is not measured yet."""
-    res.skip("boot", "kernel start to target ready", "section not written yet", None)
+    """Adds the boot rows."""
+    sec = "boot"
+    if s.smoke:
+        self_check()
+        log("boot: smoke mode: console parser checked; TCG boots only in make bench")
+        return
+    rel_root = os.path.join(REPO, "build/release")
+    rel_dir = os.path.join(rel_root, "stable/x86_64")
+    need = [os.path.join(rel_dir, f) for f in ("kernel", "initramfs", "rootfs", "manifest.json")]
+    need += [os.path.join(REPO, "build/bench/baseline/initramfs.cpio.zst"), os.path.join(REPO, "build/keys/dev.key")]
+    missing = [p for p in need if not os.path.exists(p)]
+    tools = [t for t in ("qemu-system-x86_64", "dnsmasq", "ip", "curl") if not have(t)]
+    why = None
+    if not is_root():
+        why = "not root (network namespace and tap needed)"
+    elif missing:
+        why = f"missing {', '.join(os.path.relpath(m, REPO) for m in missing)} (make release bench-baseline)"
+    elif tools:
+        why = f"missing tools {tools}"
+    modes = [m for m in os.environ.get("BENCH_BOOT_MODES", ",".join(VARIANTS)).split(",") if m in VARIANTS]
+    if why:
+        for m in modes:
+            res.skip(sec, f"kernel start to target ready, {m}", why)
+        return
+    btree = baseline_tree(s, rel_dir)
+    lan = Lan(s, rel_root, btree)
+    got = {m: [] for m in modes}
+    walls = {m: [] for m in modes}
+    stages = {m: None for m in modes}
+    fails = {m: None for m in modes}
+    try:
+        for r in range(s.boot_runs):
+            for m in modes:
+                if fails[m] and not got[m]:
+                    continue  # it failed before and never worked: do not spend more TCG minutes on it
+                kind, extra = VARIANTS[m]
+                initrd = os.path.join(rel_dir, "initramfs") if kind == "phase" else \
+                    os.path.join(REPO, "build/bench/baseline/initramfs.cpio.zst")
+                log(f"boot: {m} run {r + 1}/{s.boot_runs}")
+                a, wall, err = boot_once(s, lan, os.path.join(rel_dir, "kernel"), initrd,
+                                         extra.format(boot=lan.boot_addr), f"{m}-{r}")
+                if err:
+                    fails[m] = err
+                    log(f"boot: {m}: {err}")
+                    continue
+                got[m].append(a["total"])
+                walls[m].append(wall)
+                stages[m] = a["stages"]
+    finally:
+        lan.close()
+    base = median(got["baseline"]) if got.get("baseline") else None
+    for m in modes:
+        fig = f"kernel start to target ready, {m}"
+        if not got[m]:
+            res.skip(sec, fig, fails[m] or "no run")
+            continue
+        v = median(got[m])
+        note = f"{len(got[m])} runs; wall clock from QEMU start {median(walls[m]):.1f} s"
+        if fails[m]:
+            note += f"; some runs failed: {fails[m]}"
+        if m == "baseline":
+            res.add(sec, fig, v, "s (kmsg)", target="reference", note=note)
+        else:
+            res.add(sec, fig, v, "s (kmsg)", "seed-003 shell baseline" if base else None, base,
+                    v / base if base else None, "faster than baseline" if base else "reported",
+                    (v < base) if base else None, note)
+        if stages[m]:
+            parts = ", ".join(f"{run_}:{name} {ms}ms" if ms is not None else f"{run_}:{name} @{ts:.2f}s"
+                              for run_, name, ms, ts in stages[m])
+            res.notes.append(f"boot stages, {m} (last run): {parts}")
