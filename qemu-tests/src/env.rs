@@ -46,9 +46,18 @@ pub fn kernel() -> Result<PathBuf> {
     Ok(PathBuf::from(format!("/boot/vmlinuz-{}", kernel_version()?)))
 }
 
-/// The phase initramfs booted first: `PHASE_INITRAMFS` or build/initramfs.cpio.zst.
+/// The phase initramfs booted first: `PHASE_INITRAMFS`, build/initramfs.cpio.zst, or
+/// build/initramfs.cpio.gz when only that exists (kernels without RD_ZSTD).
 pub fn initramfs() -> PathBuf {
-    env_path("PHASE_INITRAMFS", || repo_root().join("build/initramfs.cpio.zst"))
+    env_path("PHASE_INITRAMFS", || {
+        let zst = repo_root().join("build/initramfs.cpio.zst");
+        let gz = repo_root().join("build/initramfs.cpio.gz");
+        if !zst.exists() && gz.exists() {
+            gz
+        } else {
+            zst
+        }
+    })
 }
 
 /// The release tree from `make release`: `PHASE_RELEASE` or build/release.

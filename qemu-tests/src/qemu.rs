@@ -56,7 +56,8 @@ impl VmConfig {
             disks: Vec::new(),
             firmware: None,
             echo: std::env::var_os("PHASE_ECHO").is_some(),
-            fail_on: vec!["Kernel panic".into(), "phase: onfail=".into()],
+            // A rescue shell (busybox banner) also means the boot failed.
+            fail_on: vec!["Kernel panic".into(), "phase: onfail=".into(), "built-in shell (ash)".into()],
         }
     }
 
