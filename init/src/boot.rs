@@ -281,6 +281,7 @@ fn release_from_cache(c: &Cache, trust: &TrustRoot, base: &Expectation) -> Optio
         Artifacts(#[source] fetch::LocalVerifyError),
     }
     let st = Stage::start("discover");
+    let mut manifest_ms = 0;
     let res = (|| {
         let path = c.manifest_path();
         let bytes = std::fs::read(&path).map_err(|e| CacheRead::Io(path.clone(), e))?;
@@ -290,9 +291,11 @@ fn release_from_cache(c: &Cache, trust: &TrustRoot, base: &Expectation) -> Optio
             base.arch.map(|a| a.as_str()).unwrap_or("x86_64"),
             base,
         );
+        let t = std::time::Instant::now();
         let m = phase_protocol::verify(&bytes, trust, chrono::Utc::now(), &exp)
             .map_err(CacheRead::Verify)?;
         state.check(&m).map_err(CacheRead::Verify)?;
+        manifest_ms = t.elapsed().as_millis();
         let artifacts =
             fetch::verify_artifacts_in_dir(&m, &c.dir()).map_err(CacheRead::Artifacts)?;
         Ok::<_, CacheRead>(Release {
@@ -304,7 +307,7 @@ fn release_from_cache(c: &Cache, trust: &TrustRoot, base: &Expectation) -> Optio
         Ok(r) => {
             st.ok(format_args!("cache {}", c.manifest_path().display()));
             log::line(&format!(
-                "manifest ok version={} signers={} in 0ms",
+                "manifest ok version={} signers={} in {manifest_ms}ms",
                 r.manifest.manifest().version,
                 r.manifest.signers().len()
             ));

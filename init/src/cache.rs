@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use phase_protocol::BootMode;
 
-use crate::kexec::Verified;
+use crate::kexec::{PosReader, Verified};
 use crate::sys::{MountFlags, SysError, Syscalls};
 
 /// The GPT partition label of the cache partition.
@@ -305,21 +305,6 @@ pub fn write_release(
     }
     write_atomic(&dir, "manifest.json", &mut &manifest_raw[..], None)?;
     Ok(dir)
-}
-
-/// `pread` reader from offset 0 (the verified descriptor's position is left alone).
-struct PosReader<'a> {
-    file: &'a File,
-    pos: u64,
-}
-
-impl Read for PosReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let n = self.file.read_at(buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

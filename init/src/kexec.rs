@@ -92,10 +92,14 @@ impl<'a> Handoff<'a> {
     }
 }
 
-/// Reads a file with `pread` from a start offset, never moving the descriptor's position.
-struct PosReader<'a> {
-    file: &'a File,
-    pos: u64,
+/// Reads a file with `pread` from a start offset, never moving the descriptor's position
+/// (so a verified descriptor can be read by several consumers).
+#[derive(Debug)]
+pub struct PosReader<'a> {
+    /// The file read.
+    pub file: &'a File,
+    /// Next offset to read, in bytes.
+    pub pos: u64,
 }
 
 impl Read for PosReader<'_> {
