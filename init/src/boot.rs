@@ -630,4 +630,101 @@ mod tests {
             "{e}"
         );
     }
+
+    mod cached {
+        use super::super::*;
+        use phase_protocol::{signing, Sha256Digest};
+
+        struct Fixture {
+            _dir: tempfile::TempDir,
+            cache: Cache,
+            trust: TrustRoot,
+        }
+
+        /// A cache dir holding a release signed by a fresh key: kernel + initramfs.
+        fn fixture(version: &str) -> Fixture {
+            let key = signing::generate_key();
+            let trust = TrustRoot::new([key.verifying_key()], 1).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let cache = Cache {
+                root: dir.path().into(),
+                mount_point: dir.path().into(),
+                writable: false,
+            };
+            std::fs::create_dir_all(cache.dir()).unwrap();
+            let mut arts = serde_json::Map::new();
+            for (name, bytes) in [("kernel", &b"KERNEL"[..]), ("initramfs", &b"INITRAMFS"[..])] {
+                std::fs::write(cache.dir().join(name), bytes).unwrap();
+                arts.insert(
+                    name.into(),
+                    serde_json::json!({"filename": name, "size_bytes": bytes.len(),
+                        "hash": Sha256Digest::of(bytes).to_string(), "download_url": name, "urls": []}),
+                );
+            }
+            let now = chrono::Utc::now();
+            let mut doc = serde_json::json!({
+                "manifest_version": 1, "version": version, "channel": "stable", "arch": "x86_64",
+                "created_at": (now - chrono::Duration::hours(1)).to_rfc3339(),
+                "expires_at": (now + chrono::Duration::days(1)).to_rfc3339(),
+                "cmdline": "console=ttyS0", "artifacts": arts,
+            });
+            signing::sign_document(&mut doc, &key, now).unwrap();
+            std::fs::write(cache.manifest_path(), serde_json::to_vec(&doc).unwrap()).unwrap();
+            Fixture {
+                _dir: dir,
+                cache,
+                trust,
+            }
+        }
+
+        fn base() -> Expectation {
+            Expectation {
+                channel: Some("stable".into()),
+                arch: Some(phase_protocol::Arch::X86_64),
+                ..Expectation::default()
+            }
+        }
+
+        #[test]
+        fn verified_cache_is_used_in_local_mode() {
+            let f = fixture("1.2.0");
+            let r = release_from_cache(&f.cache, &f.trust, &base()).expect("cache accepted");
+            assert_eq!(r.artifacts.len(), 2);
+            assert_eq!(r.manifest.manifest().version.to_string(), "1.2.0");
+        }
+
+        #[test]
+        fn tampered_cached_kernel_is_refused() {
+            let f = fixture("1.2.0");
+            std::fs::write(f.cache.dir().join("kernel"), b"KERNEX").unwrap();
+            assert!(release_from_cache(&f.cache, &f.trust, &base()).is_none());
+        }
+
+        #[test]
+        fn cached_manifest_signed_by_unknown_key_is_refused() {
+            let f = fixture("1.2.0");
+            let other = TrustRoot::new([signing::generate_key().verifying_key()], 1).unwrap();
+            assert!(release_from_cache(&f.cache, &other, &base()).is_none());
+        }
+
+        #[test]
+        fn cached_release_for_another_channel_is_refused() {
+            let f = fixture("1.2.0");
+            let e = Expectation {
+                channel: Some("beta".into()),
+                ..base()
+            };
+            assert!(release_from_cache(&f.cache, &f.trust, &e).is_none());
+        }
+
+        #[test]
+        fn cached_release_below_the_rollback_floor_is_refused() {
+            let f = fixture("1.2.0");
+            let e = Expectation {
+                min_version: Some(semver::Version::new(2, 0, 0)),
+                ..base()
+            };
+            assert!(release_from_cache(&f.cache, &f.trust, &e).is_none());
+        }
+    }
 }
