@@ -342,7 +342,7 @@ pub fn boot_stage(
     };
     let cache = if cache::CachePolicy::for_mode(p.mode).mount {
         staged(
-            "cache",
+            "cache-mount",
             || cache::open(sys, p.mode, Path::new("/sys/class/block")),
             |c| match c {
                 Some(c) => format!(
@@ -434,7 +434,10 @@ async fn network_release(
         o.identity = if o.ephemeral {
             None
         } else {
-            cache.filter(|c| c.writable).map(Cache::identity_path)
+            // Stable key: created on a writable cache, read from a read-only one if present.
+            cache
+                .map(Cache::identity_path)
+                .filter(|k| cache.is_some_and(|c| c.writable) || k.exists())
         };
         o.iface = p.iface.clone();
         o.want = 4;
