@@ -46,7 +46,7 @@ def main():
             sys.exit(f"bench: {s.bin(b)} missing: run `make build` first")
     failed = []
     rel = None
-    if any(x in only for x in ("provider", "client", "hash")):
+    if any(x in only for x in ("provider", "client", "hash", "discovery")):
         rel = fixture.Release(s)
 
     def section(name, fn):
@@ -66,7 +66,7 @@ def main():
     if "client" in only:
         client.floor_row(s, res)
     section("footprint", lambda: footprint.run_section(s, res))
-    section("discovery", lambda: discovery.run_section(s, res))
+    section("discovery", lambda: discovery.run_section(s, rel, res))
     section("boot", lambda: boot.run_section(s, res))
     report.write(s, res, a.md, a.json, mach, started)
     common.log(f"wrote {a.md} and {a.json}")

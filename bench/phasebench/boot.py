@@ -6,7 +6,8 @@ the VM, dnsmasq, plasmd on :8080 over `make release`'s tree with mDNS and DHT, t
 `plasmd dht-node`s, and a second plasmd on :8081 serving the baseline release). QEMU runs
 inside it; the console is read line by line. Everything is killed by PID and the namespace
 deleted at the end. A boot that does not reach its ready line within BENCH_BOOT_TIMEOUT is
-reported as "not measured: <reason>" with the last console line, never as a number.
+reported as "not measured: <reason>" with the last console line, never as a number. Every
+console is kept in build/bench/boot-logs/console-<mode>-<run>.log.
 
 Smoke mode only checks the console parser on a canned transcript (a TCG boot takes minutes).
 """
@@ -161,7 +162,9 @@ def boot_once(s, lan, kernel, initrd, append, tag):
     t0 = time.monotonic()
     p = start(["ip", "netns", "exec", lan.ns, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines, done = [], {"why": None, "ready": None}
-    console = open(os.path.join(s.work, f"boot-console-{tag}.log"), "w")
+    logs = os.path.join(REPO, "build/bench/boot-logs")
+    os.makedirs(logs, exist_ok=True)
+    console = open(os.path.join(logs, f"console-{tag}.log"), "w")
 
     def reader():
         for raw in iter(p.stdout.readline, b""):

@@ -101,8 +101,8 @@ METHOD = """\
 - **Footprint**: file sizes of build/initramfs.cpio.zst and of the seed-003 baseline initramfs
   (bench/baseline, built into build/bench/baseline/), both zstd -19; static release binaries.
 - **Discovery** (issue 4): mDNS: `plasmd serve` advertising in one network namespace, `phase discover
-  --mdns-only --want 1` in another joined by a veth pair (192.0.2.0/24); the figure is the time the
-  tool reports to its first resolved provider. Peer: `avahi-browse -rp` (Debian avahi-daemon with a
+  --mdns-only --want 1` in another joined by a veth pair (192.0.2.0/24); the figure is the wall time
+  of the whole process (start, browse, first resolved provider, exit). Peer: `avahi-browse -rp` (Debian avahi-daemon with a
   private D-Bus in the client namespace), time from start to its first resolved line for our service;
   the daemon's cache is warm after the first run, which favours avahi. DHT: N `plasmd dht-node`s on
   loopback, one `plasmd serve` publishing, `phase discover --dht-only --ephemeral --want 1`
