@@ -562,3 +562,69 @@ fn image_with_unknown_mode_is_refused() {
     );
     assert!(!dir.path().join("x.img").exists());
 }
+
+#[test]
+fn write_usb_refuses_a_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    std::fs::write(&img, b"image").unwrap();
+    let out = run(Command::new(repo().join("scripts/write-usb.sh"))
+        .arg(&img)
+        .arg(&img));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a block device"));
+}
+
+#[test]
+fn write_usb_refuses_a_disk_with_mounted_filesystems() {
+    // The disk holding a mounted filesystem on this machine, if lsblk can name one.
+    let Ok(out) = Command::new("lsblk")
+        .args(["-nrpo", "NAME,TYPE,MOUNTPOINT"])
+        .output()
+    else {
+        eprintln!("SKIP write_usb_refuses_a_disk_with_mounted_filesystems: no lsblk");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut disk = None;
+    let mut current = None;
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split(' ').collect();
+        if cols.get(1) == Some(&"disk") {
+            current = Some(cols[0].to_owned());
+        }
+        if cols.get(2).is_some_and(|m| !m.is_empty()) && current.is_some() {
+            disk = current.clone();
+            break;
+        }
+    }
+    let Some(disk) = disk else {
+        eprintln!(
+            "SKIP write_usb_refuses_a_disk_with_mounted_filesystems: no mounted disk visible"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    std::fs::write(&img, b"image").unwrap();
+    // stdin is closed: even if the checks passed, nothing would be confirmed.
+    let out = run(Command::new(repo().join("scripts/write-usb.sh"))
+        .arg(&disk)
+        .arg(&img)
+        .stdin(std::process::Stdio::null()));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("mounted filesystems, refusing"),
+        "{disk}: {err}"
+    );
+}
+
+#[test]
+fn arm64_is_refused_with_a_clear_message() {
+    let out = run(Command::new("make")
+        .current_dir(repo())
+        .args(["-n", "ARCH=arm64", "build"]));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ARCH=arm64 is not yet supported"));
+}
