@@ -38,7 +38,7 @@ MODE       ?= local
 KVER       ?= $(shell for k in $$(ls /lib/modules 2>/dev/null | sort -rV); do \
                 [ -f /boot/vmlinuz-$$k ] && { echo $$k; break; }; done)
 KERNEL     ?= /boot/vmlinuz-$(KVER)
-KCONFIG    ?= /boot/config-$(KVER)
+KCONFIG    ?= $(if $(filter $(KERNEL_OUT)/bzImage,$(KERNEL)),$(KERNEL_OUT)/config,/boot/config-$(KVER))
 MODULES_ROOT ?= /lib/modules
 BUSYBOX    ?= /bin/busybox
 KEYS_DIR   := $(BUILD)/keys
@@ -61,6 +61,13 @@ endif
 SOURCE_DATE_EPOCH ?= 0
 SUDO       ?= $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
+# The custom kernel (KERNEL=build/kernel/bzImage) has everything built in: no modules to carry.
+NO_MODULES ?= $(if $(filter $(KERNEL_OUT)/bzImage,$(KERNEL)),1,)
+ifeq ($(NO_MODULES),1)
+  LAYOUT_MODULES := --no-modules
+else
+  LAYOUT_MODULES := --kver $(KVER) --modules-root $(MODULES_ROOT)
+endif
 LAYOUT_TOOL := target/debug/phase-layout
 STATIC_RUSTFLAGS := -C target-feature=+crt-static
 DEB_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static squashfs-tools dnsmasq-base \
@@ -117,9 +124,9 @@ $(BUILD)/release.conf: FORCE
 	@printf 'channel=%s\narch=%s\nversion=%s\n' '$(CHANNEL)' '$(ARCH)' '$(VERSION)' > $@.tmp
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv -f $@.tmp $@
 $(BUILD)/initramfs.cpio: build layout-tool $(TRUST) $(BUILD)/release.conf FORCE
-	@[ -n "$(KVER)" ] || { echo "initramfs: no kernel in /lib/modules with /boot/vmlinuz-*; run make deps" >&2; exit 1; }
-	$(LAYOUT_TOOL) initramfs --layout initramfs-layout/initramfs.toml --kver $(KVER) \
-	  --modules-root $(MODULES_ROOT) --var repo=$(CURDIR) --var bin_dir=$(BIN_DIR) \
+	@[ -n "$(KVER)$(NO_MODULES)" ] || { echo "initramfs: no kernel in /lib/modules with /boot/vmlinuz-*; run make deps" >&2; exit 1; }
+	$(LAYOUT_TOOL) initramfs --layout initramfs-layout/initramfs.toml $(LAYOUT_MODULES) \
+	  --var repo=$(CURDIR) --var bin_dir=$(BIN_DIR) \
 	  --var busybox=$(BUSYBOX) --var trust=$(TRUST) --var release=$(BUILD)/release.conf --out $@
 $(BUILD)/initramfs.cpio.zst: $(BUILD)/initramfs.cpio
 	zstd -19 -T1 -q -f --no-progress $< -o $@
@@ -184,8 +191,8 @@ test-build: deps
 	$(MAKE) --no-print-directory initramfs rootfs
 	sha256sum -c $(BUILD)/first-build.sha256
 	diff <(cpio --quiet -t < $(BUILD)/initramfs.cpio) \
-	  <($(LAYOUT_TOOL) list --names --layout initramfs-layout/initramfs.toml --kver $(KVER) \
-	    --modules-root $(MODULES_ROOT) --var repo=$(CURDIR) --var bin_dir=$(BIN_DIR) \
+	  <($(LAYOUT_TOOL) list --names --layout initramfs-layout/initramfs.toml $(LAYOUT_MODULES) \
+	    --var repo=$(CURDIR) --var bin_dir=$(BIN_DIR) \
 	    --var busybox=$(BUSYBOX) --var trust=$(TRUST) --var release=$(BUILD)/release.conf)
 	$(MAKE) --no-print-directory check-kernel-config
 	$(MAKE) --no-print-directory image MODE=$(MODE)

@@ -37,6 +37,9 @@ struct LayoutArgs {
     /// Directory holding `<kver>/modules.dep`.
     #[arg(long, default_value = "/lib/modules")]
     modules_root: PathBuf,
+    /// Leave out the layout's `[modules]` (a kernel with everything built in, `make kernel`).
+    #[arg(long, conflicts_with = "kver")]
+    no_modules: bool,
 }
 
 #[derive(Subcommand)]
@@ -93,7 +96,10 @@ fn parse_vars(vars: &[String]) -> Result<BTreeMap<String, String>> {
 
 fn resolve(args: &LayoutArgs) -> Result<Plan> {
     let vars = parse_vars(&args.vars)?;
-    let layout = Layout::load(&args.layout, &vars)?;
+    let mut layout = Layout::load(&args.layout, &vars)?;
+    if args.no_modules {
+        layout.modules = None;
+    }
     let modules = args.kver.as_ref().map(|kver| KernelModules {
         kver: kver.clone(),
         root: args.modules_root.clone(),

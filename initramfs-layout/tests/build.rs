@@ -628,3 +628,43 @@ fn arm64_is_refused_with_a_clear_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ARCH=arm64 is not yet supported"));
 }
+
+#[test]
+fn no_modules_initramfs_for_a_builtin_kernel_carries_no_modules() {
+    if !have(
+        "cpio",
+        "no_modules_initramfs_for_a_builtin_kernel_carries_no_modules",
+    ) {
+        return;
+    }
+    let inputs = Inputs::new();
+    let mut args = inputs.layout_args("initramfs.toml");
+    // Drop --kver/--modules-root (positions 2..6), as `make initramfs NO_MODULES=1` does.
+    args.drain(2..6);
+    let out = inputs.dir.path().join("builtin.cpio");
+    run_ok(
+        Command::new(TOOL)
+            .arg("initramfs")
+            .args(&args)
+            .arg("--no-modules")
+            .arg("--out")
+            .arg(&out),
+    );
+    let names = run_ok(Command::new("cpio").args(["--quiet", "-t", "-F"]).arg(&out));
+    let names = String::from_utf8(names.stdout).unwrap();
+    assert!(names.lines().any(|l| l == "init"));
+    assert!(
+        !names
+            .lines()
+            .any(|l| l.starts_with("lib/modules/") || l == "etc/phase/modules.list"),
+        "{names}"
+    );
+    // Without --no-modules and without --kver the layout's [modules] is an error.
+    let res = run(Command::new(TOOL)
+        .arg("initramfs")
+        .args(&args)
+        .arg("--out")
+        .arg(inputs.dir.path().join("x.cpio")));
+    assert!(!res.status.success());
+    assert!(String::from_utf8_lossy(&res.stderr).contains("--kver"));
+}
