@@ -401,7 +401,7 @@ pub fn boot_stage(
         sys.sync();
         let _ = sys.unmount(&c.mount_point);
     }
-    handoff(sys, early, &release, target)
+    handoff(sys, early, release, target)
 }
 
 async fn network_release(
@@ -414,47 +414,6 @@ async fn network_release(
     net::bring_up(p.iface.as_deref(), p.timeout)
         .await
         .map_err(|e| BootError::Net(Box::new(e)))?;
-    let st = Stage::start("discover");
-    let urls: Vec<(String, String)> = if let Some(url) = &p.provider {
-        match provider_manifest_url(url, early.channel(), p.arch.as_str()) {
-            Ok(u) => vec![("cmdline".to_string(), u)],
-            Err(e) => {
-                st.failed(&e);
-                return Err(e);
-            }
-        }
-    } else {
-        let sources = p.mode.sources();
-        let mut o = DiscoverOptions::new(early.channel(), p.arch);
-        o.mdns = sources.contains(&phase_protocol::mode::Source::Mdns);
-        o.dht = sources.contains(&phase_protocol::mode::Source::Dht);
-        o.bootstrap = p.bootstrap.clone();
-        o.timeout = p.timeout;
-        o.ephemeral = p.mode.ephemeral_identity();
-        o.identity = if o.ephemeral {
-            None
-        } else {
-            // Stable key: created on a writable cache, read from a read-only one if present.
-            cache
-                .map(Cache::identity_path)
-                .filter(|k| cache.is_some_and(|c| c.writable) || k.exists())
-        };
-        o.iface = p.iface.clone();
-        o.want = 4;
-        match phase_discovery::discover(&o).await {
-            Ok(found) => found
-                .into_iter()
-                .map(|f| (f.source.as_str().to_string(), f.manifest_url))
-                .collect(),
-            Err(e) => {
-                st.failed(&e);
-                return Err(BootError::Discover(Box::new(e)));
-            }
-        }
-    };
-    if let Some((src, url)) = urls.first() {
-        st.ok(format_args!("{src} {url}"));
-    }
     let mut opts = FetchOptions::new(trust.clone(), FETCH_DIR.into());
     opts.expectation = base.clone();
     opts.connect_timeout = p.timeout.min(opts.connect_timeout);
@@ -469,28 +428,57 @@ async fn network_release(
         }
         _ => {}
     }
-    let mut last = None;
-    for (i, (_, url)) in urls.iter().enumerate() {
-        if i > 0 {
-            log::line(&format!("trying next provider {url}"));
-        }
-        let st = Stage::start("fetch");
-        match fetch::fetch_release(url, &opts).await {
-            Ok(r) => {
-                return Ok(Release {
-                    manifest: r.manifest,
-                    artifacts: r.artifacts,
-                })
-            }
+    let mut tried: Vec<String> = Vec::new();
+    let mut last: Option<(String, FetchError)> = None;
+    if let Some(url) = &p.provider {
+        let st = Stage::start("discover");
+        let url = match provider_manifest_url(url, early.channel(), p.arch.as_str()) {
+            Ok(u) => u,
             Err(e) => {
                 st.failed(&e);
-                last = Some((url.clone(), e));
+                return Err(e);
+            }
+        };
+        st.ok(format_args!("cmdline {url}"));
+        let found = vec![("cmdline".to_string(), url)];
+        if let Some(r) = fetch_first(&found, &opts, &mut tried, &mut last).await {
+            return Ok(r);
+        }
+    } else {
+        // Round 1 returns as soon as one provider answers (fast boot); round 2, only if every
+        // provider of round 1 failed, waits the whole timeout to collect more.
+        for want in [1, 4] {
+            let st = Stage::start("discover");
+            let found = match phase_discovery::discover(&discover_options(early, cache, want)).await
+            {
+                Ok(found) => found
+                    .into_iter()
+                    .filter(|f| !tried.contains(&f.manifest_url))
+                    .map(|f| (f.source.as_str().to_string(), f.manifest_url))
+                    .collect::<Vec<_>>(),
+                Err(e) => {
+                    st.failed(&e);
+                    if last.is_some() {
+                        break;
+                    }
+                    return Err(BootError::Discover(Box::new(e)));
+                }
+            };
+            match found.first() {
+                Some((src, url)) => st.ok(format_args!("{src} {url}")),
+                None => {
+                    log::line("discover: no provider besides those that failed");
+                    break;
+                }
+            }
+            if let Some(r) = fetch_first(&found, &opts, &mut tried, &mut last).await {
+                return Ok(r);
             }
         }
     }
     match last {
         Some((url, source)) => Err(BootError::Fetch {
-            tried: urls.len(),
+            tried: tried.len(),
             url,
             source: Box::new(source),
         }),
@@ -498,30 +486,96 @@ async fn network_release(
     }
 }
 
+/// Discovery options for this boot: the mode's mechanisms, `phase.bootstrap`, `phase.timeout`,
+/// `phase.iface`, the identity policy of the mode, and `want` providers.
+fn discover_options(early: &Early, cache: Option<&Cache>, want: usize) -> DiscoverOptions {
+    let p = &early.params;
+    let sources = p.mode.sources();
+    let mut o = DiscoverOptions::new(early.channel(), p.arch);
+    o.mdns = sources.contains(&phase_protocol::mode::Source::Mdns);
+    o.dht = sources.contains(&phase_protocol::mode::Source::Dht);
+    o.bootstrap = p.bootstrap.clone();
+    o.timeout = p.timeout;
+    o.ephemeral = p.mode.ephemeral_identity();
+    o.identity = if o.ephemeral {
+        None
+    } else {
+        // Stable key: created on a writable cache, read from a read-only one if present.
+        cache
+            .map(Cache::identity_path)
+            .filter(|k| cache.is_some_and(|c| c.writable) || k.exists())
+    };
+    o.iface = p.iface.clone();
+    o.want = want;
+    o
+}
+
+/// Fetches from each of `found` in order until one release verifies; records what was tried
+/// and the last error.
+async fn fetch_first(
+    found: &[(String, String)],
+    opts: &FetchOptions,
+    tried: &mut Vec<String>,
+    last: &mut Option<(String, FetchError)>,
+) -> Option<Release> {
+    for (_, url) in found {
+        if !tried.is_empty() {
+            log::line(&format!("trying next provider {url}"));
+        }
+        tried.push(url.clone());
+        let st = Stage::start("fetch");
+        match fetch::fetch_release(url, opts).await {
+            Ok(r) => {
+                return Some(Release {
+                    manifest: r.manifest,
+                    artifacts: r.artifacts,
+                })
+            }
+            Err(e) => {
+                st.failed(&e);
+                *last = Some((url.clone(), e));
+            }
+        }
+    }
+    None
+}
+
 /// kexec into the verified release, or (`phase.kexec=never`) write `/phase/boot` and run the
 /// target stage in this process.
 fn handoff(
     sys: &dyn Syscalls,
     early: &Early,
-    r: &Release,
+    r: Release,
     target: Option<TargetStage>,
 ) -> Result<Infallible, BootError> {
-    let artifacts: Vec<(&'static str, Verified<'_>)> = kexec::BOOT_ARTIFACTS
+    let Release {
+        manifest,
+        artifacts,
+    } = r;
+    // The download's descriptors are writable, which kexec_file_load refuses (ETXTBSY): reopen
+    // each verified file read-only (same inode) and close the writable descriptors.
+    let mut files: Vec<(&'static str, std::fs::File, u64)> = Vec::new();
+    for name in kexec::BOOT_ARTIFACTS {
+        if let Some(v) = artifacts.get(name) {
+            let ro = kexec::reopen_read_only(&v.file).map_err(|e| BootError::Kexec(Box::new(e)))?;
+            files.push((name, ro, v.size));
+        }
+    }
+    drop(artifacts);
+    let artifacts: Vec<(&'static str, Verified<'_>)> = files
         .iter()
-        .filter_map(|n| {
-            r.artifacts.get(*n).map(|v| {
-                (
-                    *n,
-                    Verified {
-                        file: &v.file,
-                        size: v.size,
-                    },
-                )
-            })
+        .map(|(n, f, size)| {
+            (
+                *n,
+                Verified {
+                    file: f,
+                    size: *size,
+                },
+            )
         })
         .collect();
     let h = Handoff {
-        manifest_raw: r.manifest.raw(),
+        manifest_raw: manifest.raw(),
         artifacts,
     };
     let st = Stage::start("kexec");
@@ -537,7 +591,7 @@ fn handoff(
     let res = (|| {
         let kernel = h.get("kernel")?;
         let (initrd, initrd_size) = kexec::initrd_memfd(&h)?;
-        let cmdline = kexec::compose_cmdline(&r.manifest.manifest().cmdline, &early.cmdline);
+        let cmdline = kexec::compose_cmdline(&manifest.manifest().cmdline, &early.cmdline);
         kexec::load(sys, kernel.file, &initrd, &cmdline)?;
         Ok::<_, KexecError>((kernel.size, initrd_size))
     })();

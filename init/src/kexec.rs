@@ -48,6 +48,15 @@ pub enum KexecError {
     /// Writing the appended cpio failed.
     #[error("composing the /phase/boot cpio")]
     Cpio(#[source] NewcError),
+    /// Reopening a verified file read-only through `/proc/self/fd` failed.
+    #[error("reopen /proc/self/fd/{fd} read-only")]
+    Reopen {
+        /// The descriptor being reopened.
+        fd: i32,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
     /// A system call failed (memfd_create, kexec_file_load, reboot).
     #[error("kexec")]
     Sys(#[source] SysError),
@@ -213,7 +222,8 @@ impl<W: Write> Write for Counter<W> {
     }
 }
 
-/// Builds the initrd in a memfd (rewound to 0). Returns the file and its size in bytes.
+/// Builds the initrd in a memfd and returns it reopened read-only (see
+/// [`reopen_read_only`]; the writable descriptor is closed) with its size in bytes.
 pub fn initrd_memfd(h: &Handoff<'_>) -> Result<(File, u64), KexecError> {
     let mut f = crate::sys::linux::memfd("phase-initrd").map_err(KexecError::Sys)?;
     let size = compose_initrd(&mut f, h)?;
@@ -222,7 +232,19 @@ pub fn initrd_memfd(h: &Handoff<'_>) -> Result<(File, u64), KexecError> {
             what: "rewind".into(),
             source,
         })?;
-    Ok((f, size))
+    let ro = reopen_read_only(&f)?;
+    Ok((ro, size))
+}
+
+/// Reopens `file` read-only through `/proc/self/fd/<n>`: the same inode, so the very bytes that
+/// were verified, in a new open file description without write access. `kexec_file_load`
+/// refuses a file that any descriptor holds open for writing (`ETXTBSY`, the kernel's
+/// `deny_write_access`), and the download wrote through its descriptor: reopen, then close the
+/// writable one. Errors: [`KexecError::Reopen`].
+pub fn reopen_read_only(file: &File) -> Result<File, KexecError> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    File::open(format!("/proc/self/fd/{fd}")).map_err(|source| KexecError::Reopen { fd, source })
 }
 
 /// `kexec_file_load` of the verified kernel with `initrd` and `cmdline`. Errors:
@@ -478,6 +500,21 @@ mod tests {
             "{e}"
         );
         assert_eq!(f.calls(), ["kexec_file_load x"]);
+    }
+
+    #[test]
+    fn reopened_file_is_the_same_bytes_and_read_only() {
+        let mut w = tempfile::tempfile().unwrap();
+        w.write_all(b"verified").unwrap();
+        let mut ro = reopen_read_only(&w).unwrap();
+        drop(w);
+        let mut s = String::new();
+        ro.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "verified");
+        assert!(
+            ro.write_all(b"x").is_err(),
+            "reopened file must not be writable"
+        );
     }
 
     #[test]
