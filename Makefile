@@ -112,10 +112,13 @@ $(DEV_KEY): | build
 	@mkdir -p $(KEYS_DIR)
 	$(BIN_DIR)/plasmd keygen --out $@
 # The trust root the initramfs carries: the public half of KEY (unless TRUST= names a file).
-$(KEYS_DIR)/trust.toml: $(KEY)
+# Rewritten only when its text changes (so a different KEY= is always picked up).
+$(KEYS_DIR)/trust.toml: $(KEY) FORCE
 	@mkdir -p $(KEYS_DIR)
 	@[ -f $(KEY).pub ] || { echo "keys: $(KEY).pub not found; pass TRUST=FILE" >&2; exit 1; }
-	printf '# Phase Boot trust root (make keys)\nthreshold = 1\nkeys = ["%s"]\n' "$$(tr -d '[:space:]' < $(KEY).pub)" > $@
+	@printf '# Phase Boot trust root (make keys, KEY=%s)\nthreshold = 1\nkeys = ["%s"]\n' \
+	  '$(KEY)' "$$(tr -d '[:space:]' < $(KEY).pub)" > $@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || { mv -f $@.tmp $@; echo "keys: $@ trusts $(KEY).pub"; }
 
 # ---- initramfs ----------------------------------------------------------------------------
 initramfs: $(INITRD)
