@@ -63,22 +63,39 @@ pub fn ephemeral() -> Keypair {
 /// [`IdentityError`] naming `path` when the file cannot be read, decoded or written.
 pub fn load_or_create(path: &Path) -> Result<Keypair, IdentityError> {
     match std::fs::read(path) {
-        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes)
-            .map_err(|source| IdentityError::Decode { path: path.to_owned(), source }),
+        Ok(bytes) => {
+            Keypair::from_protobuf_encoding(&bytes).map_err(|source| IdentityError::Decode {
+                path: path.to_owned(),
+                source,
+            })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Keypair::generate_ed25519();
             let bytes = key
                 .to_protobuf_encoding()
-                .map_err(|source| IdentityError::Encode { path: path.to_owned(), source })?;
+                .map_err(|source| IdentityError::Encode {
+                    path: path.to_owned(),
+                    source,
+                })?;
             let write = || -> std::io::Result<()> {
-                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)?;
                 f.write_all(&bytes)?;
                 f.sync_all()
             };
-            write().map_err(|source| IdentityError::Write { path: path.to_owned(), source })?;
+            write().map_err(|source| IdentityError::Write {
+                path: path.to_owned(),
+                source,
+            })?;
             Ok(key)
         }
-        Err(source) => Err(IdentityError::Read { path: path.to_owned(), source }),
+        Err(source) => Err(IdentityError::Read {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -112,6 +129,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("identity.key");
         std::fs::write(&path, b"not a key").unwrap();
-        assert!(matches!(load_or_create(&path), Err(IdentityError::Decode { .. })));
+        assert!(matches!(
+            load_or_create(&path),
+            Err(IdentityError::Decode { .. })
+        ));
     }
 }

@@ -117,7 +117,9 @@ pub enum DiscoverError {
     #[error("DHT identity")]
     Identity(#[source] identity::IdentityError),
     /// Every enabled mechanism ran and found nothing.
-    #[error("no provider of channel {channel} arch {arch} found by {mechanisms} within {timeout_ms}ms")]
+    #[error(
+        "no provider of channel {channel} arch {arch} found by {mechanisms} within {timeout_ms}ms"
+    )]
     NotFound {
         /// Channel wanted.
         channel: String,
@@ -159,17 +161,30 @@ async fn discover_dht(opts: &DiscoverOptions) -> Result<Vec<Found>, DiscoverErro
         identity::load_or_ephemeral(opts.identity.as_deref()).map_err(DiscoverError::Identity)?
     };
     let bootstrap = dht::parse_multiaddrs(&opts.bootstrap).map_err(DiscoverError::Dht)?;
-    let node = DhtNode::start(DhtConfig { keypair, listen: Vec::new(), bootstrap, role: Role::Client })
-        .map_err(DiscoverError::Dht)?;
-    let found = node.lookup(&opts.channel, opts.arch, opts.want, opts.timeout).await;
+    let node = DhtNode::start(DhtConfig {
+        keypair,
+        listen: Vec::new(),
+        bootstrap,
+        role: Role::Client,
+    })
+    .map_err(DiscoverError::Dht)?;
+    let found = node
+        .lookup(&opts.channel, opts.arch, opts.want, opts.timeout)
+        .await;
     node.shutdown().await;
     found.map_err(DiscoverError::Dht)
 }
 
 async fn discover_mdns(opts: &DiscoverOptions) -> Result<Vec<Found>, DiscoverError> {
-    mdns::browse(&opts.channel, opts.arch, opts.want, opts.timeout, opts.iface.as_deref())
-        .await
-        .map_err(DiscoverError::Mdns)
+    mdns::browse(
+        &opts.channel,
+        opts.arch,
+        opts.want,
+        opts.timeout,
+        opts.iface.as_deref(),
+    )
+    .await
+    .map_err(DiscoverError::Mdns)
 }
 
 /// Finds providers of `opts.channel`/`opts.arch` by mDNS and/or the DHT, concurrently; returns
@@ -187,8 +202,20 @@ pub async fn discover(opts: &DiscoverOptions) -> Result<Vec<Found>, DiscoverErro
         (false, true) => "dht",
         (false, false) => return Err(DiscoverError::NothingEnabled),
     };
-    let mdns = async { if opts.mdns { Some(discover_mdns(opts).await) } else { None } };
-    let dht = async { if opts.dht { Some(discover_dht(opts).await) } else { None } };
+    let mdns = async {
+        if opts.mdns {
+            Some(discover_mdns(opts).await)
+        } else {
+            None
+        }
+    };
+    let dht = async {
+        if opts.dht {
+            Some(discover_dht(opts).await)
+        } else {
+            None
+        }
+    };
     tokio::pin!(mdns, dht);
     let (mut mdns_done, mut dht_done) = (!opts.mdns, !opts.dht);
     let mut found: Vec<Found> = Vec::new();
@@ -233,7 +260,12 @@ mod tests {
     use super::*;
 
     fn f(url: &str, source: FoundSource, version: &str) -> Found {
-        Found { manifest_url: url.into(), source, version: version.into(), provider: None }
+        Found {
+            manifest_url: url.into(),
+            source,
+            version: version.into(),
+            provider: None,
+        }
     }
 
     #[test]
@@ -254,7 +286,10 @@ mod tests {
         let mut o = DiscoverOptions::new("stable", Arch::X86_64);
         o.mdns = false;
         o.dht = false;
-        assert!(matches!(discover(&o).await, Err(DiscoverError::NothingEnabled)));
+        assert!(matches!(
+            discover(&o).await,
+            Err(DiscoverError::NothingEnabled)
+        ));
     }
 
     #[tokio::test]
@@ -262,6 +297,12 @@ mod tests {
         let mut o = DiscoverOptions::new("stable", Arch::X86_64);
         o.mdns = false;
         o.timeout = Duration::from_secs(5);
-        assert!(matches!(discover(&o).await, Err(DiscoverError::NotFound { mechanisms: "dht", .. })));
+        assert!(matches!(
+            discover(&o).await,
+            Err(DiscoverError::NotFound {
+                mechanisms: "dht",
+                ..
+            })
+        ));
     }
 }

@@ -91,9 +91,14 @@ pub enum MdnsEvent {
 fn daemon_for(iface: Option<&str>) -> Result<ServiceDaemon, MdnsError> {
     let daemon = ServiceDaemon::new().map_err(MdnsError::Daemon)?;
     if let Some(name) = iface {
-        let err = |source| MdnsError::Interface { iface: name.to_owned(), source };
+        let err = |source| MdnsError::Interface {
+            iface: name.to_owned(),
+            source,
+        };
         daemon.disable_interface(IfKind::All).map_err(err)?;
-        daemon.enable_interface(IfKind::Name(name.to_owned())).map_err(err)?;
+        daemon
+            .enable_interface(IfKind::Name(name.to_owned()))
+            .map_err(err)?;
     }
     Ok(daemon)
 }
@@ -103,7 +108,13 @@ fn daemon_for(iface: Option<&str>) -> Result<ServiceDaemon, MdnsError> {
 pub fn host_label(name: &str) -> Option<String> {
     let mapped: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .take(40)
         .collect();
     let label = mapped.trim_matches('-').to_owned();
@@ -115,7 +126,12 @@ pub fn host_label(name: &str) -> Option<String> {
 pub fn default_host_label(provider_name: Option<&str>) -> String {
     provider_name
         .and_then(host_label)
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().as_deref().and_then(host_label))
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .as_deref()
+                .and_then(host_label)
+        })
         .unwrap_or_else(|| format!("phase-{:08x}", rand::random::<u32>()))
 }
 
@@ -149,23 +165,40 @@ impl MdnsAdvertiser {
     ///
     /// # Errors
     /// [`MdnsError`] when the daemon cannot start or an instance cannot be registered.
-    pub fn start(adverts: &[MdnsAdvert], host: &str, iface: Option<&str>) -> Result<Self, MdnsError> {
+    pub fn start(
+        adverts: &[MdnsAdvert],
+        host: &str,
+        iface: Option<&str>,
+    ) -> Result<Self, MdnsError> {
         let daemon = daemon_for(iface)?;
         let mut fullnames = Vec::new();
         for a in adverts {
             let instance = a.instance_name(host);
-            let port = url_port(&a.manifest_url).ok_or_else(|| MdnsError::BadUrl(a.manifest_url.clone()))?;
+            let port = url_port(&a.manifest_url)
+                .ok_or_else(|| MdnsError::BadUrl(a.manifest_url.clone()))?;
             let props = a.txt_properties();
             let props: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let info = ServiceInfo::new(SERVICE_TYPE, &instance, &format!("{host}.local."), "", port, &props[..])
-                .map_err(|source| MdnsError::ServiceInfo {
-                    instance: instance.clone(),
-                    url: a.manifest_url.clone(),
-                    source,
-                })?
-                .enable_addr_auto();
+            let info = ServiceInfo::new(
+                SERVICE_TYPE,
+                &instance,
+                &format!("{host}.local."),
+                "",
+                port,
+                &props[..],
+            )
+            .map_err(|source| MdnsError::ServiceInfo {
+                instance: instance.clone(),
+                url: a.manifest_url.clone(),
+                source,
+            })?
+            .enable_addr_auto();
             let fullname = info.get_fullname().to_owned();
-            daemon.register(info).map_err(|source| MdnsError::Register { instance: instance.clone(), source })?;
+            daemon
+                .register(info)
+                .map_err(|source| MdnsError::Register {
+                    instance: instance.clone(),
+                    source,
+                })?;
             tracing::info!(instance = %fullname, url = %a.manifest_url, "mdns advertising");
             fullnames.push(fullname);
         }
@@ -197,7 +230,9 @@ impl MdnsAdvertiser {
 
 impl std::fmt::Debug for MdnsAdvertiser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MdnsAdvertiser").field("fullnames", &self.fullnames).finish_non_exhaustive()
+        f.debug_struct("MdnsAdvertiser")
+            .field("fullnames", &self.fullnames)
+            .finish_non_exhaustive()
     }
 }
 
@@ -222,7 +257,10 @@ impl MdnsBrowser {
     pub async fn next_event(&mut self, deadline: Instant) -> Option<MdnsEvent> {
         loop {
             let left = deadline.checked_duration_since(Instant::now())?;
-            let event = tokio::time::timeout(left, self.events.recv_async()).await.ok()?.ok()?;
+            let event = tokio::time::timeout(left, self.events.recv_async())
+                .await
+                .ok()?
+                .ok()?;
             match event {
                 ServiceEvent::ServiceResolved(info) => {
                     let fullname = info.get_fullname().to_owned();
@@ -232,7 +270,9 @@ impl MdnsBrowser {
                         Err(error) => MdnsEvent::Invalid { fullname, error },
                     });
                 }
-                ServiceEvent::ServiceRemoved(_, fullname) => return Some(MdnsEvent::Removed { fullname }),
+                ServiceEvent::ServiceRemoved(_, fullname) => {
+                    return Some(MdnsEvent::Removed { fullname })
+                }
                 _ => {}
             }
         }
@@ -257,12 +297,20 @@ impl std::fmt::Debug for MdnsBrowser {
 ///
 /// # Errors
 /// [`MdnsError`] when the daemon or the browse cannot start.
-pub async fn browse(channel: &str, arch: Arch, want: usize, timeout: Duration, iface: Option<&str>) -> Result<Vec<Found>, MdnsError> {
+pub async fn browse(
+    channel: &str,
+    arch: Arch,
+    want: usize,
+    timeout: Duration,
+    iface: Option<&str>,
+) -> Result<Vec<Found>, MdnsError> {
     let deadline = Instant::now() + timeout;
     let mut browser = MdnsBrowser::start(iface)?;
     let mut found: Vec<Found> = Vec::new();
     while found.len() < want.max(1) {
-        let Some(event) = browser.next_event(deadline).await else { break };
+        let Some(event) = browser.next_event(deadline).await else {
+            break;
+        };
         match event {
             MdnsEvent::Resolved { fullname, advert } if advert.matches(channel, arch) => {
                 if !found.iter().any(|f| f.manifest_url == advert.manifest_url) {
@@ -302,12 +350,17 @@ mod tests {
         assert_eq!(host_label("localhost"), None);
         assert_eq!(host_label("---"), None);
         assert_eq!(host_label(&"a".repeat(100)).map(|l| l.len()), Some(40));
-        assert!(default_host_label(None).chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        assert!(default_host_label(None)
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-'));
     }
 
     #[test]
     fn url_ports_are_explicit_or_scheme_default() {
-        assert_eq!(url_port("http://192.0.2.1:8080/stable/x86_64/manifest.json"), Some(8080));
+        assert_eq!(
+            url_port("http://192.0.2.1:8080/stable/x86_64/manifest.json"),
+            Some(8080)
+        );
         assert_eq!(url_port("http://example.org/m.json"), Some(80));
         assert_eq!(url_port("https://example.org"), Some(443));
         assert_eq!(url_port("http://[2001:db8::1]/m"), Some(80));

@@ -11,7 +11,10 @@ const NODES: usize = 8;
 
 /// Logs to the test output when RUST_LOG is set (e.g. `RUST_LOG=phase_discovery=debug`).
 fn init_log() {
-    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
 }
 
 fn listen() -> Vec<libp2p::Multiaddr> {
@@ -22,12 +25,28 @@ fn listen() -> Vec<libp2p::Multiaddr> {
 /// address.
 async fn network() -> (Vec<DhtNode>, libp2p::Multiaddr) {
     init_log();
-    let first = DhtNode::start(DhtConfig { keypair: identity::ephemeral(), listen: listen(), bootstrap: vec![], role: Role::Server }).unwrap();
-    let boot = first.listen_addrs(Duration::from_secs(5)).await.into_iter().next().expect("first node listens");
+    let first = DhtNode::start(DhtConfig {
+        keypair: identity::ephemeral(),
+        listen: listen(),
+        bootstrap: vec![],
+        role: Role::Server,
+    })
+    .unwrap();
+    let boot = first
+        .listen_addrs(Duration::from_secs(5))
+        .await
+        .into_iter()
+        .next()
+        .expect("first node listens");
     let mut nodes = vec![first];
     for _ in 1..NODES {
-        let n = DhtNode::start(DhtConfig { keypair: identity::ephemeral(), listen: listen(), bootstrap: vec![boot.clone()], role: Role::Server })
-            .unwrap();
+        let n = DhtNode::start(DhtConfig {
+            keypair: identity::ephemeral(),
+            listen: listen(),
+            bootstrap: vec![boot.clone()],
+            role: Role::Server,
+        })
+        .unwrap();
         assert!(!n.listen_addrs(Duration::from_secs(5)).await.is_empty());
         nodes.push(n);
     }
@@ -37,8 +56,13 @@ async fn network() -> (Vec<DhtNode>, libp2p::Multiaddr) {
 }
 
 async fn provider(boot: &libp2p::Multiaddr, n: u32, ttl: Duration) -> DhtNode {
-    let node = DhtNode::start(DhtConfig { keypair: identity::ephemeral(), listen: listen(), bootstrap: vec![boot.clone()], role: Role::Server })
-        .unwrap();
+    let node = DhtNode::start(DhtConfig {
+        keypair: identity::ephemeral(),
+        listen: listen(),
+        bootstrap: vec![boot.clone()],
+        role: Role::Server,
+    })
+    .unwrap();
     node.listen_addrs(Duration::from_secs(5)).await;
     node.publish(vec![Publication {
         channel: "stable".into(),
@@ -53,12 +77,21 @@ async fn provider(boot: &libp2p::Multiaddr, n: u32, ttl: Duration) -> DhtNode {
 }
 
 fn client(boot: &libp2p::Multiaddr) -> DhtNode {
-    DhtNode::start(DhtConfig { keypair: identity::ephemeral(), listen: vec![], bootstrap: vec![boot.clone()], role: Role::Client }).unwrap()
+    DhtNode::start(DhtConfig {
+        keypair: identity::ephemeral(),
+        listen: vec![],
+        bootstrap: vec![boot.clone()],
+        role: Role::Client,
+    })
+    .unwrap()
 }
 
 async fn urls(boot: &libp2p::Multiaddr, want: usize, timeout: Duration) -> Vec<String> {
     let c = client(boot);
-    let found = c.lookup("stable", Arch::X86_64, want, timeout).await.unwrap();
+    let found = c
+        .lookup("stable", Arch::X86_64, want, timeout)
+        .await
+        .unwrap();
     c.shutdown().await;
     assert!(found.iter().all(|f| f.source == FoundSource::Dht));
     let mut u: Vec<String> = found.into_iter().map(|f| f.manifest_url).collect();
@@ -74,7 +107,11 @@ fn url(n: u32) -> String {
 async fn three_providers_of_one_key_are_all_found_by_a_fresh_client() {
     let (_nodes, boot) = network().await;
     let hour = Duration::from_secs(3600);
-    let _p = [provider(&boot, 11, hour).await, provider(&boot, 12, hour).await, provider(&boot, 13, hour).await];
+    let _p = [
+        provider(&boot, 11, hour).await,
+        provider(&boot, 12, hour).await,
+        provider(&boot, 13, hour).await,
+    ];
     tokio::time::sleep(Duration::from_secs(2)).await;
     let found = urls(&boot, 3, Duration::from_secs(10)).await;
     assert_eq!(found, [url(11), url(12), url(13)]);
@@ -84,7 +121,10 @@ async fn three_providers_of_one_key_are_all_found_by_a_fresh_client() {
 async fn lookup_wanting_one_returns_with_one() {
     let (_nodes, boot) = network().await;
     let hour = Duration::from_secs(3600);
-    let _p = [provider(&boot, 21, hour).await, provider(&boot, 22, hour).await];
+    let _p = [
+        provider(&boot, 21, hour).await,
+        provider(&boot, 22, hour).await,
+    ];
     tokio::time::sleep(Duration::from_secs(2)).await;
     let found = urls(&boot, 1, Duration::from_secs(10)).await;
     assert_eq!(found.len(), 1, "{found:?}");
@@ -98,7 +138,10 @@ async fn provider_that_stops_republishing_expires_and_one_that_refreshes_stays()
     let stopping = provider(&boot, 31, ttl).await;
     let refreshing = provider(&boot, 32, ttl).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(urls(&boot, 2, Duration::from_secs(10)).await, [url(31), url(32)]);
+    assert_eq!(
+        urls(&boot, 2, Duration::from_secs(10)).await,
+        [url(31), url(32)]
+    );
     stopping.shutdown().await;
     // Three TTLs later only the provider that republished every ttl/2 is still found.
     tokio::time::sleep(ttl * 3).await;
@@ -121,10 +164,25 @@ async fn poisoned_records_are_skipped_and_the_good_one_found() {
         created_at: chrono::Utc::now(),
         ttl_secs: 3600,
     };
-    let wrong_channel = ManifestRecord { channel: "testing".into(), manifest_url: url(41), ..good.clone() };
-    let wrong_arch = ManifestRecord { arch: "aarch64".into(), manifest_url: url(42), ..good.clone() };
-    let expired = ManifestRecord { created_at: chrono::Utc::now() - chrono::Duration::hours(2), manifest_url: url(43), ..good.clone() };
-    let bad_url = ManifestRecord { manifest_url: "file:///etc/shadow".into(), ..good.clone() };
+    let wrong_channel = ManifestRecord {
+        channel: "testing".into(),
+        manifest_url: url(41),
+        ..good.clone()
+    };
+    let wrong_arch = ManifestRecord {
+        arch: "aarch64".into(),
+        manifest_url: url(42),
+        ..good.clone()
+    };
+    let expired = ManifestRecord {
+        created_at: chrono::Utc::now() - chrono::Duration::hours(2),
+        manifest_url: url(43),
+        ..good.clone()
+    };
+    let bad_url = ManifestRecord {
+        manifest_url: "file:///etc/shadow".into(),
+        ..good.clone()
+    };
     let poisons: Vec<Vec<u8>> = vec![
         b"garbage \xff not json".to_vec(),
         b"{\"manifest_url\": 1}".to_vec(),
@@ -135,8 +193,13 @@ async fn poisoned_records_are_skipped_and_the_good_one_found() {
     ];
     let mut attackers = Vec::new();
     for p in poisons {
-        let a = DhtNode::start(DhtConfig { keypair: identity::ephemeral(), listen: listen(), bootstrap: vec![boot.clone()], role: Role::Server })
-            .unwrap();
+        let a = DhtNode::start(DhtConfig {
+            keypair: identity::ephemeral(),
+            listen: listen(),
+            bootstrap: vec![boot.clone()],
+            role: Role::Server,
+        })
+        .unwrap();
         a.listen_addrs(Duration::from_secs(5)).await;
         a.publish_raw(key.clone(), p, hour).unwrap();
         attackers.push(a);

@@ -15,11 +15,17 @@ const PROBE: &str = env!("CARGO_BIN_EXE_phase-discovery-probe");
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 fn run(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{args:?}: {e}"))?;
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{args:?}: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("{args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -35,7 +41,11 @@ impl Lan {
     fn new() -> Option<Lan> {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
-        let lan = Lan { a: format!("phd-{pid}-{n}-a"), b: format!("phd-{pid}-{n}-b"), veth_b: format!("vb{pid}x{n}") };
+        let lan = Lan {
+            a: format!("phd-{pid}-{n}-a"),
+            b: format!("phd-{pid}-{n}-b"),
+            veth_b: format!("vb{pid}x{n}"),
+        };
         let veth_a = format!("va{pid}x{n}");
         let setup = || -> Result<(), String> {
             if !is_root() {
@@ -43,10 +53,23 @@ impl Lan {
             }
             run(&["ip", "netns", "add", &lan.a])?;
             run(&["ip", "netns", "add", &lan.b])?;
-            run(&["ip", "link", "add", &veth_a, "type", "veth", "peer", "name", &lan.veth_b])?;
+            run(&[
+                "ip",
+                "link",
+                "add",
+                &veth_a,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &lan.veth_b,
+            ])?;
             run(&["ip", "link", "set", &veth_a, "netns", &lan.a])?;
             run(&["ip", "link", "set", &lan.veth_b, "netns", &lan.b])?;
-            for (ns, dev, addr) in [(&lan.a, &veth_a, "192.0.2.1/24"), (&lan.b, &lan.veth_b, "192.0.2.2/24")] {
+            for (ns, dev, addr) in [
+                (&lan.a, &veth_a, "192.0.2.1/24"),
+                (&lan.b, &lan.veth_b, "192.0.2.2/24"),
+            ] {
                 run(&["ip", "-n", ns, "addr", "add", addr, "dev", dev])?;
                 run(&["ip", "-n", ns, "link", "set", dev, "up"])?;
                 run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
@@ -78,7 +101,11 @@ impl Drop for Lan {
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -110,7 +137,12 @@ impl Proc {
                 }
             }
         });
-        Proc { child, stdin, lines, seen: Vec::new() }
+        Proc {
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+        }
     }
 
     /// Waits (bounded) for a line containing every needle; returns it.
@@ -125,7 +157,10 @@ impl Proc {
                         return line;
                     }
                 }
-                Err(_) => panic!("no line with {needles:?} within {timeout:?}; saw {:#?}", self.seen),
+                Err(_) => panic!(
+                    "no line with {needles:?} within {timeout:?}; saw {:#?}",
+                    self.seen
+                ),
             }
         }
     }
@@ -138,7 +173,11 @@ impl Proc {
             if let Some(status) = self.child.try_wait().unwrap() {
                 break status.success();
             }
-            assert!(Instant::now() < deadline, "process did not exit within {timeout:?}; saw {:#?}", self.seen);
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within {timeout:?}; saw {:#?}",
+                self.seen
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
@@ -180,7 +219,21 @@ fn advertise(lan: &Lan) -> Proc {
 }
 
 fn browse(lan: &Lan, channel: &str, arch: &str) -> (Vec<String>, bool) {
-    let p = Proc::spawn(&lan.b, &[PROBE, "browse", "--channel", channel, "--arch", arch, "--want", "5", "--timeout", "4"]);
+    let p = Proc::spawn(
+        &lan.b,
+        &[
+            PROBE,
+            "browse",
+            "--channel",
+            channel,
+            "--arch",
+            arch,
+            "--want",
+            "5",
+            "--timeout",
+            "4",
+        ],
+    );
     p.finish(Duration::from_secs(20))
 }
 
@@ -190,8 +243,15 @@ fn client_in_other_namespace_finds_provider_and_other_channels_and_arches_are_fi
     let _adv = advertise(&lan);
     let (lines, ok) = browse(&lan, "stable", "x86_64");
     assert!(ok, "{lines:?}");
-    assert_eq!(lines.len(), 1, "only stable/x86_64 may be returned: {lines:?}");
-    assert!(lines[0].starts_with(&format!("found {URL1} 1.2.3 lab-a-stable-x86_64.")), "{lines:?}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "only stable/x86_64 may be returned: {lines:?}"
+    );
+    assert!(
+        lines[0].starts_with(&format!("found {URL1} 1.2.3 lab-a-stable-x86_64.")),
+        "{lines:?}"
+    );
     // The other instances are on the wire: asked for, they are found.
     let (lines, _) = browse(&lan, "testing", "amd64");
     assert!(lines.len() == 1 && lines[0].contains(URL2), "{lines:?}");
@@ -211,7 +271,10 @@ fn withdrawal_is_seen_when_the_provider_shuts_down() {
     let Some(lan) = Lan::new() else { return };
     let mut watch = Proc::spawn(&lan.b, &[PROBE, "watch", "--timeout", "30"]);
     let adv = advertise(&lan);
-    let line = watch.wait_for(&["resolved", "lab-a-stable-x86_64", URL1], Duration::from_secs(10));
+    let line = watch.wait_for(
+        &["resolved", "lab-a-stable-x86_64", URL1],
+        Duration::from_secs(10),
+    );
     let fullname = line.split_whitespace().nth(1).unwrap().to_owned();
     let (out, ok) = adv.finish(Duration::from_secs(15));
     assert!(ok && out.iter().any(|l| l == "withdrawn"), "{out:?}");
@@ -225,9 +288,16 @@ fn avahi_browse_sees_our_advertisement_with_the_right_txt() {
     let Some(lan) = Lan::new() else { return };
     for tool in ["avahi-daemon", "avahi-browse", "dbus-daemon"] {
         let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).chain(["/usr/sbin".into(), "/sbin".into()]).any(|d| d.join(tool).exists()))
+            .map(|p| {
+                std::env::split_paths(&p)
+                    .chain(["/usr/sbin".into(), "/sbin".into()])
+                    .any(|d| d.join(tool).exists())
+            })
             .unwrap_or(false);
-        assert!(found, "{tool} is not installed (Debian packages avahi-daemon, avahi-utils, dbus-daemon)");
+        assert!(
+            found,
+            "{tool} is not installed (Debian packages avahi-daemon, avahi-utils, dbus-daemon)"
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
@@ -265,7 +335,16 @@ fn avahi_browse_sees_our_advertisement_with_the_right_txt() {
     )
     .unwrap();
     let address = format!("unix:path={}", bus.display());
-    let mut dbus = Proc::spawn(&lan.b, &["dbus-daemon", "--nofork", "--print-address", "--config-file", bus_conf.to_str().unwrap()]);
+    let mut dbus = Proc::spawn(
+        &lan.b,
+        &[
+            "dbus-daemon",
+            "--nofork",
+            "--print-address",
+            "--config-file",
+            bus_conf.to_str().unwrap(),
+        ],
+    );
     dbus.wait_for(&["unix:path="], Duration::from_secs(10));
     // A private /run/avahi-daemon (pid file) in the mount namespace `ip netns exec` makes, so a
     // host avahi-daemon, if any, is not disturbed.
@@ -281,17 +360,39 @@ fn avahi_browse_sees_our_advertisement_with_the_right_txt() {
     for _ in 0..10 {
         std::thread::sleep(Duration::from_millis(1000));
         let out = Command::new("ip")
-            .args(["netns", "exec", &lan.b, "avahi-browse", "-rpt", "_phase-image._tcp"])
+            .args([
+                "netns",
+                "exec",
+                &lan.b,
+                "avahi-browse",
+                "-rpt",
+                "_phase-image._tcp",
+            ])
             .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
             .output()
             .unwrap();
-        last = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        let resolved: Vec<&str> = last.lines().filter(|l| l.starts_with("=;") && l.contains("lab-a-stable-x86_64")).collect();
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let resolved: Vec<&str> = last
+            .lines()
+            .filter(|l| l.starts_with("=;") && l.contains("lab-a-stable-x86_64"))
+            .collect();
         if let Some(line) = resolved.first() {
-            for txt in ["\"arch=x86_64\"", "\"channel=stable\"", &format!("\"manifest={URL1}\""), "\"version=1.2.3\""] {
+            for txt in [
+                "\"arch=x86_64\"",
+                "\"channel=stable\"",
+                &format!("\"manifest={URL1}\""),
+                "\"version=1.2.3\"",
+            ] {
                 assert!(line.contains(txt), "TXT {txt} missing in {line}");
             }
-            assert!(line.contains(";192.0.2.1;8080;"), "address/port wrong in {line}");
+            assert!(
+                line.contains(";192.0.2.1;8080;"),
+                "address/port wrong in {line}"
+            );
             return;
         }
     }

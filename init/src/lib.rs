@@ -4,7 +4,10 @@
 //! discovery, fetch + verify, cache, kexec. Stage "target" (after kexec, when
 //! `/phase/boot/manifest.json` exists): verify again, overlay root, switch_root, supervisor.
 //! All `unsafe` and raw syscalls live in [`sys`] behind safe functions.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod boot;
 pub mod cache;

@@ -35,7 +35,9 @@ pub fn line(msg: &str) {
             // kmsg takes one record per write(2); split long messages by line.
             let mut ok = true;
             for part in msg.lines() {
-                ok &= f.write_all(format!("<6>phase: {part}\n").as_bytes()).is_ok();
+                ok &= f
+                    .write_all(format!("<6>phase: {part}\n").as_bytes())
+                    .is_ok();
             }
             if ok {
                 return;
@@ -68,7 +70,10 @@ pub struct Stage {
 impl Stage {
     /// Starts timing the stage `name` (a short word: `dhcp`, `fetch`, `kexec`).
     pub fn start(name: &'static str) -> Stage {
-        Stage { name, start: Instant::now() }
+        Stage {
+            name,
+            start: Instant::now(),
+        }
     }
 
     /// Milliseconds since [`Stage::start`].
@@ -80,12 +85,21 @@ impl Stage {
     pub fn ok(self, details: impl std::fmt::Display) {
         let details = details.to_string();
         let sep = if details.is_empty() { "" } else { " " };
-        line(&format!("{} ok{sep}{details} in {}ms", self.name, self.elapsed_ms()));
+        line(&format!(
+            "{} ok{sep}{details} in {}ms",
+            self.name,
+            self.elapsed_ms()
+        ));
     }
 
     /// Prints `phase: <stage> failed: <error chain>` (after `<ms>ms`).
     pub fn failed(self, err: &(dyn Error + 'static)) {
-        line(&format!("{} failed after {}ms: {}", self.name, self.elapsed_ms(), error_chain(err)));
+        line(&format!(
+            "{} failed after {}ms: {}",
+            self.name,
+            self.elapsed_ms(),
+            error_chain(err)
+        ));
     }
 }
 

@@ -14,18 +14,33 @@ const PHASE: &str = env!("CARGO_BIN_EXE_phase");
 const MANIFEST: &str = "/stable/x86_64/manifest.json";
 
 async fn run(cmd: &mut Command) -> Output {
-    let out = tokio::time::timeout(std::time::Duration::from_secs(120), cmd.output()).await.unwrap().unwrap();
-    eprintln!("stdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = tokio::time::timeout(std::time::Duration::from_secs(120), cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    eprintln!(
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Writes trust.toml, manifest.json and the artifacts into `dir`; returns the manifest bytes.
 fn release_dir(signer: &Signer, dir: &Path, kernel: &[u8], initramfs: &[u8]) -> Vec<u8> {
-    let m = signer.manifest("1.2.3", "x86_64", &[("kernel", kernel, vec![]), ("initramfs", initramfs, vec![])]);
+    let m = signer.manifest(
+        "1.2.3",
+        "x86_64",
+        &[("kernel", kernel, vec![]), ("initramfs", initramfs, vec![])],
+    );
     std::fs::write(dir.join("trust.toml"), signer.trust.to_toml()).unwrap();
     std::fs::write(dir.join("manifest.json"), &m).unwrap();
     std::fs::write(dir.join("kernel"), kernel).unwrap();
@@ -51,18 +66,39 @@ async fn verify_exit_status_is_0_valid_1_refused_2_usage() {
 
     let ok = run(&mut verify(&["--trust", trust, manifest])).await;
     assert_eq!(ok.status.code(), Some(0));
-    assert!(text(&ok).contains("phase: manifest ok version=1.2.3 signers=1 in "), "{}", text(&ok));
+    assert!(
+        text(&ok).contains("phase: manifest ok version=1.2.3 signers=1 in "),
+        "{}",
+        text(&ok)
+    );
 
     let other = Signer::new();
     std::fs::write(d.join("other.toml"), other.trust.to_toml()).unwrap();
-    let refused = run(&mut verify(&["--trust", d.join("other.toml").to_str().unwrap(), manifest])).await;
+    let refused = run(&mut verify(&[
+        "--trust",
+        d.join("other.toml").to_str().unwrap(),
+        manifest,
+    ]))
+    .await;
     assert_eq!(refused.status.code(), Some(1));
-    assert!(text(&refused).contains("manifest failed after"), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("manifest failed after"),
+        "{}",
+        text(&refused)
+    );
 
-    let wrong_arch = run(&mut verify(&["--trust", trust, "--arch", "arm64", manifest])).await;
+    let wrong_arch = run(&mut verify(&[
+        "--trust", trust, "--arch", "arm64", manifest,
+    ]))
+    .await;
     assert_eq!(wrong_arch.status.code(), Some(1));
 
-    let no_trust = run(&mut verify(&["--trust", d.join("none.toml").to_str().unwrap(), manifest])).await;
+    let no_trust = run(&mut verify(&[
+        "--trust",
+        d.join("none.toml").to_str().unwrap(),
+        manifest,
+    ]))
+    .await;
     assert_eq!(no_trust.status.code(), Some(2));
     let bad_flag = run(&mut verify(&["--bogus", manifest])).await;
     assert_eq!(bad_flag.status.code(), Some(2));
@@ -75,13 +111,21 @@ async fn verify_with_artifacts_refuses_a_tampered_file() {
     let d = dir.path();
     release_dir(&signer, d, &data(100, 1), &data(200, 2));
     let args = |c: &mut Command| {
-        c.args(["verify", "--trust"]).arg(d.join("trust.toml")).arg("--artifacts").arg(d).arg(d.join("manifest.json"));
+        c.args(["verify", "--trust"])
+            .arg(d.join("trust.toml"))
+            .arg("--artifacts")
+            .arg(d)
+            .arg(d.join("manifest.json"));
     };
     let mut c = Command::new(PHASE);
     args(&mut c);
     let ok = run(&mut c).await;
     assert_eq!(ok.status.code(), Some(0));
-    assert!(text(&ok).contains("phase: verify ok version=1.2.3 artifacts=2 in "), "{}", text(&ok));
+    assert!(
+        text(&ok).contains("phase: verify ok version=1.2.3 artifacts=2 in "),
+        "{}",
+        text(&ok)
+    );
 
     let mut k = std::fs::read(d.join("kernel")).unwrap();
     k[7] ^= 1;
@@ -90,14 +134,22 @@ async fn verify_with_artifacts_refuses_a_tampered_file() {
     args(&mut c);
     let bad = run(&mut c).await;
     assert_eq!(bad.status.code(), Some(1));
-    assert!(text(&bad).contains("artifact kernel:") && text(&bad).contains("has hash"), "{}", text(&bad));
+    assert!(
+        text(&bad).contains("artifact kernel:") && text(&bad).contains("has hash"),
+        "{}",
+        text(&bad)
+    );
 
     std::fs::write(d.join("kernel"), b"short").unwrap();
     let mut c = Command::new(PHASE);
     args(&mut c);
     let short = run(&mut c).await;
     assert_eq!(short.status.code(), Some(1));
-    assert!(text(&short).contains("is 5 bytes, manifest says 100"), "{}", text(&short));
+    assert!(
+        text(&short).contains("is 5 bytes, manifest says 100"),
+        "{}",
+        text(&short)
+    );
 }
 
 #[tokio::test]
@@ -108,17 +160,28 @@ async fn link_named_phase_verify_runs_the_verify_subcommand() {
     release_dir(&signer, d, &data(100, 1), &data(200, 2));
     let link = d.join("phase-verify");
     std::os::unix::fs::symlink(PHASE, &link).unwrap();
-    let out = run(Command::new(&link).arg("--trust").arg(d.join("trust.toml")).arg(d.join("manifest.json"))).await;
+    let out = run(Command::new(&link)
+        .arg("--trust")
+        .arg(d.join("trust.toml"))
+        .arg(d.join("manifest.json")))
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("manifest ok version=1.2.3"));
 }
 
 async fn serve_release(signer: &Signer, kernel: &Arc<Vec<u8>>, initramfs: &Arc<Vec<u8>>) -> Server {
     let server = Server::start().await;
-    let m = signer.manifest("1.2.3", "x86_64", &[("kernel", kernel, vec![]), ("initramfs", initramfs, vec![])]);
+    let m = signer.manifest(
+        "1.2.3",
+        "x86_64",
+        &[("kernel", kernel, vec![]), ("initramfs", initramfs, vec![])],
+    );
     server.route(MANIFEST, Behaviour::Serve(Arc::new(m)));
     server.route("/stable/x86_64/kernel", Behaviour::Serve(kernel.clone()));
-    server.route("/stable/x86_64/initramfs", Behaviour::Serve(initramfs.clone()));
+    server.route(
+        "/stable/x86_64/initramfs",
+        Behaviour::Serve(initramfs.clone()),
+    );
     server
 }
 
@@ -131,29 +194,58 @@ async fn fetch_writes_verified_artifacts_and_prints_stage_lines() {
     let d = dir.path();
     std::fs::write(d.join("trust.toml"), signer.trust.to_toml()).unwrap();
     let out = run(Command::new(PHASE)
-        .args(["fetch", "--manifest-url", &server.url(MANIFEST), "--arch", "amd64", "--channel", "stable"])
-        .arg("--trust").arg(d.join("trust.toml"))
-        .arg("--out").arg(d.join("out"))
-        .arg("--state").arg(d))
+        .args([
+            "fetch",
+            "--manifest-url",
+            &server.url(MANIFEST),
+            "--arch",
+            "amd64",
+            "--channel",
+            "stable",
+        ])
+        .arg("--trust")
+        .arg(d.join("trust.toml"))
+        .arg("--out")
+        .arg(d.join("out"))
+        .arg("--state")
+        .arg(d))
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let t = text(&out);
-    assert!(t.contains("phase: manifest ok version=1.2.3 signers=1 in "), "{t}");
+    assert!(
+        t.contains("phase: manifest ok version=1.2.3 signers=1 in "),
+        "{t}"
+    );
     assert!(t.contains("phase: fetch ok kernel 300000 bytes in "), "{t}");
-    assert!(t.contains("phase: fetch ok initramfs 5000 bytes in "), "{t}");
+    assert!(
+        t.contains("phase: fetch ok initramfs 5000 bytes in "),
+        "{t}"
+    );
     assert_eq!(std::fs::read(d.join("out/kernel")).unwrap(), *kernel);
-    assert!(std::fs::read_to_string(d.join("state.json")).unwrap().contains("\"1.2.3\""));
+    assert!(std::fs::read_to_string(d.join("state.json"))
+        .unwrap()
+        .contains("\"1.2.3\""));
 
     // A failing fetch exits 1 and names the failure.
     server.route("/stable/x86_64/kernel", Behaviour::Status(404));
     let out = run(Command::new(PHASE)
         .args(["fetch", "-q", "--manifest-url", &server.url(MANIFEST)])
-        .arg("--trust").arg(d.join("trust.toml"))
-        .arg("--out").arg(d.join("out2")))
+        .arg("--trust")
+        .arg(d.join("trust.toml"))
+        .arg("--out")
+        .arg(d.join("out2")))
     .await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("phase: fetch failed after"), "{}", text(&out));
-    assert!(text(&out).contains("/stable/x86_64/kernel: HTTP 404"), "{}", text(&out));
+    assert!(
+        text(&out).contains("phase: fetch failed after"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("/stable/x86_64/kernel: HTTP 404"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// Root and mount namespaces are needed; without them the test says why and skips (and fails
@@ -164,7 +256,10 @@ fn can_unshare_mounts() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but mount namespaces are unavailable");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but mount namespaces are unavailable"
+        );
         eprintln!("SKIP: needs root and `unshare --mount` for a private tmpfs");
     }
     ok
@@ -193,10 +288,24 @@ async fn enospc_in_the_output_dir_fails_and_removes_the_partial() {
         url = server.url(MANIFEST),
         trust = d.join("trust.toml").display(),
     );
-    let out = run(Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script])).await;
+    let out = run(Command::new("unshare").args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]))
+    .await;
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(t.contains("local file system error") && t.contains("No space left on device"), "{t}");
-    let listing = t.lines().find_map(|l| l.strip_prefix("LISTING:")).unwrap_or("?");
+    assert!(
+        t.contains("local file system error") && t.contains("No space left on device"),
+        "{t}"
+    );
+    let listing = t
+        .lines()
+        .find_map(|l| l.strip_prefix("LISTING:"))
+        .unwrap_or("?");
     assert!(!listing.contains("kernel"), "left behind: {listing:?}");
 }

@@ -31,7 +31,11 @@ async fn case(mirrors: &[&str]) -> Case {
     let kernel = data(SIZE, 1);
     let initramfs = data(4096, 2);
     let urls: Vec<String> = mirrors.iter().map(|m| server.url(m)).collect();
-    let manifest = signer.manifest("1.0.0", "x86_64", &[("kernel", &kernel, urls), ("initramfs", &initramfs, vec![])]);
+    let manifest = signer.manifest(
+        "1.0.0",
+        "x86_64",
+        &[("kernel", &kernel, urls), ("initramfs", &initramfs, vec![])],
+    );
     server.route(MANIFEST, Behaviour::Serve(Arc::new(manifest)));
     server.route(INITRAMFS, Behaviour::Serve(initramfs));
     let dir = tempfile::tempdir().unwrap();
@@ -41,7 +45,12 @@ async fn case(mirrors: &[&str]) -> Case {
     opts.retries = 2;
     opts.backoff = Duration::from_millis(10);
     opts.progress = false;
-    Case { server, dir, opts, kernel }
+    Case {
+        server,
+        dir,
+        opts,
+        kernel,
+    }
 }
 
 impl Case {
@@ -58,12 +67,19 @@ impl Case {
         assert_eq!(std::fs::read(&k.path).unwrap(), *self.kernel);
         assert_eq!(k.hash, Sha256Digest::of(&self.kernel));
         assert_eq!(k.size, SIZE as u64);
-        assert!(!listing(&self.out()).iter().any(|n| n.ends_with(".partial")), "{:?}", listing(&self.out()));
+        assert!(
+            !listing(&self.out()).iter().any(|n| n.ends_with(".partial")),
+            "{:?}",
+            listing(&self.out())
+        );
     }
 
     fn assert_no_kernel_on_disk(&self) {
         let files = listing(&self.out());
-        assert!(!files.iter().any(|n| n == "kernel" || n == "kernel.partial"), "left behind: {files:?}");
+        assert!(
+            !files.iter().any(|n| n == "kernel" || n == "kernel.partial"),
+            "left behind: {files:?}"
+        );
     }
 }
 
@@ -77,10 +93,15 @@ fn bad(data: &[u8]) -> Arc<Vec<u8>> {
 async fn substituted_bytes_are_refused_and_the_next_source_is_used() {
     let c = case(&["/m1/kernel"]).await;
     c.server.route(KERNEL, Behaviour::Serve(bad(&c.kernel)));
-    c.server.route("/m1/kernel", Behaviour::Serve(c.kernel.clone()));
+    c.server
+        .route("/m1/kernel", Behaviour::Serve(c.kernel.clone()));
     let r = c.fetch().await.unwrap();
     c.assert_kernel_verified(&r);
-    assert!(matches!(r.failures[0].error, SourceError::HashMismatch { .. }), "{:?}", r.failures);
+    assert!(
+        matches!(r.failures[0].error, SourceError::HashMismatch { .. }),
+        "{:?}",
+        r.failures
+    );
     // The good mirror had to deliver the whole file again (no resume onto poisoned bytes).
     assert_eq!(c.server.hits_for("/m1/kernel")[0].range, None);
 }
@@ -89,7 +110,8 @@ async fn substituted_bytes_are_refused_and_the_next_source_is_used() {
 async fn substituted_bytes_on_every_source_leave_nothing_at_the_final_path() {
     let c = case(&["/m1/kernel"]).await;
     c.server.route(KERNEL, Behaviour::Serve(bad(&c.kernel)));
-    c.server.route("/m1/kernel", Behaviour::Serve(bad(&c.kernel)));
+    c.server
+        .route("/m1/kernel", Behaviour::Serve(bad(&c.kernel)));
     let err = c.fetch().await.unwrap_err();
     assert!(matches!(err, FetchError::AllSourcesFailed { .. }), "{err}");
     assert!(err.to_string().contains("hash mismatch"), "{err}");
@@ -100,7 +122,8 @@ async fn substituted_bytes_on_every_source_leave_nothing_at_the_final_path() {
 async fn endless_body_is_cut_past_size_and_the_next_source_is_used() {
     let c = case(&["/m1/kernel"]).await;
     c.server.route(KERNEL, Behaviour::Endless(c.kernel.clone()));
-    c.server.route("/m1/kernel", Behaviour::Serve(c.kernel.clone()));
+    c.server
+        .route("/m1/kernel", Behaviour::Serve(c.kernel.clone()));
     let r = c.fetch().await.unwrap();
     c.assert_kernel_verified(&r);
     assert!(matches!(r.failures[0].error, SourceError::TooLong { size } if size == SIZE as u64));
@@ -111,26 +134,40 @@ async fn endless_body_as_the_only_source_fails_without_a_file() {
     let c = case(&[]).await;
     c.server.route(KERNEL, Behaviour::Endless(c.kernel.clone()));
     let err = c.fetch().await.unwrap_err();
-    assert!(err.to_string().contains("longer than the manifest's"), "{err}");
+    assert!(
+        err.to_string().contains("longer than the manifest's"),
+        "{err}"
+    );
     c.assert_no_kernel_on_disk();
 }
 
 #[tokio::test]
 async fn short_body_is_resumed_from_the_verified_offset_on_the_next_source() {
     let c = case(&["/m1/kernel"]).await;
-    c.server.route(KERNEL, Behaviour::Short(c.kernel.clone(), 100_000));
-    c.server.route("/m1/kernel", Behaviour::Serve(c.kernel.clone()));
+    c.server
+        .route(KERNEL, Behaviour::Short(c.kernel.clone(), 100_000));
+    c.server
+        .route("/m1/kernel", Behaviour::Serve(c.kernel.clone()));
     let r = c.fetch().await.unwrap();
     c.assert_kernel_verified(&r);
-    assert!(matches!(r.failures[0].error, SourceError::Short { got: 100_000, .. }), "{:?}", r.failures);
-    assert_eq!(c.server.hits_for("/m1/kernel")[0].range.as_deref(), Some("bytes=100000-"));
+    assert!(
+        matches!(r.failures[0].error, SourceError::Short { got: 100_000, .. }),
+        "{:?}",
+        r.failures
+    );
+    assert_eq!(
+        c.server.hits_for("/m1/kernel")[0].range.as_deref(),
+        Some("bytes=100000-")
+    );
 }
 
 #[tokio::test]
 async fn content_length_of_2_pow_63_is_refused() {
     let c = case(&["/m1/kernel"]).await;
-    c.server.route(KERNEL, Behaviour::HugeLength(c.kernel.clone()));
-    c.server.route("/m1/kernel", Behaviour::Serve(c.kernel.clone()));
+    c.server
+        .route(KERNEL, Behaviour::HugeLength(c.kernel.clone()));
+    c.server
+        .route("/m1/kernel", Behaviour::Serve(c.kernel.clone()));
     let r = c.fetch().await.unwrap();
     c.assert_kernel_verified(&r);
     assert!(
@@ -143,24 +180,41 @@ async fn content_length_of_2_pow_63_is_refused() {
 #[tokio::test]
 async fn server_ignoring_range_restarts_from_zero_and_is_not_appended() {
     let c = case(&["/m1/kernel"]).await;
-    c.server.route(KERNEL, Behaviour::Short(c.kernel.clone(), 100_000));
-    c.server.route("/m1/kernel", Behaviour::IgnoreRange(c.kernel.clone()));
+    c.server
+        .route(KERNEL, Behaviour::Short(c.kernel.clone(), 100_000));
+    c.server
+        .route("/m1/kernel", Behaviour::IgnoreRange(c.kernel.clone()));
     let r = c.fetch().await.unwrap();
     // Appending the 200 body to the prefix would make a file of SIZE + 100000 bytes.
     c.assert_kernel_verified(&r);
-    assert_eq!(c.server.hits_for("/m1/kernel")[0].range.as_deref(), Some("bytes=100000-"));
+    assert_eq!(
+        c.server.hits_for("/m1/kernel")[0].range.as_deref(),
+        Some("bytes=100000-")
+    );
 }
 
 #[tokio::test]
 async fn wrong_content_range_is_refused_and_the_next_source_resumes() {
     let c = case(&["/m1/kernel", "/m2/kernel"]).await;
-    c.server.route(KERNEL, Behaviour::Short(c.kernel.clone(), 100_000));
-    c.server.route("/m1/kernel", Behaviour::WrongRange(c.kernel.clone()));
-    c.server.route("/m2/kernel", Behaviour::Serve(c.kernel.clone()));
+    c.server
+        .route(KERNEL, Behaviour::Short(c.kernel.clone(), 100_000));
+    c.server
+        .route("/m1/kernel", Behaviour::WrongRange(c.kernel.clone()));
+    c.server
+        .route("/m2/kernel", Behaviour::Serve(c.kernel.clone()));
     let r = c.fetch().await.unwrap();
     c.assert_kernel_verified(&r);
-    assert!(r.failures.iter().any(|f| matches!(f.error, SourceError::ContentRange { .. })), "{:?}", r.failures);
-    assert_eq!(c.server.hits_for("/m2/kernel")[0].range.as_deref(), Some("bytes=100000-"));
+    assert!(
+        r.failures
+            .iter()
+            .any(|f| matches!(f.error, SourceError::ContentRange { .. })),
+        "{:?}",
+        r.failures
+    );
+    assert_eq!(
+        c.server.hits_for("/m2/kernel")[0].range.as_deref(),
+        Some("bytes=100000-")
+    );
 }
 
 #[tokio::test]
@@ -168,7 +222,14 @@ async fn storm_of_503_then_success_is_retried_with_backoff() {
     let mut c = case(&[]).await;
     c.opts.retries = 5;
     let then = Box::new(Behaviour::Serve(c.kernel.clone()));
-    c.server.route(KERNEL, Behaviour::StatusThen { status: 503, times: Arc::new(AtomicUsize::new(4)), then });
+    c.server.route(
+        KERNEL,
+        Behaviour::StatusThen {
+            status: 503,
+            times: Arc::new(AtomicUsize::new(4)),
+            then,
+        },
+    );
     let r = c.fetch().await.unwrap();
     c.assert_kernel_verified(&r);
     assert_eq!(c.server.hits_for(KERNEL).len(), 5);
@@ -179,7 +240,11 @@ async fn endless_503_gives_up_naming_the_status_and_tries() {
     let c = case(&[]).await;
     c.server.route(KERNEL, Behaviour::Status(503));
     let err = c.fetch().await.unwrap_err();
-    assert!(err.to_string().contains("HTTP 503 Service Unavailable after 3 tries"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("HTTP 503 Service Unavailable after 3 tries"),
+        "{err}"
+    );
     // retries = 2: 3 tries per turn, 3 rounds: bounded.
     assert_eq!(c.server.hits_for(KERNEL).len(), 9);
     c.assert_no_kernel_on_disk();
@@ -189,24 +254,41 @@ async fn endless_503_gives_up_naming_the_status_and_tries() {
 async fn one_byte_per_second_trickle_hits_the_idle_timeout_and_moves_on() {
     let mut c = case(&["/m1/kernel"]).await;
     c.opts.idle_timeout = Duration::from_millis(300);
-    c.server.route(KERNEL, Behaviour::Trickle(c.kernel.clone(), Duration::from_secs(1)));
-    c.server.route("/m1/kernel", Behaviour::Serve(c.kernel.clone()));
+    c.server.route(
+        KERNEL,
+        Behaviour::Trickle(c.kernel.clone(), Duration::from_secs(1)),
+    );
+    c.server
+        .route("/m1/kernel", Behaviour::Serve(c.kernel.clone()));
     let r = c.fetch().await.unwrap();
     c.assert_kernel_verified(&r);
-    assert!(matches!(r.failures[0].error, SourceError::Idle { ms: 300, .. }), "{:?}", r.failures);
+    assert!(
+        matches!(r.failures[0].error, SourceError::Idle { ms: 300, .. }),
+        "{:?}",
+        r.failures
+    );
 }
 
 #[tokio::test]
 async fn connection_reset_mid_body_is_resumed_on_another_source_and_verified() {
     let c = case(&["/m1/kernel"]).await;
-    c.server.route(KERNEL, Behaviour::ResetAfter(c.kernel.clone(), 150_000));
-    c.server.route("/m1/kernel", Behaviour::Serve(c.kernel.clone()));
+    c.server
+        .route(KERNEL, Behaviour::ResetAfter(c.kernel.clone(), 150_000));
+    c.server
+        .route("/m1/kernel", Behaviour::Serve(c.kernel.clone()));
     let r = c.fetch().await.unwrap();
     c.assert_kernel_verified(&r);
-    assert!(matches!(r.failures[0].error, SourceError::Body { .. }), "{:?}", r.failures);
+    assert!(
+        matches!(r.failures[0].error, SourceError::Body { .. }),
+        "{:?}",
+        r.failures
+    );
     let range = c.server.hits_for("/m1/kernel")[0].range.clone();
     // Bytes in flight may be lost with the RST, so the offset is at most what was sent.
-    let off: u64 = range.as_deref().and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok()).unwrap_or(0);
+    let off: u64 = range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok())
+        .unwrap_or(0);
     assert!(off <= 150_000, "{range:?}");
 }
 
@@ -215,7 +297,8 @@ async fn all_sources_bad_error_names_each_source_and_reason() {
     let c = case(&["/m1/kernel", "/m2/kernel"]).await;
     c.server.route(KERNEL, Behaviour::Status(404));
     c.server.route("/m1/kernel", Behaviour::Status(410));
-    c.server.route("/m2/kernel", Behaviour::Serve(bad(&c.kernel)));
+    c.server
+        .route("/m2/kernel", Behaviour::Serve(bad(&c.kernel)));
     let err = c.fetch().await.unwrap_err();
     let text = err.to_string();
     for needle in [
@@ -235,9 +318,12 @@ async fn mixed_sources_with_a_mismatch_fall_back_to_whole_file_fetches() {
     // honest. Nobody can be blamed for the first mismatch, so each source must then deliver the
     // whole file alone.
     let c = case(&["/m1/kernel", "/m2/kernel"]).await;
-    c.server.route(KERNEL, Behaviour::ResetAfter(c.kernel.clone(), 50_000));
-    c.server.route("/m1/kernel", Behaviour::Serve(bad(&c.kernel)));
-    c.server.route("/m2/kernel", Behaviour::Serve(c.kernel.clone()));
+    c.server
+        .route(KERNEL, Behaviour::ResetAfter(c.kernel.clone(), 50_000));
+    c.server
+        .route("/m1/kernel", Behaviour::Serve(bad(&c.kernel)));
+    c.server
+        .route("/m2/kernel", Behaviour::Serve(c.kernel.clone()));
     let r = c.fetch().await.unwrap();
     c.assert_kernel_verified(&r);
     let last = c.server.hits_for("/m2/kernel");

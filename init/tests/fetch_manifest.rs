@@ -26,7 +26,11 @@ fn opts(signer: &Signer, out: &std::path::Path) -> FetchOptions {
 async fn serve(signer: &Signer, version: &str, arch: &str) -> Server {
     let server = Server::start().await;
     let (k, i) = (data(1000, 1), data(2000, 2));
-    let m = signer.manifest(version, arch, &[("kernel", &k, vec![]), ("initramfs", &i, vec![])]);
+    let m = signer.manifest(
+        version,
+        arch,
+        &[("kernel", &k, vec![]), ("initramfs", &i, vec![])],
+    );
     server.route(MANIFEST, Behaviour::Serve(Arc::new(m)));
     server.route("/stable/x86_64/kernel", Behaviour::Serve(k));
     server.route("/stable/x86_64/initramfs", Behaviour::Serve(i));
@@ -46,11 +50,18 @@ async fn expired_manifest_is_refused() {
     let server = Server::start().await;
     let now = Utc::now();
     let k = data(10, 1);
-    let m = signer.manifest_at("1.0.0", "x86_64", &[("kernel", &k, vec![]), ("initramfs", &k, vec![])],
-        now - ChronoDuration::days(10), now - ChronoDuration::days(1));
+    let m = signer.manifest_at(
+        "1.0.0",
+        "x86_64",
+        &[("kernel", &k, vec![]), ("initramfs", &k, vec![])],
+        now - ChronoDuration::days(10),
+        now - ChronoDuration::days(1),
+    );
     server.route(MANIFEST, Behaviour::Serve(Arc::new(m)));
     let dir = tempfile::tempdir().unwrap();
-    let err = fetch_manifest(&server.url(MANIFEST), &opts(&signer, dir.path())).await.unwrap_err();
+    let err = fetch_manifest(&server.url(MANIFEST), &opts(&signer, dir.path()))
+        .await
+        .unwrap_err();
     assert!(matches!(refused(err), VerifyError::Expired { .. }));
 }
 
@@ -61,7 +72,11 @@ async fn clock_behind_the_time_floor_counts_as_the_floor() {
     let signer = Signer::new();
     let server = serve(&signer, "1.0.0", "x86_64").await;
     let dir = tempfile::tempdir().unwrap();
-    let state = RollbackState { format: 1, time_floor: Some(Utc::now() + ChronoDuration::days(2)), ..RollbackState::default() };
+    let state = RollbackState {
+        format: 1,
+        time_floor: Some(Utc::now() + ChronoDuration::days(2)),
+        ..RollbackState::default()
+    };
     state.save(dir.path()).unwrap();
     let mut o = opts(&signer, &dir.path().join("out"));
     o.state_dir = Some(dir.path().to_owned());
@@ -75,8 +90,20 @@ async fn badly_signed_manifest_is_refused() {
     let other = Signer::new();
     let server = serve(&other, "1.0.0", "x86_64").await;
     let dir = tempfile::tempdir().unwrap();
-    let err = fetch_release(&server.url(MANIFEST), &opts(&signer, &dir.path().join("out"))).await.unwrap_err();
-    assert!(matches!(refused(err), VerifyError::Threshold { valid: 0, needed: 1, .. }));
+    let err = fetch_release(
+        &server.url(MANIFEST),
+        &opts(&signer, &dir.path().join("out")),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(
+        refused(err),
+        VerifyError::Threshold {
+            valid: 0,
+            needed: 1,
+            ..
+        }
+    ));
     // Nothing was downloaded for a refused manifest.
     assert!(server.hits_for("/stable/x86_64/kernel").is_empty());
     assert!(listing(&dir.path().join("out")).is_empty());
@@ -87,12 +114,23 @@ async fn tampered_manifest_is_refused() {
     let signer = Signer::new();
     let server = Server::start().await;
     let k = data(10, 1);
-    let m = signer.manifest("1.0.0", "x86_64", &[("kernel", &k, vec![]), ("initramfs", &k, vec![])]);
-    let tampered = String::from_utf8(m).unwrap().replace("console=ttyS0", "console=ttyS0 init=/bin/sh");
+    let m = signer.manifest(
+        "1.0.0",
+        "x86_64",
+        &[("kernel", &k, vec![]), ("initramfs", &k, vec![])],
+    );
+    let tampered = String::from_utf8(m)
+        .unwrap()
+        .replace("console=ttyS0", "console=ttyS0 init=/bin/sh");
     server.route(MANIFEST, Behaviour::Serve(Arc::new(tampered.into_bytes())));
     let dir = tempfile::tempdir().unwrap();
-    let err = fetch_manifest(&server.url(MANIFEST), &opts(&signer, dir.path())).await.unwrap_err();
-    assert!(matches!(refused(err), VerifyError::Threshold { valid: 0, .. }));
+    let err = fetch_manifest(&server.url(MANIFEST), &opts(&signer, dir.path()))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        refused(err),
+        VerifyError::Threshold { valid: 0, .. }
+    ));
 }
 
 #[tokio::test]
@@ -121,7 +159,9 @@ async fn oversized_manifest_is_refused_by_length_and_by_stream() {
     let err = fetch_manifest(&server.url(MANIFEST), &o).await.unwrap_err();
     assert!(matches!(refused(err), VerifyError::TooLarge { limit, .. } if limit == 1 << 20));
     // Without Content-Length the cap applies while reading.
-    let err = fetch_manifest(&server.url("/endless.json"), &o).await.unwrap_err();
+    let err = fetch_manifest(&server.url("/endless.json"), &o)
+        .await
+        .unwrap_err();
     assert!(matches!(refused(err), VerifyError::TooLarge { .. }));
 }
 
@@ -129,7 +169,9 @@ async fn oversized_manifest_is_refused_by_length_and_by_stream() {
 async fn manifest_url_with_another_scheme_is_refused() {
     let signer = Signer::new();
     let dir = tempfile::tempdir().unwrap();
-    let err = fetch_manifest("file:///etc/passwd", &opts(&signer, dir.path())).await.unwrap_err();
+    let err = fetch_manifest("file:///etc/passwd", &opts(&signer, dir.path()))
+        .await
+        .unwrap_err();
     assert!(matches!(err, FetchError::Url(_)), "{err}");
 }
 
@@ -145,7 +187,10 @@ async fn accepted_release_is_recorded_and_an_older_one_is_then_a_rollback() {
     let r = fetch_release(&new.url(MANIFEST), &o).await.unwrap();
     assert_eq!(r.artifacts.len(), 2);
     let state = RollbackState::load(&dir.path().join("state")).unwrap();
-    assert_eq!(state.min_version("stable", "amd64"), Some(&semver::Version::new(2, 0, 0)));
+    assert_eq!(
+        state.min_version("stable", "amd64"),
+        Some(&semver::Version::new(2, 0, 0))
+    );
     assert!(state.time_floor.is_some());
 
     let old = serve(&signer, "1.9.9", "x86_64").await;
@@ -162,8 +207,14 @@ async fn manifest_503_storm_is_retried_then_reported() {
     let server = Server::start().await;
     server.route(MANIFEST, Behaviour::Status(503));
     let dir = tempfile::tempdir().unwrap();
-    let err = fetch_manifest(&server.url(MANIFEST), &opts(&signer, dir.path())).await.unwrap_err();
+    let err = fetch_manifest(&server.url(MANIFEST), &opts(&signer, dir.path()))
+        .await
+        .unwrap_err();
     assert!(matches!(err, FetchError::ManifestFetch { .. }), "{err}");
-    assert!(phase_init::log::error_chain(&err).contains("after 2 tries"), "{}", phase_init::log::error_chain(&err));
+    assert!(
+        phase_init::log::error_chain(&err).contains("after 2 tries"),
+        "{}",
+        phase_init::log::error_chain(&err)
+    );
     assert_eq!(server.hits_for(MANIFEST).len(), 2);
 }

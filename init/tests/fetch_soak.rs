@@ -35,15 +35,33 @@ async fn chaos_soak_always_ends_verified_and_never_exposes_unverified_bytes() {
     let mut requests = 0;
     for run in 0..RUNS {
         let server = Server::start().await;
-        let mirrors = |name: &str| vec![server.url(&format!("/m1/{name}")), server.url(&format!("/m2/{name}"))];
-        let m = signer.manifest("1.0.0", "x86_64", &[
-            ("kernel", &kernel, mirrors("kernel")),
-            ("initramfs", &initramfs, mirrors("initramfs")),
-        ]);
-        server.route("/stable/x86_64/manifest.json", Behaviour::Serve(Arc::new(m)));
+        let mirrors = |name: &str| {
+            vec![
+                server.url(&format!("/m1/{name}")),
+                server.url(&format!("/m2/{name}")),
+            ]
+        };
+        let m = signer.manifest(
+            "1.0.0",
+            "x86_64",
+            &[
+                ("kernel", &kernel, mirrors("kernel")),
+                ("initramfs", &initramfs, mirrors("initramfs")),
+            ],
+        );
+        server.route(
+            "/stable/x86_64/manifest.json",
+            Behaviour::Serve(Arc::new(m)),
+        );
         for (i, prefix) in ["/stable/x86_64", "/m1", "/m2"].iter().enumerate() {
-            server.route(&format!("{prefix}/kernel"), chaos(&kernel, run * 7 + i, &faults));
-            server.route(&format!("{prefix}/initramfs"), chaos(&initramfs, run * 13 + i + 100, &faults));
+            server.route(
+                &format!("{prefix}/kernel"),
+                chaos(&kernel, run * 7 + i, &faults),
+            );
+            server.route(
+                &format!("{prefix}/initramfs"),
+                chaos(&initramfs, run * 13 + i + 100, &faults),
+            );
         }
         let out = dir.path().join(format!("run{run}"));
         let mut opts = FetchOptions::new(signer.trust.clone(), out.clone());
@@ -56,15 +74,26 @@ async fn chaos_soak_always_ends_verified_and_never_exposes_unverified_bytes() {
         // Whatever happened, every file at a final path holds exactly the verified bytes.
         for (name, want) in [("kernel", &kernel), ("initramfs", &initramfs)] {
             if let Ok(bytes) = std::fs::read(out.join(name)) {
-                assert_eq!(Sha256Digest::of(&bytes), Sha256Digest::of(want), "run {run}: {name} unverified");
+                assert_eq!(
+                    Sha256Digest::of(&bytes),
+                    Sha256Digest::of(want),
+                    "run {run}: {name} unverified"
+                );
             }
         }
         let r = r.unwrap_or_else(|e| panic!("run {run}: {}", phase_init::log::error_chain(&e)));
         assert_eq!(r.artifacts.len(), 2);
-        assert!(!listing(&out).iter().any(|n| n.ends_with(".partial")), "run {run}: {:?}", listing(&out));
+        assert!(
+            !listing(&out).iter().any(|n| n.ends_with(".partial")),
+            "run {run}: {:?}",
+            listing(&out)
+        );
         requests += server.hits().len();
     }
     // The chaos was real: about half the requests were 503s or resets.
     let faults = faults.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(faults * 3 > requests, "only {faults} faults in {requests} requests");
+    assert!(
+        faults * 3 > requests,
+        "only {faults} faults in {requests} requests"
+    );
 }

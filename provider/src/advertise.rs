@@ -95,11 +95,22 @@ impl Advertiser {
 }
 
 fn start_node(opts: &AdvertiseOptions) -> Result<DhtNode, AdvertiseError> {
-    let keypair = identity::load_or_ephemeral(opts.identity.as_deref()).map_err(AdvertiseError::Identity)?;
-    let listen = if opts.dht_listen.is_empty() { vec![DEFAULT_DHT_LISTEN.to_owned()] } else { opts.dht_listen.clone() };
+    let keypair =
+        identity::load_or_ephemeral(opts.identity.as_deref()).map_err(AdvertiseError::Identity)?;
+    let listen = if opts.dht_listen.is_empty() {
+        vec![DEFAULT_DHT_LISTEN.to_owned()]
+    } else {
+        opts.dht_listen.clone()
+    };
     let listen = dht::parse_multiaddrs(&listen).map_err(AdvertiseError::Dht)?;
     let bootstrap = dht::parse_multiaddrs(&opts.bootstrap).map_err(AdvertiseError::Dht)?;
-    DhtNode::start(DhtConfig { keypair, listen, bootstrap, role: Role::Server }).map_err(AdvertiseError::Dht)
+    DhtNode::start(DhtConfig {
+        keypair,
+        listen,
+        bootstrap,
+        role: Role::Server,
+    })
+    .map_err(AdvertiseError::Dht)
 }
 
 /// Starts advertising `adverts` as `opts` says: mDNS instances first, then the DHT node, which
@@ -108,7 +119,10 @@ fn start_node(opts: &AdvertiseOptions) -> Result<DhtNode, AdvertiseError> {
 ///
 /// # Errors
 /// [`AdvertiseError`] when the mDNS daemon or DHT node cannot start; nothing keeps running then.
-pub async fn start(opts: AdvertiseOptions, adverts: Vec<Advert>) -> Result<Advertiser, AdvertiseError> {
+pub async fn start(
+    opts: AdvertiseOptions,
+    adverts: Vec<Advert>,
+) -> Result<Advertiser, AdvertiseError> {
     let mut advertiser = Advertiser::default();
     if opts.mdns && !adverts.is_empty() {
         let mdns_adverts: Vec<MdnsAdvert> = adverts
@@ -121,7 +135,8 @@ pub async fn start(opts: AdvertiseOptions, adverts: Vec<Advert>) -> Result<Adver
             })
             .collect();
         let host = mdns::default_host_label(opts.provider_name.as_deref());
-        advertiser.mdns = Some(MdnsAdvertiser::start(&mdns_adverts, &host, None).map_err(AdvertiseError::Mdns)?);
+        advertiser.mdns =
+            Some(MdnsAdvertiser::start(&mdns_adverts, &host, None).map_err(AdvertiseError::Mdns)?);
     }
     if opts.dht {
         let node = match start_node(&opts) {
@@ -226,13 +241,26 @@ mod tests {
         };
         let a = start(opts, vec![advert(7)]).await.unwrap();
         let peer = a.peer_id().unwrap().to_owned();
-        assert_eq!(Some(peer.clone()), identity::load_or_create(&key).ok().map(|k| k.public().to_peer_id().to_string()));
-        let client = DhtNode::start(DhtConfig { keypair: identity::ephemeral(), listen: vec![], bootstrap: vec![boot_addr], role: Role::Client })
-            .unwrap();
+        assert_eq!(
+            Some(peer.clone()),
+            identity::load_or_create(&key)
+                .ok()
+                .map(|k| k.public().to_peer_id().to_string())
+        );
+        let client = DhtNode::start(DhtConfig {
+            keypair: identity::ephemeral(),
+            listen: vec![],
+            bootstrap: vec![boot_addr],
+            role: Role::Client,
+        })
+        .unwrap();
         // Bounded: retries while the first put replicates.
         let mut found = Vec::new();
         for _ in 0..10 {
-            found = client.lookup("stable", Arch::X86_64, 1, Duration::from_secs(2)).await.unwrap();
+            found = client
+                .lookup("stable", Arch::X86_64, 1, Duration::from_secs(2))
+                .await
+                .unwrap();
             if !found.is_empty() {
                 break;
             }
@@ -252,6 +280,9 @@ mod tests {
             bootstrap: vec!["/ip4/127.0.0.1/tcp/4001".into()],
             ..AdvertiseOptions::default()
         };
-        assert!(matches!(start(opts, vec![advert(1)]).await, Err(AdvertiseError::Dht(DhtError::BootstrapWithoutPeerId(_)))));
+        assert!(matches!(
+            start(opts, vec![advert(1)]).await,
+            Err(AdvertiseError::Dht(DhtError::BootstrapWithoutPeerId(_)))
+        ));
     }
 }

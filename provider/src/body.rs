@@ -41,9 +41,22 @@ struct Reader {
 /// A body that sends `len` bytes of `file` from offset `start`, counting them for `artifact`
 /// in `metrics`. A file that shrinks while being sent ends the body with an I/O error, so the
 /// client sees a truncated response rather than wrong bytes.
-pub fn file_body(file: File, start: u64, len: u64, artifact: String, metrics: Arc<Metrics>) -> Body {
+pub fn file_body(
+    file: File,
+    start: u64,
+    len: u64,
+    artifact: String,
+    metrics: Arc<Metrics>,
+) -> Body {
     let guard = metrics.download(&artifact);
-    let reader = Reader { file: Arc::new(file), pos: start, remaining: len, artifact, metrics, _guard: guard };
+    let reader = Reader {
+        file: Arc::new(file),
+        pos: start,
+        remaining: len,
+        artifact,
+        metrics,
+        _guard: guard,
+    };
     let stream = futures::stream::try_unfold(reader, |mut r| async move {
         if r.remaining == 0 {
             return Ok(None);
@@ -72,7 +85,11 @@ fn read_chunk(file: &File, pos: u64, want: u64) -> std::io::Result<Bytes> {
         if n == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
-                format!("file shrank: {} bytes short at offset {}", want - filled, pos + filled as u64),
+                format!(
+                    "file shrank: {} bytes short at offset {}",
+                    want - filled,
+                    pos + filled as u64
+                ),
             ));
         }
         filled += n;
@@ -101,7 +118,13 @@ mod tests {
         let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &data).unwrap();
         let metrics = Arc::new(Metrics::default());
-        let body = file_body(File::open(&path).unwrap(), 7, 4_000_000, "a".into(), Arc::clone(&metrics));
+        let body = file_body(
+            File::open(&path).unwrap(),
+            7,
+            4_000_000,
+            "a".into(),
+            Arc::clone(&metrics),
+        );
         let got = body.collect().await.unwrap().to_bytes();
         assert_eq!(&got[..], &data[7..4_000_007]);
         assert_eq!(metrics.snapshot().artifacts["a"].bytes, 4_000_000);

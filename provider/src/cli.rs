@@ -257,8 +257,12 @@ mod tests {
 
     #[test]
     fn serve_flags_parse_with_short_forms_and_repeats() {
-        let cli = Cli::parse_from(["plasmd", "serve", "-a", "/srv", "-c", "stable", "-c", "beta", "-p", "9000", "--no-dht"]);
-        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        let cli = Cli::parse_from([
+            "plasmd", "serve", "-a", "/srv", "-c", "stable", "-c", "beta", "-p", "9000", "--no-dht",
+        ]);
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
         assert_eq!(args.channels, ["stable", "beta"]);
         assert_eq!(args.port, Some(9000));
         assert!(args.no_dht && !args.no_mdns);

@@ -55,12 +55,22 @@ pub fn host_port(addr: &str) -> Result<String, ClientError> {
     if addr.starts_with("https://") {
         return Err(bad());
     }
-    let rest = addr.strip_prefix("http://").unwrap_or(addr).trim_end_matches('/');
+    let rest = addr
+        .strip_prefix("http://")
+        .unwrap_or(addr)
+        .trim_end_matches('/');
     if rest.is_empty() || rest.contains('/') || rest.contains(char::is_whitespace) {
         return Err(bad());
     }
-    let has_port = rest.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) && !rest.ends_with(']');
-    Ok(if has_port { rest.to_owned() } else { format!("{rest}:8080") })
+    let has_port = rest
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        && !rest.ends_with(']');
+    Ok(if has_port {
+        rest.to_owned()
+    } else {
+        format!("{rest}:8080")
+    })
 }
 
 /// GETs `path` from the provider at `addr`; returns the status code and body.
@@ -76,21 +86,36 @@ pub async fn get(addr: &str, path: &str) -> Result<(u16, Bytes), ClientError> {
 }
 
 async fn get_inner(hp: &str, url: &str, path: &str) -> Result<(u16, Bytes), ClientError> {
-    let http = |e: Box<dyn std::error::Error + Send + Sync>| ClientError::Http { url: url.to_owned(), source: e };
-    let stream = tokio::net::TcpStream::connect(hp)
+    let http = |e: Box<dyn std::error::Error + Send + Sync>| ClientError::Http {
+        url: url.to_owned(),
+        source: e,
+    };
+    let stream =
+        tokio::net::TcpStream::connect(hp)
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: hp.to_owned(),
+                source,
+            })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|source| ClientError::Connect { addr: hp.to_owned(), source })?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| http(e.into()))?;
+        .map_err(|e| http(e.into()))?;
     let driver = tokio::spawn(conn);
     let req = hyper::Request::get(path)
         .header(hyper::header::HOST, hp)
-        .header(hyper::header::USER_AGENT, concat!("plasmd/", env!("CARGO_PKG_VERSION")))
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("plasmd/", env!("CARGO_PKG_VERSION")),
+        )
         .body(Empty::<Bytes>::new())
         .map_err(|e| http(e.into()))?;
     let resp = sender.send_request(req).await.map_err(|e| http(e.into()))?;
     let status = resp.status().as_u16();
-    let body = Limited::new(resp.into_body(), MAX_BODY).collect().await.map_err(http)?.to_bytes();
+    let body = Limited::new(resp.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(http)?
+        .to_bytes();
     driver.abort();
     Ok((status, body))
 }
@@ -101,7 +126,10 @@ mod tests {
 
     #[test]
     fn addresses_normalise_to_host_port() {
-        assert_eq!(host_port("http://192.0.2.1:8080/").unwrap(), "192.0.2.1:8080");
+        assert_eq!(
+            host_port("http://192.0.2.1:8080/").unwrap(),
+            "192.0.2.1:8080"
+        );
         assert_eq!(host_port("127.0.0.1:9").unwrap(), "127.0.0.1:9");
         assert_eq!(host_port("example.org").unwrap(), "example.org:8080");
         for bad in ["", "https://x:1", "http://x:1/path", "a b"] {

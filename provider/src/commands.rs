@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 
-use crate::cli::{Cli, Command, DhtNodeArgs, KeygenArgs, ManifestCommand, ProviderCommand, ServeArgs};
+use crate::cli::{
+    Cli, Command, DhtNodeArgs, KeygenArgs, ManifestCommand, ProviderCommand, ServeArgs,
+};
 use crate::config::{parse_duration, ConfigError, FileConfig, ServeConfig};
 use crate::generate::{self, ReleaseInfo};
 
@@ -157,7 +159,9 @@ pub fn serve_config(args: ServeArgs) -> Result<ServeConfig, CommandError> {
     }
     cfg.hash_cache = args.hash_cache.or(cfg.hash_cache);
     if let Some(v) = args.release_version {
-        cfg.release_version = v.parse().map_err(|e| ConfigError::BadVersion(v.clone(), e))?;
+        cfg.release_version = v
+            .parse()
+            .map_err(|e| ConfigError::BadVersion(v.clone(), e))?;
     }
     if let Some(v) = args.expires_in {
         cfg.expires_in = parse_duration(&v)?;
@@ -178,7 +182,10 @@ fn write_new(path: &Path, text: &str, mode: u32, force: bool) -> Result<(), Comm
     } else {
         opts.create_new(true);
     }
-    let write = |source| CommandError::Write { path: path.to_owned(), source };
+    let write = |source| CommandError::Write {
+        path: path.to_owned(),
+        source,
+    };
     let mut f = opts.open(path).map_err(write)?;
     f.write_all(text.as_bytes()).map_err(write)
 }
@@ -190,21 +197,39 @@ fn keygen(args: &KeygenArgs) -> Result<u8, CommandError> {
     pub_path.push(".pub");
     let pub_path = PathBuf::from(pub_path);
     write_new(&args.out, &secret_key_text(&key), 0o600, args.force)?;
-    write_new(&pub_path, &public_key_text(&key.verifying_key()), 0o644, args.force)?;
+    write_new(
+        &pub_path,
+        &public_key_text(&key.verifying_key()),
+        0o644,
+        args.force,
+    )?;
     let trust = phase_protocol::TrustRoot::new([key.verifying_key()], 1)?;
-    println!("wrote secret key {} (mode 0600) and public key {}", args.out.display(), pub_path.display());
-    println!("trust file snippet (/etc/phase/trust.toml):\n\n{}", trust.to_toml());
+    println!(
+        "wrote secret key {} (mode 0600) and public key {}",
+        args.out.display(),
+        pub_path.display()
+    );
+    println!(
+        "trust file snippet (/etc/phase/trust.toml):\n\n{}",
+        trust.to_toml()
+    );
     Ok(0)
 }
 
 fn read_input(path: Option<&Path>) -> Result<Vec<u8>, CommandError> {
     match path {
-        Some(p) => std::fs::read(p).map_err(|source| CommandError::Read { path: p.to_owned(), source }),
+        Some(p) => std::fs::read(p).map_err(|source| CommandError::Read {
+            path: p.to_owned(),
+            source,
+        }),
         None => {
             let mut buf = Vec::new();
             std::io::stdin()
                 .read_to_end(&mut buf)
-                .map_err(|source| CommandError::Read { path: "-".into(), source })?;
+                .map_err(|source| CommandError::Read {
+                    path: "-".into(),
+                    source,
+                })?;
             Ok(buf)
         }
     }
@@ -212,28 +237,46 @@ fn read_input(path: Option<&Path>) -> Result<Vec<u8>, CommandError> {
 
 fn write_output(path: Option<&Path>, text: &str) -> Result<(), CommandError> {
     match path {
-        Some(p) => std::fs::write(p, text).map_err(|source| CommandError::Write { path: p.to_owned(), source }),
+        Some(p) => std::fs::write(p, text).map_err(|source| CommandError::Write {
+            path: p.to_owned(),
+            source,
+        }),
         None => std::io::stdout()
             .write_all(text.as_bytes())
-            .map_err(|source| CommandError::Write { path: "-".into(), source }),
+            .map_err(|source| CommandError::Write {
+                path: "-".into(),
+                source,
+            }),
     }
 }
 
 fn manifest(cmd: ManifestCommand) -> Result<u8, CommandError> {
     match cmd {
-        ManifestCommand::Build { artifacts, channel, arch, version, expires_in, cmdline, out } => {
+        ManifestCommand::Build {
+            artifacts,
+            channel,
+            arch,
+            version,
+            expires_in,
+            cmdline,
+            out,
+        } => {
             let info = ReleaseInfo {
                 channel,
                 arch: arch.parse().map_err(ConfigError::from)?,
-                version: version.parse().map_err(|e| ConfigError::BadVersion(version.clone(), e))?,
+                version: version
+                    .parse()
+                    .map_err(|e| ConfigError::BadVersion(version.clone(), e))?,
                 expires_in: parse_duration(&expires_in)?,
                 cmdline,
             };
             // A throwaway cache: `manifest build` always hashes what is there now.
-            let cache = crate::hashcache::HashCache::load(PathBuf::from("/nonexistent/plasmd-no-cache"));
+            let cache =
+                crate::hashcache::HashCache::load(PathBuf::from("/nonexistent/plasmd-no-cache"));
             let m = generate::build_manifest(&artifacts, &info, &cache, Utc::now())?;
             let value = generate::unsigned_json(&m)?;
-            let mut text = serde_json::to_string_pretty(&value).map_err(generate::GenerateError::Json)?;
+            let mut text =
+                serde_json::to_string_pretty(&value).map_err(generate::GenerateError::Json)?;
             text.push('\n');
             write_output(out.as_deref(), &text)?;
             Ok(0)
@@ -241,18 +284,32 @@ fn manifest(cmd: ManifestCommand) -> Result<u8, CommandError> {
         ManifestCommand::Sign { key, input, out } => {
             let key = phase_protocol::signing::load_signing_key(&key)?;
             let bytes = read_input(input.as_deref())?;
-            let value = phase_protocol::json::parse_strict(&bytes, phase_protocol::json::DEFAULT_MAX_DEPTH)
-                .map_err(|e| CommandError::Usage(format!("input is not acceptable JSON: {}", crate::error_chain(&e))))?;
+            let value =
+                phase_protocol::json::parse_strict(&bytes, phase_protocol::json::DEFAULT_MAX_DEPTH)
+                    .map_err(|e| {
+                        CommandError::Usage(format!(
+                            "input is not acceptable JSON: {}",
+                            crate::error_chain(&e)
+                        ))
+                    })?;
             let text = generate::sign_to_text(value, &key, Utc::now())?;
             write_output(out.as_deref(), &text)?;
             Ok(0)
         }
-        ManifestCommand::Verify { trust, manifest, channel, arch } => {
+        ManifestCommand::Verify {
+            trust,
+            manifest,
+            channel,
+            arch,
+        } => {
             let trust = phase_protocol::TrustRoot::load(&trust)?;
             let bytes = read_input(Some(&manifest))?;
             let expect = phase_protocol::Expectation {
                 channel,
-                arch: arch.map(|a| a.parse()).transpose().map_err(ConfigError::from)?,
+                arch: arch
+                    .map(|a| a.parse())
+                    .transpose()
+                    .map_err(ConfigError::from)?,
                 ..Default::default()
             };
             let now = Utc::now();
@@ -262,7 +319,11 @@ fn manifest(cmd: ManifestCommand) -> Result<u8, CommandError> {
                     Ok(0)
                 }
                 Err(e) => {
-                    println!("{}: REFUSED: {}", manifest.display(), crate::error_chain(&e));
+                    println!(
+                        "{}: REFUSED: {}",
+                        manifest.display(),
+                        crate::error_chain(&e)
+                    );
                     Ok(1)
                 }
             }
@@ -280,7 +341,10 @@ pub fn verify_report(
     let m = v.manifest();
     let left = m.expires_at - now;
     let mut out = format!("{}: VALID\n", path.display());
-    out += &format!("  version    {}\n  channel    {}\n  arch       {}\n", m.version, m.channel, m.arch);
+    out += &format!(
+        "  version    {}\n  channel    {}\n  arch       {}\n",
+        m.version, m.channel, m.arch
+    );
     out += &format!("  created    {}\n", generate::rfc3339(m.created_at));
     out += &format!(
         "  expires    {} (in {}d {}h)\n",
@@ -288,13 +352,25 @@ pub fn verify_report(
         left.num_days(),
         left.num_hours() % 24
     );
-    out += &format!("  signers    {} of threshold {}\n", v.signers().len(), threshold);
+    out += &format!(
+        "  signers    {} of threshold {}\n",
+        v.signers().len(),
+        threshold
+    );
     for s in v.signers() {
         out += &format!("    {s}\n");
     }
-    out += &format!("  cmdline    {:?}\n  artifacts  {} ({} bytes)\n", m.cmdline, m.artifacts.len(), m.total_bytes());
+    out += &format!(
+        "  cmdline    {:?}\n  artifacts  {} ({} bytes)\n",
+        m.cmdline,
+        m.artifacts.len(),
+        m.total_bytes()
+    );
     for (name, a) in &m.artifacts {
-        out += &format!("    {name:<10} {:<12} {:>12} bytes  {}\n", a.filename, a.size_bytes, a.hash);
+        out += &format!(
+            "    {name:<10} {:<12} {:>12} bytes  {}\n",
+            a.filename, a.size_bytes, a.hash
+        );
     }
     out
 }
@@ -310,8 +386,16 @@ async fn provider(cmd: ProviderCommand) -> Result<u8, CommandError> {
             }
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             let h: serde_json::Value = serde_json::from_slice(&health).unwrap_or_default();
-            println!("provider   {} ({})", v["name"].as_str().unwrap_or("?"), addr);
-            println!("health     {} {}", hcode, h["status"].as_str().unwrap_or("?"));
+            println!(
+                "provider   {} ({})",
+                v["name"].as_str().unwrap_or("?"),
+                addr
+            );
+            println!(
+                "health     {} {}",
+                hcode,
+                h["status"].as_str().unwrap_or("?")
+            );
             if let Some(reason) = h["reason"].as_str() {
                 println!("reason     {reason}");
             }

@@ -78,7 +78,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
         "d" => 86_400,
         _ => return Err(bad()),
     };
-    n.checked_mul(secs_per).map(Duration::from_secs).ok_or_else(bad)
+    n.checked_mul(secs_per)
+        .map(Duration::from_secs)
+        .ok_or_else(bad)
 }
 
 /// The TOML config file: every key optional, unknown keys refused.
@@ -137,9 +139,14 @@ impl FileConfig {
     /// # Errors
     /// [`ConfigError::Read`], [`ConfigError::Parse`].
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
     }
 }
 
@@ -281,7 +288,9 @@ impl ServeConfig {
         }
         self.hash_cache = file.hash_cache.or(self.hash_cache.take());
         if let Some(v) = file.release_version {
-            self.release_version = v.parse().map_err(|e| ConfigError::BadVersion(v.clone(), e))?;
+            self.release_version = v
+                .parse()
+                .map_err(|e| ConfigError::BadVersion(v.clone(), e))?;
         }
         if let Some(v) = file.expires_in {
             self.expires_in = parse_duration(&v)?;
@@ -319,7 +328,9 @@ impl ServeConfig {
 
     /// The hash cache path: `--hash-cache` or `<artifacts>/.plasmd-hashes.json`.
     pub fn hash_cache_path(&self) -> PathBuf {
-        self.hash_cache.clone().unwrap_or_else(|| self.artifacts.join(".plasmd-hashes.json"))
+        self.hash_cache
+            .clone()
+            .unwrap_or_else(|| self.artifacts.join(".plasmd-hashes.json"))
     }
 }
 
@@ -349,8 +360,14 @@ mod tests {
 
     #[test]
     fn durations_parse_with_units_and_refuse_garbage() {
-        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86_400));
-        assert_eq!(parse_duration("12h").unwrap(), Duration::from_secs(12 * 3600));
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(
+            parse_duration("12h").unwrap(),
+            Duration::from_secs(12 * 3600)
+        );
         assert_eq!(parse_duration("90m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         for bad in ["", "30", "d", "-1d", "3x", "1.5h", "99999999999999999999d"] {
@@ -360,9 +377,10 @@ mod tests {
 
     #[test]
     fn file_values_replace_defaults_and_unknown_keys_are_refused() {
-        let file: FileConfig =
-            toml::from_str("port = 9000\nchannels = [\"beta\"]\nexpires_in = \"2d\"\narch = \"arm64\"")
-                .unwrap();
+        let file: FileConfig = toml::from_str(
+            "port = 9000\nchannels = [\"beta\"]\nexpires_in = \"2d\"\narch = \"arm64\"",
+        )
+        .unwrap();
         let mut cfg = ServeConfig::with_defaults("/srv");
         cfg.apply_file(file).unwrap();
         assert_eq!(cfg.port, 9000);
@@ -374,7 +392,10 @@ mod tests {
 
     #[test]
     fn half_tls_config_is_refused() {
-        let file = FileConfig { tls_cert: Some("c.pem".into()), ..FileConfig::default() };
+        let file = FileConfig {
+            tls_cert: Some("c.pem".into()),
+            ..FileConfig::default()
+        };
         let mut cfg = ServeConfig::with_defaults("/srv");
         assert!(matches!(cfg.apply_file(file), Err(ConfigError::TlsHalf)));
     }
@@ -384,6 +405,9 @@ mod tests {
         let url = detect_advertise_url("192.0.2.1".parse().unwrap(), 8080, false);
         assert_eq!(url, "http://192.0.2.1:8080");
         let url = detect_advertise_url("0.0.0.0".parse().unwrap(), 8443, true);
-        assert!(url.starts_with("https://") && url.ends_with(":8443"), "{url}");
+        assert!(
+            url.starts_with("https://") && url.ends_with(":8443"),
+            "{url}"
+        );
     }
 }

@@ -80,7 +80,10 @@ pub fn build_manifest(
         let path = dir.join(name);
         if !path.is_file() {
             if i < 2 {
-                return Err(GenerateError::Missing { dir: dir.to_owned(), name });
+                return Err(GenerateError::Missing {
+                    dir: dir.to_owned(),
+                    name,
+                });
             }
             continue;
         }
@@ -176,7 +179,10 @@ mod tests {
         let now = Utc::now();
         let m = build_manifest(dir.path(), &info(), &cache, now).unwrap();
         assert_eq!(m.artifacts.len(), 2);
-        assert_eq!(m.artifacts["kernel"].download_url.as_deref(), Some("kernel"));
+        assert_eq!(
+            m.artifacts["kernel"].download_url.as_deref(),
+            Some("kernel")
+        );
         let key = phase_protocol::signing::generate_key();
         let text = sign_to_text(unsigned_json(&m).unwrap(), &key, now).unwrap();
         let trust = TrustRoot::new([key.verifying_key()], 1).unwrap();
@@ -190,6 +196,15 @@ mod tests {
         std::fs::write(dir.path().join("kernel"), b"k").unwrap();
         let cache = HashCache::load(dir.path().join(".c"));
         let err = build_manifest(dir.path(), &info(), &cache, Utc::now()).unwrap_err();
-        assert!(matches!(err, GenerateError::Missing { name: "initramfs", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                GenerateError::Missing {
+                    name: "initramfs",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

@@ -70,7 +70,10 @@ impl FileStamp {
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos());
-        FileStamp { size: meta.len(), mtime_ns }
+        FileStamp {
+            size: meta.len(),
+            mtime_ns,
+        }
     }
 }
 
@@ -95,7 +98,10 @@ impl HashCache {
             .and_then(|b| serde_json::from_slice::<CacheFile>(&b).ok())
             .map(|f| f.entries)
             .unwrap_or_default();
-        HashCache { path, entries: Mutex::new(entries) }
+        HashCache {
+            path,
+            entries: Mutex::new(entries),
+        }
     }
 
     /// The cached hash of `file` if its current stamp matches, without reading the file.
@@ -113,7 +119,10 @@ impl HashCache {
     /// # Errors
     /// [`HashError::Io`].
     pub fn hash(&self, file: &Path) -> Result<(Sha256Digest, FileStamp), HashError> {
-        let io = |source| HashError::Io { path: file.to_owned(), source };
+        let io = |source| HashError::Io {
+            path: file.to_owned(),
+            source,
+        };
         let meta = std::fs::metadata(file).map_err(io)?;
         let stamp = FileStamp::of(&meta);
         if let Some(h) = self.cached(file, stamp) {
@@ -123,7 +132,11 @@ impl HashCache {
         if let Ok(mut entries) = self.entries.lock() {
             entries.insert(
                 file.to_owned(),
-                CacheEntry { size: stamp.size, mtime_ns: stamp.mtime_ns, sha256: digest },
+                CacheEntry {
+                    size: stamp.size,
+                    mtime_ns: stamp.mtime_ns,
+                    sha256: digest,
+                },
             );
         }
         Ok((digest, stamp))
@@ -134,7 +147,10 @@ impl HashCache {
     /// # Errors
     /// [`HashError::Save`].
     pub fn save(&self) -> Result<(), HashError> {
-        let save = |source| HashError::Save { path: self.path.clone(), source };
+        let save = |source| HashError::Save {
+            path: self.path.clone(),
+            source,
+        };
         let entries = self.entries.lock().map(|e| e.clone()).unwrap_or_default();
         let bytes = serde_json::to_vec_pretty(&CacheFile { entries })
             .map_err(|e| save(std::io::Error::other(e)))?;
@@ -149,7 +165,10 @@ impl HashCache {
 /// # Errors
 /// [`HashError::Io`].
 pub fn hash_file(path: &Path) -> Result<Sha256Digest, HashError> {
-    let io = |source| HashError::Io { path: path.to_owned(), source };
+    let io = |source| HashError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; HASH_CHUNK];
@@ -193,8 +212,14 @@ mod tests {
         let cache_path = dir.path().join("cache.json");
         std::fs::write(&cache_path, b"{not json").unwrap();
         let cache = HashCache::load(&cache_path);
-        let stamp = FileStamp { size: 0, mtime_ns: 0 };
+        let stamp = FileStamp {
+            size: 0,
+            mtime_ns: 0,
+        };
         assert_eq!(cache.cached(Path::new("/x"), stamp), None);
-        assert!(matches!(hash_file(&dir.path().join("missing")), Err(HashError::Io { .. })));
+        assert!(matches!(
+            hash_file(&dir.path().join("missing")),
+            Err(HashError::Io { .. })
+        ));
     }
 }

@@ -113,7 +113,10 @@ impl Metrics {
     pub fn connection(self: &Arc<Self>) -> GaugeGuard {
         self.connections_total.fetch_add(1, Ordering::Relaxed);
         self.active_connections.fetch_add(1, Ordering::Relaxed);
-        GaugeGuard { metrics: Arc::clone(self), which: Gauge::Connections }
+        GaugeGuard {
+            metrics: Arc::clone(self),
+            which: Gauge::Connections,
+        }
     }
 
     /// Counts a body download of `artifact` until the guard drops.
@@ -122,7 +125,10 @@ impl Metrics {
         if let Ok(mut table) = self.artifacts.lock() {
             table.entry(artifact.to_owned()).or_default().requests += 1;
         }
-        GaugeGuard { metrics: Arc::clone(self), which: Gauge::Downloads }
+        GaugeGuard {
+            metrics: Arc::clone(self),
+            which: Gauge::Downloads,
+        }
     }
 
     /// Artifact bodies being sent now.
@@ -159,24 +165,72 @@ impl Metrics {
         let s = self.snapshot();
         let mut out = String::with_capacity(1024);
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            );
         };
-        metric("plasmd_uptime_seconds", "gauge", "Seconds since plasmd started.", s.uptime_secs);
-        metric("plasmd_requests_total", "counter", "HTTP requests received.", s.requests);
-        metric("plasmd_bytes_served_total", "counter", "Artifact body bytes sent.", s.bytes_served);
-        metric("plasmd_active_connections", "gauge", "Open connections.", s.active_connections);
-        metric("plasmd_connections_total", "counter", "Connections accepted.", s.connections_total);
-        metric("plasmd_active_downloads", "gauge", "Artifact bodies being sent.", s.active_downloads);
-        metric("plasmd_not_found_total", "counter", "Requests answered 404.", s.not_found);
-        out.push_str("# HELP plasmd_artifact_requests_total Artifact bodies started, by artifact.\n");
+        metric(
+            "plasmd_uptime_seconds",
+            "gauge",
+            "Seconds since plasmd started.",
+            s.uptime_secs,
+        );
+        metric(
+            "plasmd_requests_total",
+            "counter",
+            "HTTP requests received.",
+            s.requests,
+        );
+        metric(
+            "plasmd_bytes_served_total",
+            "counter",
+            "Artifact body bytes sent.",
+            s.bytes_served,
+        );
+        metric(
+            "plasmd_active_connections",
+            "gauge",
+            "Open connections.",
+            s.active_connections,
+        );
+        metric(
+            "plasmd_connections_total",
+            "counter",
+            "Connections accepted.",
+            s.connections_total,
+        );
+        metric(
+            "plasmd_active_downloads",
+            "gauge",
+            "Artifact bodies being sent.",
+            s.active_downloads,
+        );
+        metric(
+            "plasmd_not_found_total",
+            "counter",
+            "Requests answered 404.",
+            s.not_found,
+        );
+        out.push_str(
+            "# HELP plasmd_artifact_requests_total Artifact bodies started, by artifact.\n",
+        );
         out.push_str("# TYPE plasmd_artifact_requests_total counter\n");
         for (name, c) in &s.artifacts {
-            let _ = writeln!(out, "plasmd_artifact_requests_total{{artifact=\"{name}\"}} {}", c.requests);
+            let _ = writeln!(
+                out,
+                "plasmd_artifact_requests_total{{artifact=\"{name}\"}} {}",
+                c.requests
+            );
         }
         out.push_str("# HELP plasmd_artifact_bytes_total Artifact body bytes sent, by artifact.\n");
         out.push_str("# TYPE plasmd_artifact_bytes_total counter\n");
         for (name, c) in &s.artifacts {
-            let _ = writeln!(out, "plasmd_artifact_bytes_total{{artifact=\"{name}\"}} {}", c.bytes);
+            let _ = writeln!(
+                out,
+                "plasmd_artifact_bytes_total{{artifact=\"{name}\"}} {}",
+                c.bytes
+            );
         }
         out
     }
@@ -197,10 +251,19 @@ mod tests {
             assert_eq!(m.active_downloads(), 1);
         }
         let s = m.snapshot();
-        assert_eq!((s.active_connections, s.active_downloads, s.connections_total), (0, 0, 1));
+        assert_eq!(
+            (
+                s.active_connections,
+                s.active_downloads,
+                s.connections_total
+            ),
+            (0, 0, 1)
+        );
         assert_eq!(s.artifacts["stable/x86_64/kernel"].bytes, 10);
         let text = m.prometheus();
         assert!(text.contains("plasmd_bytes_served_total 10\n"), "{text}");
-        assert!(text.contains("plasmd_artifact_bytes_total{artifact=\"stable/x86_64/kernel\"} 10\n"));
+        assert!(
+            text.contains("plasmd_artifact_bytes_total{artifact=\"stable/x86_64/kernel\"} 10\n")
+        );
     }
 }

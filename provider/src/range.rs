@@ -24,12 +24,18 @@ pub enum RangeDecision {
 
 /// Decides how to answer `header` (the `Range` value, if any) for a body of `size` bytes.
 pub fn decide(header: Option<&str>, size: u64) -> RangeDecision {
-    let Some(header) = header else { return RangeDecision::Full };
-    let Some(spec) = header.trim().strip_prefix("bytes=") else { return RangeDecision::Full };
+    let Some(header) = header else {
+        return RangeDecision::Full;
+    };
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return RangeDecision::Full;
+    };
     if spec.contains(',') {
         return RangeDecision::Full;
     }
-    let Some((first, last)) = spec.trim().split_once('-') else { return RangeDecision::Full };
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeDecision::Full;
+    };
     let (first, last) = (first.trim(), last.trim());
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     match (first.is_empty(), last.is_empty()) {
@@ -37,17 +43,29 @@ pub fn decide(header: Option<&str>, size: u64) -> RangeDecision {
         (true, false) if digits(last) => match last.parse::<u64>() {
             Ok(0) => RangeDecision::Unsatisfiable,
             Ok(_) if size == 0 => RangeDecision::Unsatisfiable,
-            Ok(n) => RangeDecision::Partial { start: size.saturating_sub(n), end: size - 1 },
-            Err(_) => RangeDecision::Partial { start: 0, end: size.saturating_sub(1) },
+            Ok(n) => RangeDecision::Partial {
+                start: size.saturating_sub(n),
+                end: size - 1,
+            },
+            Err(_) => RangeDecision::Partial {
+                start: 0,
+                end: size.saturating_sub(1),
+            },
         },
         // bytes=A-: from A to the end.
         (false, true) if digits(first) => match first.parse::<u64>() {
-            Ok(a) if a < size => RangeDecision::Partial { start: a, end: size - 1 },
+            Ok(a) if a < size => RangeDecision::Partial {
+                start: a,
+                end: size - 1,
+            },
             _ => RangeDecision::Unsatisfiable,
         },
         // bytes=A-B.
         (false, false) if digits(first) && digits(last) => {
-            let (Ok(a), b) = (first.parse::<u64>(), last.parse::<u64>().unwrap_or(u64::MAX)) else {
+            let (Ok(a), b) = (
+                first.parse::<u64>(),
+                last.parse::<u64>().unwrap_or(u64::MAX),
+            ) else {
                 return RangeDecision::Unsatisfiable;
             };
             if a > b {
@@ -57,7 +75,10 @@ pub fn decide(header: Option<&str>, size: u64) -> RangeDecision {
             if a >= size {
                 return RangeDecision::Unsatisfiable;
             }
-            RangeDecision::Partial { start: a, end: b.min(size - 1) }
+            RangeDecision::Partial {
+                start: a,
+                end: b.min(size - 1),
+            }
         }
         _ => RangeDecision::Full,
     }

@@ -54,7 +54,12 @@ pub struct AppState {
 impl AppState {
     /// State over `store` with fresh counters.
     pub fn new(store: Arc<Store>, info: ProviderInfo) -> Arc<AppState> {
-        Arc::new(AppState { store, metrics: Arc::new(Metrics::default()), info, peer_id: Mutex::new(None) })
+        Arc::new(AppState {
+            store,
+            metrics: Arc::new(Metrics::default()),
+            info,
+            peer_id: Mutex::new(None),
+        })
     }
 }
 
@@ -73,7 +78,12 @@ pub fn app(state: Arc<AppState>) -> Router {
 fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     let mut body = msg.into();
     body.push('\n');
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 fn not_found(state: &AppState, msg: impl Into<String>) -> Response {
@@ -123,11 +133,19 @@ async fn info(State(state): State<Arc<AppState>>) -> Response {
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     state.metrics.request();
     let snap = state.store.snapshot();
-    let root_ok = state.store.root().is_some_and(|r| std::fs::read_dir(r).is_ok());
+    let root_ok = state
+        .store
+        .root()
+        .is_some_and(|r| std::fs::read_dir(r).is_ok());
     let reason = if !root_ok {
         Some("artifacts directory cannot be read".to_owned())
     } else if snap.releases.is_empty() {
-        Some(snap.problems.first().cloned().unwrap_or_else(|| "no release to serve".into()))
+        Some(
+            snap.problems
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "no release to serve".into()),
+        )
     } else {
         None
     };
@@ -170,19 +188,29 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     state.metrics.request();
     let body = state.metrics.prometheus();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn default_manifest(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     state.metrics.request();
     let snap = state.store.snapshot();
     let Some(key) = state.store.default_release(&snap) else {
-        return not_found(&state, format!(
-            "no default release: nothing found for channel/arch {}/{} ({})",
-            snap.releases.keys().next().map_or("-", |k| k.0.as_str()),
-            state.store.default_arch(),
-            snap.problems.join("; ")
-        ));
+        return not_found(
+            &state,
+            format!(
+                "no default release: nothing found for channel/arch {}/{} ({})",
+                snap.releases.keys().next().map_or("-", |k| k.0.as_str()),
+                state.store.default_arch(),
+                snap.problems.join("; ")
+            ),
+        );
     };
     match snap.releases.get(&key) {
         Some(release) => manifest_response(&state, release, &headers),
@@ -194,10 +222,15 @@ fn manifest_response(state: &AppState, release: &Release, headers: &HeaderMap) -
     use crate::store::ManifestState;
     let bytes = match &release.manifest {
         ManifestState::Pending => {
-            return text(StatusCode::SERVICE_UNAVAILABLE, "manifest is being generated (hashing artifacts); retry shortly")
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "manifest is being generated (hashing artifacts); retry shortly",
+            )
         }
         ManifestState::Absent { reason } => return not_found(state, reason.clone()),
-        ManifestState::Found { bytes, .. } | ManifestState::Generated { bytes, .. } => bytes.clone(),
+        ManifestState::Found { bytes, .. } | ManifestState::Generated { bytes, .. } => {
+            bytes.clone()
+        }
     };
     let etag = format!("\"{}\"", phase_protocol::Sha256Digest::of(&bytes).hex());
     let mut resp = if if_none_match(headers, &etag) {
@@ -206,7 +239,10 @@ fn manifest_response(state: &AppState, release: &Release, headers: &HeaderMap) -
         Response::new(Body::from(bytes))
     };
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if let Ok(v) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, v);
@@ -216,17 +252,23 @@ fn manifest_response(state: &AppState, release: &Release, headers: &HeaderMap) -
 
 /// True when `If-None-Match` lists `etag` (weak comparison, RFC 9110 §13.1.2) or is `*`.
 fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
-    let Some(v) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) else {
+    let Some(v) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    v.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/") == etag)
+    v.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
 }
 
 /// True for a path segment that may name a channel, arch or file.
 fn safe_segment(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && !s.starts_with('.')
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'))
 }
 
 async fn files(State(state): State<Arc<AppState>>, req: Request) -> Response {
@@ -234,23 +276,36 @@ async fn files(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let method = req.method().clone();
     if method != Method::GET && method != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
     let path = req.uri().path();
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
     if !segments.iter().all(|s| safe_segment(s)) {
-        return text(StatusCode::BAD_REQUEST, "bad path: segments must be [A-Za-z0-9._+-] and not start with '.'");
+        return text(
+            StatusCode::BAD_REQUEST,
+            "bad path: segments must be [A-Za-z0-9._+-] and not start with '.'",
+        );
     }
     let snap = state.store.snapshot();
     let (release, name) = match segments.as_slice() {
-        [name] => match state.store.default_release(&snap).and_then(|k| snap.releases.get(&k)) {
+        [name] => match state
+            .store
+            .default_release(&snap)
+            .and_then(|k| snap.releases.get(&k))
+        {
             Some(r) => (r, *name),
             None => return not_found(&state, "not found"),
         },
         [channel, arch, name] => match snap.release(channel, arch) {
             Some(r) => (r, *name),
-            None => return not_found(&state, format!("no release for channel {channel:?} and arch {arch:?}")),
+            None => {
+                return not_found(
+                    &state,
+                    format!("no release for channel {channel:?} and arch {arch:?}"),
+                )
+            }
         },
         _ => return not_found(&state, "not found (directory listings are not served)"),
     };
@@ -262,18 +317,30 @@ async fn files(State(state): State<Arc<AppState>>, req: Request) -> Response {
         return resp;
     }
     let Some((filename, entry)) = release.file(name) else {
-        return not_found(&state, format!("{name:?} is not an artifact of {}/{}", release.channel, release.arch));
+        return not_found(
+            &state,
+            format!(
+                "{name:?} is not an artifact of {}/{}",
+                release.channel, release.arch
+            ),
+        );
     };
     let counter = format!("{}/{}/{filename}", release.channel, release.arch);
     let (entry, store) = (entry.clone(), Arc::clone(&state.store));
-    let opened = tokio::task::spawn_blocking(move || store.open(&entry).map(|(f, m)| (f, m, entry))).await;
+    let opened =
+        tokio::task::spawn_blocking(move || store.open(&entry).map(|(f, m)| (f, m, entry))).await;
     let (file, meta, entry) = match opened {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => {
             tracing::warn!(error = %crate::error_chain(&e), "artifact not served");
             return not_found(&state, format!("{name:?} is not available"));
         }
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("open task failed: {e}")),
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("open task failed: {e}"),
+            )
+        }
     };
     let size = meta.len();
     // The hash is only this file's ETag while the file is what was hashed.
@@ -299,7 +366,10 @@ fn artifact_response(
     if let Some(tag) = &etag {
         builder = builder.header(header::ETAG, tag.as_str());
         if if_none_match(headers, tag) {
-            return builder.status(StatusCode::NOT_MODIFIED).body(Body::empty()).unwrap_or_default();
+            return builder
+                .status(StatusCode::NOT_MODIFIED)
+                .body(Body::empty())
+                .unwrap_or_default();
         }
     }
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
@@ -309,7 +379,11 @@ fn artifact_response(
         None => true,
         Some(v) => etag.as_deref() == Some(v.trim()),
     };
-    let decision = if if_range_ok { decide(range_header, size) } else { RangeDecision::Full };
+    let decision = if if_range_ok {
+        decide(range_header, size)
+    } else {
+        RangeDecision::Full
+    };
     let (status, start, len) = match decision {
         RangeDecision::Full => (StatusCode::OK, 0, size),
         RangeDecision::Partial { start, end } => {
@@ -321,7 +395,9 @@ fn artifact_response(
                 .status(StatusCode::RANGE_NOT_SATISFIABLE)
                 .header(header::CONTENT_RANGE, format!("bytes */{size}"))
                 .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-                .body(Body::from(format!("range not satisfiable: the file has {size} bytes\n")))
+                .body(Body::from(format!(
+                    "range not satisfiable: the file has {size} bytes\n"
+                )))
                 .unwrap_or_default();
         }
     };
@@ -343,7 +419,17 @@ mod tests {
         for ok in ["stable", "x86_64", "kernel", "rootfs.squashfs", "linux+1"] {
             assert!(safe_segment(ok), "{ok}");
         }
-        for bad in ["", ".", "..", ".hidden", "%2e%2e", "a%00", "a\\b", "a b", &"x".repeat(129)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "%2e%2e",
+            "a%00",
+            "a\\b",
+            "a b",
+            &"x".repeat(129),
+        ] {
             assert!(!safe_segment(bad), "{bad:?}");
         }
     }
@@ -352,7 +438,10 @@ mod tests {
     fn if_none_match_accepts_lists_weak_tags_and_star() {
         let mut h = HeaderMap::new();
         assert!(!if_none_match(&h, "\"a\""));
-        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"b\", W/\"a\""));
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"b\", W/\"a\""),
+        );
         assert!(if_none_match(&h, "\"a\""));
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
         assert!(if_none_match(&h, "\"z\""));

@@ -65,7 +65,9 @@ fn provider_name(cfg: &ServeConfig) -> String {
 /// [`ServeError`].
 pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     let key = match &cfg.key {
-        Some(path) => Some(phase_protocol::signing::load_signing_key(path).map_err(ServeError::Key)?),
+        Some(path) => {
+            Some(phase_protocol::signing::load_signing_key(path).map_err(ServeError::Key)?)
+        }
         None => None,
     };
     let tls = match &cfg.tls {
@@ -73,7 +75,9 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         None => None,
     };
     let addr = SocketAddr::new(cfg.bind, cfg.port);
-    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
     let store = Arc::new(Store::scan(StoreOptions {
         artifacts: cfg.artifacts.clone(),
@@ -89,7 +93,10 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         .advertise_url
         .clone()
         .unwrap_or_else(|| detect_advertise_url(cfg.bind, local.port(), tls.is_some()));
-    let info = ProviderInfo { name: provider_name(&cfg), advertise_url: advertise_url.trim_end_matches('/').to_owned() };
+    let info = ProviderInfo {
+        name: provider_name(&cfg),
+        advertise_url: advertise_url.trim_end_matches('/').to_owned(),
+    };
     let state = AppState::new(store, info);
     let snap = state.store.snapshot();
     for p in &snap.problems {
@@ -108,7 +115,13 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         shutdown_timeout: cfg.shutdown_timeout,
         tls,
     };
-    Ok(Running { listener, state, cfg, server, advertiser: Arc::new(Mutex::new(None)) })
+    Ok(Running {
+        listener,
+        state,
+        cfg,
+        server,
+        advertiser: Arc::new(Mutex::new(None)),
+    })
 }
 
 impl Running {
@@ -122,20 +135,30 @@ impl Running {
 
     /// Serves until `shutdown` resolves; hashes and advertises in the background meanwhile.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> ShutdownReport {
-        let Running { listener, state, cfg, server, advertiser } = self;
+        let Running {
+            listener,
+            state,
+            cfg,
+            server,
+            advertiser,
+        } = self;
         let background = {
             let state = Arc::clone(&state);
             let slot = Arc::clone(&advertiser);
             tokio::spawn(async move {
                 let store = Arc::clone(&state.store);
-                if tokio::task::spawn_blocking(move || store.complete()).await.is_err() {
+                if tokio::task::spawn_blocking(move || store.complete())
+                    .await
+                    .is_err()
+                {
                     tracing::warn!("background hashing stopped");
                 }
                 advertise_all(&state, &cfg, &slot).await;
             })
         };
         let metrics = Arc::clone(&state.metrics);
-        let report = server::serve(listener, app(Arc::clone(&state)), server, metrics, shutdown).await;
+        let report =
+            server::serve(listener, app(Arc::clone(&state)), server, metrics, shutdown).await;
         background.abort();
         let running = advertiser.lock().ok().and_then(|mut a| a.take());
         if let Some(a) = running {
@@ -158,7 +181,10 @@ async fn advertise_all(state: &AppState, cfg: &ServeConfig, slot: &Mutex<Option<
             Some(Advert {
                 channel: r.channel.clone(),
                 arch: r.arch,
-                manifest_url: format!("{}/{}/{}/manifest.json", state.info.advertise_url, r.channel, r.arch),
+                manifest_url: format!(
+                    "{}/{}/{}/manifest.json",
+                    state.info.advertise_url, r.channel, r.arch
+                ),
                 version: r.manifest.version()?.to_owned(),
             })
         })

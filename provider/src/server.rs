@@ -88,19 +88,34 @@ pub struct ShutdownReport {
 /// [`ServerError::TlsRead`], [`ServerError::TlsEmpty`], [`ServerError::Tls`].
 pub fn load_tls(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
     let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| ServerError::TlsRead { path: p.to_owned(), source })
+        std::fs::read(p).map_err(|source| ServerError::TlsRead {
+            path: p.to_owned(),
+            source,
+        })
     };
     let cert_pem = read(cert)?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|source| ServerError::TlsRead { path: cert.to_owned(), source })?;
+        .map_err(|source| ServerError::TlsRead {
+            path: cert.to_owned(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(ServerError::TlsEmpty { path: cert.to_owned(), what: "certificate" });
+        return Err(ServerError::TlsEmpty {
+            path: cert.to_owned(),
+            what: "certificate",
+        });
     }
     let key_pem = read(key)?;
     let key_der = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|source| ServerError::TlsRead { path: key.to_owned(), source })?
-        .ok_or_else(|| ServerError::TlsEmpty { path: key.to_owned(), what: "private key" })?;
+        .map_err(|source| ServerError::TlsRead {
+            path: key.to_owned(),
+            source,
+        })?
+        .ok_or_else(|| ServerError::TlsEmpty {
+            path: key.to_owned(),
+            what: "private key",
+        })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -166,7 +181,11 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let in_flight = tasks.len();
     if in_flight > 0 {
-        tracing::info!(connections = in_flight, deadline_ms = opts.shutdown_timeout.as_millis() as u64, "draining");
+        tracing::info!(
+            connections = in_flight,
+            deadline_ms = opts.shutdown_timeout.as_millis() as u64,
+            "draining"
+        );
     }
     let drained = tokio::time::timeout(opts.shutdown_timeout, async {
         while tasks.join_next().await.is_some() {}
@@ -182,9 +201,14 @@ async fn drive<I>(io: I, router: Router, opts: &ServerOptions, mut stop: watch::
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| router.clone().oneshot(req));
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        router.clone().oneshot(req)
+    });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(opts.header_timeout).keep_alive(true);
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_timeout)
+        .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {

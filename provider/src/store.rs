@@ -79,7 +79,9 @@ impl ManifestState {
     /// The bytes to serve, if any.
     pub fn bytes(&self) -> Option<&Bytes> {
         match self {
-            ManifestState::Found { bytes, .. } | ManifestState::Generated { bytes, .. } => Some(bytes),
+            ManifestState::Found { bytes, .. } | ManifestState::Generated { bytes, .. } => {
+                Some(bytes)
+            }
             _ => None,
         }
     }
@@ -130,7 +132,9 @@ impl Release {
             return Some((k.as_str(), f));
         }
         let filename = self.names.get(name)?;
-        self.files.get_key_value(filename).map(|(k, f)| (k.as_str(), f))
+        self.files
+            .get_key_value(filename)
+            .map(|(k, f)| (k.as_str(), f))
     }
 }
 
@@ -195,12 +199,16 @@ impl Store {
         let snapshot = match &root {
             Some(root) => scan_root(root, &opts, &hashes),
             None => Snapshot {
-                problems: vec![format!("artifacts directory {} cannot be read", opts.artifacts.display())],
+                problems: vec![format!(
+                    "artifacts directory {} cannot be read",
+                    opts.artifacts.display()
+                )],
                 ..Snapshot::default()
             },
         };
         let pending = snapshot.releases.values().any(|r| {
-            matches!(r.manifest, ManifestState::Pending) || r.files.values().any(|f| f.sha256.is_none())
+            matches!(r.manifest, ManifestState::Pending)
+                || r.files.values().any(|f| f.sha256.is_none())
         });
         Store {
             opts,
@@ -240,7 +248,10 @@ impl Store {
         if snap.flat || snap.releases.len() == 1 {
             return snap.releases.keys().next().cloned();
         }
-        let key = (self.opts.channels.first().cloned().unwrap_or_default(), self.opts.arch);
+        let key = (
+            self.opts.channels.first().cloned().unwrap_or_default(),
+            self.opts.arch,
+        );
         snap.releases.contains_key(&key).then_some(key)
     }
 
@@ -250,16 +261,25 @@ impl Store {
     /// # Errors
     /// [`OpenError::Outside`] for a symlink out or a non-file, [`OpenError::Io`].
     pub fn open(&self, entry: &FileEntry) -> Result<(File, std::fs::Metadata), OpenError> {
-        let io = |source| OpenError::Io { path: entry.path.clone(), source };
-        let root = self.root.as_deref().ok_or_else(|| OpenError::Outside { path: entry.path.clone() })?;
+        let io = |source| OpenError::Io {
+            path: entry.path.clone(),
+            source,
+        };
+        let root = self.root.as_deref().ok_or_else(|| OpenError::Outside {
+            path: entry.path.clone(),
+        })?;
         let real = std::fs::canonicalize(&entry.path).map_err(io)?;
         if !real.starts_with(root) {
-            return Err(OpenError::Outside { path: entry.path.clone() });
+            return Err(OpenError::Outside {
+                path: entry.path.clone(),
+            });
         }
         let file = File::open(&real).map_err(io)?;
         let meta = file.metadata().map_err(io)?;
         if !meta.is_file() {
-            return Err(OpenError::Outside { path: entry.path.clone() });
+            return Err(OpenError::Outside {
+                path: entry.path.clone(),
+            });
         }
         Ok((file, meta))
     }
@@ -297,7 +317,9 @@ impl Store {
 
     fn generate(&self, release: &Release) -> ManifestState {
         let Some(key) = &self.opts.key else {
-            return ManifestState::Absent { reason: "no --key to sign a manifest".into() };
+            return ManifestState::Absent {
+                reason: "no --key to sign a manifest".into(),
+            };
         };
         let info = ReleaseInfo {
             channel: release.channel.clone(),
@@ -312,7 +334,10 @@ impl Store {
         match signed {
             Ok(text) => {
                 tracing::info!(channel = %release.channel, arch = %release.arch, "manifest generated and signed");
-                ManifestState::Generated { bytes: Bytes::from(text), version: info.version.to_string() }
+                ManifestState::Generated {
+                    bytes: Bytes::from(text),
+                    version: info.version.to_string(),
+                }
             }
             Err(e) => ManifestState::Absent {
                 reason: format!("cannot generate a manifest: {}", crate::error_chain(&e)),
@@ -334,30 +359,47 @@ impl Store {
 }
 
 fn scan_root(root: &Path, opts: &StoreOptions, hashes: &HashCache) -> Snapshot {
-    let mut snap = Snapshot { readable: std::fs::read_dir(root).is_ok(), ..Snapshot::default() };
+    let mut snap = Snapshot {
+        readable: std::fs::read_dir(root).is_ok(),
+        ..Snapshot::default()
+    };
     if !snap.readable {
-        snap.problems.push(format!("artifacts directory {} cannot be read", root.display()));
+        snap.problems.push(format!(
+            "artifacts directory {} cannot be read",
+            root.display()
+        ));
         return snap;
     }
     if root.join("manifest.json").is_file() {
         snap.flat = true;
-        let default = (opts.channels.first().cloned().unwrap_or_default(), opts.arch);
+        let default = (
+            opts.channels.first().cloned().unwrap_or_default(),
+            opts.arch,
+        );
         let release = scan_release(root, root, default, opts, hashes, &mut snap.problems);
-        snap.releases.insert((release.channel.clone(), release.arch), release);
+        snap.releases
+            .insert((release.channel.clone(), release.arch), release);
         return snap;
     }
     for channel in &opts.channels {
-        let Ok(entries) = std::fs::read_dir(root.join(channel)) else { continue };
+        let Ok(entries) = std::fs::read_dir(root.join(channel)) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Ok(arch) = name.parse::<Arch>() else { continue };
+            let Ok(arch) = name.parse::<Arch>() else {
+                continue;
+            };
             let dir = entry.path();
             if !dir.is_dir() || !within(root, &dir) {
                 continue;
             }
             let key = (channel.clone(), arch);
             if snap.releases.contains_key(&key) {
-                snap.problems.push(format!("{} duplicates arch {arch} of channel {channel}", dir.display()));
+                snap.problems.push(format!(
+                    "{} duplicates arch {arch} of channel {channel}",
+                    dir.display()
+                ));
                 continue;
             }
             let release = scan_release(root, &dir, key.clone(), opts, hashes, &mut snap.problems);
@@ -401,17 +443,29 @@ fn scan_release(
             if !valid_filename(&name) {
                 continue;
             }
-            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
             if !meta.is_file() {
                 continue;
             }
             if !within(root, &path) {
-                problems.push(format!("{} points outside the artifacts directory; not served", path.display()));
+                problems.push(format!(
+                    "{} points outside the artifacts directory; not served",
+                    path.display()
+                ));
                 continue;
             }
             let stamp = FileStamp::of(&meta);
             let sha256 = hashes.cached(&path, stamp);
-            release.files.insert(name, FileEntry { path, stamp, sha256 });
+            release.files.insert(
+                name,
+                FileEntry {
+                    path,
+                    stamp,
+                    sha256,
+                },
+            );
         }
     }
     let manifest_path = dir.join("manifest.json");
@@ -436,7 +490,10 @@ fn read_manifest(path: &Path) -> Result<Option<Bytes>, String> {
     match std::fs::metadata(path) {
         Err(_) => return Ok(None),
         Ok(m) if m.len() > MAX_MANIFEST_BYTES as u64 => {
-            return Err(format!("{} is over the {MAX_MANIFEST_BYTES}-byte manifest cap", path.display()))
+            return Err(format!(
+                "{} is over the {MAX_MANIFEST_BYTES}-byte manifest cap",
+                path.display()
+            ))
         }
         Ok(_) => {}
     }
@@ -446,13 +503,25 @@ fn read_manifest(path: &Path) -> Result<Option<Bytes>, String> {
 }
 
 /// Learns version, names and hashes from a manifest found on disk; serves it as is.
-fn found_manifest(release: &mut Release, bytes: Bytes, flat: bool, problems: &mut Vec<String>) -> ManifestState {
-    let parsed = phase_protocol::json::parse_strict(&bytes, phase_protocol::json::DEFAULT_MAX_DEPTH)
-        .ok()
-        .and_then(|v| serde_json::from_value::<BootManifest>(v).ok());
+fn found_manifest(
+    release: &mut Release,
+    bytes: Bytes,
+    flat: bool,
+    problems: &mut Vec<String>,
+) -> ManifestState {
+    let parsed =
+        phase_protocol::json::parse_strict(&bytes, phase_protocol::json::DEFAULT_MAX_DEPTH)
+            .ok()
+            .and_then(|v| serde_json::from_value::<BootManifest>(v).ok());
     let Some(m) = parsed else {
-        problems.push(format!("{}/manifest.json does not parse as manifest v1; relayed as is", release.dir.display()));
-        return ManifestState::Found { bytes, version: "unknown".into() };
+        problems.push(format!(
+            "{}/manifest.json does not parse as manifest v1; relayed as is",
+            release.dir.display()
+        ));
+        return ManifestState::Found {
+            bytes,
+            version: "unknown".into(),
+        };
     };
     if flat {
         release.channel = m.channel.clone();
@@ -471,20 +540,29 @@ fn found_manifest(release: &mut Release, bytes: Bytes, flat: bool, problems: &mu
         ));
     }
     if m.expires_at <= chrono::Utc::now() {
-        problems.push(format!("manifest of {}/{} expired at {}", release.channel, release.arch, m.expires_at));
+        problems.push(format!(
+            "manifest of {}/{} expired at {}",
+            release.channel, release.arch, m.expires_at
+        ));
     }
     for (name, art) in &m.artifacts {
         release.names.insert(name.clone(), art.filename.clone());
         match release.files.get_mut(&art.filename) {
             Some(f) if f.stamp.size == art.size_bytes => f.sha256 = Some(art.hash),
-            Some(_) => problems.push(format!("{} has another size than its manifest says", art.filename)),
+            Some(_) => problems.push(format!(
+                "{} has another size than its manifest says",
+                art.filename
+            )),
             None => problems.push(format!(
                 "artifact {name} ({}) of {}/{} is missing",
                 art.filename, release.channel, release.arch
             )),
         }
     }
-    ManifestState::Found { bytes, version: m.version.to_string() }
+    ManifestState::Found {
+        bytes,
+        version: m.version.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -532,11 +610,23 @@ mod tests {
         std::fs::write(rel.join("kernel"), b"k").unwrap();
         std::fs::write(rel.join("initramfs"), b"i").unwrap();
         let key = phase_protocol::signing::generate_key();
-        let store = Store::scan(StoreOptions { key: Some(key.clone()), ..opts(dir.path()) });
-        assert!(matches!(store.snapshot().releases.values().next().unwrap().manifest, ManifestState::Pending));
+        let store = Store::scan(StoreOptions {
+            key: Some(key.clone()),
+            ..opts(dir.path())
+        });
+        assert!(matches!(
+            store.snapshot().releases.values().next().unwrap().manifest,
+            ManifestState::Pending
+        ));
         store.complete();
         let snap = store.snapshot();
-        let bytes = snap.release("stable", "x86_64").unwrap().manifest.bytes().unwrap().clone();
+        let bytes = snap
+            .release("stable", "x86_64")
+            .unwrap()
+            .manifest
+            .bytes()
+            .unwrap()
+            .clone();
         let trust = phase_protocol::TrustRoot::new([key.verifying_key()], 1).unwrap();
         phase_protocol::verify(&bytes, &trust, chrono::Utc::now(), &Default::default()).unwrap();
     }
@@ -554,10 +644,16 @@ mod tests {
         assert!(snap.release("stable", "x86_64").unwrap().files.is_empty());
         let forged = FileEntry {
             path: rel.join("kernel"),
-            stamp: FileStamp { size: 1, mtime_ns: 0 },
+            stamp: FileStamp {
+                size: 1,
+                mtime_ns: 0,
+            },
             sha256: None,
         };
-        assert!(matches!(store.open(&forged), Err(OpenError::Outside { .. })));
+        assert!(matches!(
+            store.open(&forged),
+            Err(OpenError::Outside { .. })
+        ));
     }
 
     #[test]

@@ -7,7 +7,11 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 fn plasmd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plasmd")).args(args).env("PLASMD_LOG", "warn").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_plasmd"))
+        .args(args)
+        .env("PLASMD_LOG", "warn")
+        .output()
+        .unwrap()
 }
 
 fn s(p: &Path) -> &str {
@@ -26,48 +30,115 @@ fn keygen_build_sign_verify_then_tampered_manifest_fails() {
 
     let out = plasmd(&["keygen", "--out", s(&key)]);
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let public = std::fs::read_to_string(dir.path().join("dev.key.pub")).unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(stdout.contains(public.trim()) && stdout.contains("threshold = 1"), "{stdout}");
+    assert!(
+        stdout.contains(public.trim()) && stdout.contains("threshold = 1"),
+        "{stdout}"
+    );
     // The printed snippet is a usable trust file.
     let trust = dir.path().join("trust.toml");
-    std::fs::write(&trust, format!("threshold = 1\nkeys = [\"{}\"]\n", public.trim())).unwrap();
+    std::fs::write(
+        &trust,
+        format!("threshold = 1\nkeys = [\"{}\"]\n", public.trim()),
+    )
+    .unwrap();
     // keygen refuses to overwrite a key.
     assert!(!plasmd(&["keygen", "--out", s(&key)]).status.success());
 
     let unsigned = dir.path().join("unsigned.json");
     let out = plasmd(&[
-        "manifest", "build", "--artifacts", s(&rel), "--channel", "stable", "--arch", "amd64",
-        "--version", "0.1.0", "--expires-in", "30d", "--cmdline", "console=ttyS0", "--out", s(&unsigned),
+        "manifest",
+        "build",
+        "--artifacts",
+        s(&rel),
+        "--channel",
+        "stable",
+        "--arch",
+        "amd64",
+        "--version",
+        "0.1.0",
+        "--expires-in",
+        "30d",
+        "--cmdline",
+        "console=ttyS0",
+        "--out",
+        s(&unsigned),
     ]);
     assert!(out.status.success(), "{out:?}");
     let manifest = dir.path().join("manifest.json");
-    let out = plasmd(&["manifest", "sign", "--key", s(&key), "--in", s(&unsigned), "--out", s(&manifest)]);
+    let out = plasmd(&[
+        "manifest",
+        "sign",
+        "--key",
+        s(&key),
+        "--in",
+        s(&unsigned),
+        "--out",
+        s(&manifest),
+    ]);
     assert!(out.status.success(), "{out:?}");
 
-    let out = plasmd(&["manifest", "verify", "--trust", s(&trust), s(&manifest), "--channel", "stable", "--arch", "x86_64"]);
+    let out = plasmd(&[
+        "manifest",
+        "verify",
+        "--trust",
+        s(&trust),
+        s(&manifest),
+        "--channel",
+        "stable",
+        "--arch",
+        "x86_64",
+    ]);
     let report = String::from_utf8(out.stdout.clone()).unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert!(report.contains("VALID") && report.contains("rootfs") && report.contains("0.1.0"), "{report}");
+    assert!(
+        report.contains("VALID") && report.contains("rootfs") && report.contains("0.1.0"),
+        "{report}"
+    );
 
     // Unsigned: refused with the reason.
     let out = plasmd(&["manifest", "verify", "--trust", s(&trust), s(&unsigned)]);
     assert_eq!(out.status.code(), Some(1));
     // Wrong channel: refused.
-    let out = plasmd(&["manifest", "verify", "--trust", s(&trust), s(&manifest), "--channel", "beta"]);
+    let out = plasmd(&[
+        "manifest",
+        "verify",
+        "--trust",
+        s(&trust),
+        s(&manifest),
+        "--channel",
+        "beta",
+    ]);
     assert_eq!(out.status.code(), Some(1));
 
     // Tamper with the cmdline: the signature no longer holds.
     let text = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(&manifest, text.replace("console=ttyS0", "console=ttyS0 init=/bin/sh")).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("console=ttyS0", "console=ttyS0 init=/bin/sh"),
+    )
+    .unwrap();
     let out = plasmd(&["manifest", "verify", "--trust", s(&trust), s(&manifest)]);
     let report = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(1), "{report}");
-    assert!(report.contains("REFUSED") && report.contains("bad signature"), "{report}");
+    assert!(
+        report.contains("REFUSED") && report.contains("bad signature"),
+        "{report}"
+    );
 
     // Usage errors exit 2.
-    let out = plasmd(&["manifest", "verify", "--trust", s(&dir.path().join("missing.toml")), s(&manifest)]);
+    let out = plasmd(&[
+        "manifest",
+        "verify",
+        "--trust",
+        s(&dir.path().join("missing.toml")),
+        s(&manifest),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let out = plasmd(&["manifest", "verify"]);
     assert_eq!(out.status.code(), Some(2));
@@ -78,8 +149,18 @@ fn manifest_build_without_a_kernel_fails() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("initramfs"), b"i").unwrap();
     let out = plasmd(&[
-        "manifest", "build", "--artifacts", s(dir.path()), "--channel", "stable", "--arch", "x86_64",
-        "--version", "0.1.0", "--expires-in", "1d",
+        "manifest",
+        "build",
+        "--artifacts",
+        s(dir.path()),
+        "--channel",
+        "stable",
+        "--arch",
+        "x86_64",
+        "--version",
+        "0.1.0",
+        "--expires-in",
+        "1d",
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("kernel"));
@@ -104,11 +185,25 @@ fn serve_with_key_generates_a_manifest_and_provider_commands_read_it() {
     let key = dir.path().join("k");
     assert!(plasmd(&["keygen", "--out", s(&key)]).status.success());
     // Pick a free port, then hand it to plasmd.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let port_s = port.to_string();
     let child = Child(
         Command::new(env!("CARGO_BIN_EXE_plasmd"))
-            .args(["serve", "-a", s(dir.path()), "-b", "127.0.0.1", "-p", &port_s, "--no-dht", "--no-mdns"])
+            .args([
+                "serve",
+                "-a",
+                s(dir.path()),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                &port_s,
+                "--no-dht",
+                "--no-mdns",
+            ])
             .args(["--key", s(&key), "--release-version", "2.0.0"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -125,10 +220,16 @@ fn serve_with_key_generates_a_manifest_and_provider_commands_read_it() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(listed.contains("stable/x86_64  version 2.0.0") && listed.contains("kernel"), "{listed}");
+    assert!(
+        listed.contains("stable/x86_64  version 2.0.0") && listed.contains("kernel"),
+        "{listed}"
+    );
     let out = plasmd(&["provider", "status", "-a", &addr]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("health     200 ok"), "{text}");
+    assert!(
+        out.status.success() && text.contains("health     200 ok"),
+        "{text}"
+    );
     let out = plasmd(&["provider", "status", "--json", "-a", &addr]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["requests"].as_u64().unwrap() > 0);
@@ -136,7 +237,11 @@ fn serve_with_key_generates_a_manifest_and_provider_commands_read_it() {
     // SIGTERM: a clean exit (status 0) within a bounded time.
     let mut child = child;
     let pid = child.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let mut exited = None;
     for _ in 0..100 {
         if let Some(st) = child.0.try_wait().unwrap() {

@@ -32,9 +32,17 @@ async fn range_table_over_a_real_socket() {
         ("bytes=10-1000", 206, b"abcdefghij", Some("bytes 10-19/20")),
     ];
     for (range, status, body, content_range) in table {
-        let resp = client.get(&url).header("range", *range).send().await.unwrap();
+        let resp = client
+            .get(&url)
+            .header("range", *range)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status().as_u16(), *status, "{range}");
-        let cr = resp.headers().get("content-range").map(|v| v.to_str().unwrap().to_owned());
+        let cr = resp
+            .headers()
+            .get("content-range")
+            .map(|v| v.to_str().unwrap().to_owned());
         assert_eq!(cr.as_deref(), *content_range, "{range}");
         assert_eq!(resp.headers()["accept-ranges"], "bytes");
         let got = resp.bytes().await.unwrap();
@@ -54,11 +62,23 @@ async fn if_range_with_a_stale_etag_gets_the_full_body() {
     let client = reqwest::Client::new();
     let url = server.url("/stable/x86_64/kernel");
     let etag = format!("\"{}\"", phase_protocol::Sha256Digest::of(BODY).hex());
-    let resp = client.get(&url).header("range", "bytes=10-").header("if-range", &etag).send().await.unwrap();
+    let resp = client
+        .get(&url)
+        .header("range", "bytes=10-")
+        .header("if-range", &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 206);
     assert_eq!(&resp.bytes().await.unwrap()[..], b"abcdefghij");
     let stale = format!("\"{}\"", phase_protocol::Sha256Digest::of(b"old").hex());
-    let resp = client.get(&url).header("range", "bytes=10-").header("if-range", &stale).send().await.unwrap();
+    let resp = client
+        .get(&url)
+        .header("range", "bytes=10-")
+        .header("if-range", &stale)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(&resp.bytes().await.unwrap()[..], BODY);
     server.stop().await;
@@ -68,9 +88,14 @@ async fn if_range_with_a_stale_etag_gets_the_full_body() {
 async fn slowloris_client_is_disconnected_after_the_header_timeout() {
     let dir = tempfile::tempdir().unwrap();
     common::tree(dir.path(), BODY, b"i");
-    let server = common::serve(dir.path(), |c| c.header_timeout = Duration::from_millis(500)).await;
+    let server = common::serve(dir.path(), |c| {
+        c.header_timeout = Duration::from_millis(500)
+    })
+    .await;
     let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    slow.write_all(b"GET /stable/x86_64/kernel HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    slow.write_all(b"GET /stable/x86_64/kernel HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     // Never finish the head; the server must close within a bounded time.
     let mut buf = [0u8; 1024];
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
@@ -84,7 +109,9 @@ async fn slowloris_client_is_disconnected_after_the_header_timeout() {
     .await;
     assert!(closed.is_ok(), "slow client still connected after 10 s");
     // A well-behaved client is still served.
-    let resp = reqwest::get(server.url("/stable/x86_64/kernel")).await.unwrap();
+    let resp = reqwest::get(server.url("/stable/x86_64/kernel"))
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     server.stop().await;
 }
@@ -95,7 +122,10 @@ async fn connection_limit_holds_extra_clients_until_a_slot_frees() {
     common::tree(dir.path(), BODY, b"i");
     let server = common::serve(dir.path(), |c| c.max_connections = 1).await;
     let mut first = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    first.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    first
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 4096];
     let n = first.read(&mut buf).await.unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 "), "first client served");
@@ -103,9 +133,16 @@ async fn connection_limit_holds_extra_clients_until_a_slot_frees() {
     let url = server.url("/health");
     let second = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status().as_u16()) });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!second.is_finished(), "second client served beyond the limit");
+    assert!(
+        !second.is_finished(),
+        "second client served beyond the limit"
+    );
     drop(first);
-    let status = tokio::time::timeout(Duration::from_secs(10), second).await.unwrap().unwrap().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(status, 200);
     server.stop().await;
 }
@@ -115,23 +152,44 @@ async fn graceful_shutdown_finishes_quick_downloads_and_aborts_stalled_ones() {
     let dir = tempfile::tempdir().unwrap();
     let big = common::pattern(16 << 20, 7);
     common::tree(dir.path(), &big, b"i");
-    let server = common::serve(dir.path(), |c| c.shutdown_timeout = Duration::from_millis(1500)).await;
+    let server = common::serve(dir.path(), |c| {
+        c.shutdown_timeout = Duration::from_millis(1500)
+    })
+    .await;
     common::wait_ready(&server).await;
     // A stalled client: sends a request and never reads, so its response cannot finish.
     let mut stalled = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    stalled.write_all(b"GET /stable/x86_64/kernel HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    stalled
+        .write_all(b"GET /stable/x86_64/kernel HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut first = [0u8; 16];
     stalled.read_exact(&mut first).await.unwrap();
     // A normal client mid-download when shutdown begins.
-    let resp = reqwest::get(server.url("/stable/x86_64/kernel")).await.unwrap();
+    let resp = reqwest::get(server.url("/stable/x86_64/kernel"))
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     let addr = server.addr;
     let stopping = tokio::spawn(server.stop());
     let body = resp.bytes().await.unwrap();
-    assert_eq!(Sha256::digest(&body), Sha256::digest(&big), "in-flight download completed intact");
-    let report = tokio::time::timeout(Duration::from_secs(20), stopping).await.unwrap().unwrap();
-    assert_eq!(report.aborted, 1, "the stalled download was cut at the deadline");
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener closed");
+    assert_eq!(
+        Sha256::digest(&body),
+        Sha256::digest(&big),
+        "in-flight download completed intact"
+    );
+    let report = tokio::time::timeout(Duration::from_secs(20), stopping)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        report.aborted, 1,
+        "the stalled download was cut at the deadline"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed"
+    );
     drop(stalled);
 }
 
@@ -176,8 +234,18 @@ async fn thirty_two_concurrent_clients_each_get_64_mib_with_matching_hash() {
         assert_eq!(n, SIZE);
         assert_eq!(hash, want);
     }
-    let status: serde_json::Value =
-        serde_json::from_slice(&reqwest::get(server.url("/status")).await.unwrap().bytes().await.unwrap()).unwrap();
-    assert_eq!(status["artifacts"]["stable/x86_64/kernel"]["bytes"], 32 * SIZE as u64);
+    let status: serde_json::Value = serde_json::from_slice(
+        &reqwest::get(server.url("/status"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        status["artifacts"]["stable/x86_64/kernel"]["bytes"],
+        32 * SIZE as u64
+    );
     server.stop().await;
 }

@@ -11,12 +11,20 @@ use http_body_util::BodyExt;
 use phase_provider::routes::{app, AppState};
 use tower::ServiceExt;
 
-async fn call(state: &Arc<AppState>, method: Method, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+async fn call(
+    state: &Arc<AppState>,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
     let mut req = Request::builder().method(method).uri(uri);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = app(Arc::clone(state)).oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    let resp = app(Arc::clone(state))
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     let (parts, body) = resp.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes().to_vec();
     (parts.status, parts.headers, bytes)
@@ -37,7 +45,11 @@ async fn found_manifest_is_relayed_byte_for_byte_on_both_paths() {
     odd.extend_from_slice(&original);
     std::fs::write(rel.join("manifest.json"), &odd).unwrap();
     let state = common::state(common::store_opts(dir.path()));
-    for uri in ["/manifest.json", "/stable/x86_64/manifest.json", "/stable/amd64/manifest.json"] {
+    for uri in [
+        "/manifest.json",
+        "/stable/x86_64/manifest.json",
+        "/stable/amd64/manifest.json",
+    ] {
         let (status, headers, body) = get(&state, uri).await;
         assert_eq!(status, StatusCode::OK, "{uri}");
         assert_eq!(body, odd, "{uri}");
@@ -54,14 +66,29 @@ async fn artifact_has_etag_of_its_hash_and_if_none_match_gives_304() {
     let (status, headers, body) = get(&state, "/stable/amd64/kernel").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, b"kernel-bytes");
-    let etag = format!("\"{}\"", phase_protocol::Sha256Digest::of(b"kernel-bytes").hex());
+    let etag = format!(
+        "\"{}\"",
+        phase_protocol::Sha256Digest::of(b"kernel-bytes").hex()
+    );
     assert_eq!(headers[header::ETAG], etag.as_str());
     assert_eq!(headers[header::ACCEPT_RANGES], "bytes");
     assert_eq!(headers[header::CONTENT_LENGTH], "12");
-    let (status, _, body) = call(&state, Method::GET, "/stable/x86_64/kernel", &[("if-none-match", &etag)]).await;
+    let (status, _, body) = call(
+        &state,
+        Method::GET,
+        "/stable/x86_64/kernel",
+        &[("if-none-match", &etag)],
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_MODIFIED);
     assert!(body.is_empty());
-    let (status, _, _) = call(&state, Method::GET, "/stable/x86_64/kernel", &[("if-none-match", "\"other\"")]).await;
+    let (status, _, _) = call(
+        &state,
+        Method::GET,
+        "/stable/x86_64/kernel",
+        &[("if-none-match", "\"other\"")],
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -86,7 +113,10 @@ async fn missing_manifest_without_key_is_404_saying_why_but_artifacts_are_served
     let (status, _, body) = get(&state, "/stable/x86_64/manifest.json").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let text = String::from_utf8(body).unwrap();
-    assert!(text.contains("no manifest.json") && text.contains("--key"), "{text}");
+    assert!(
+        text.contains("no manifest.json") && text.contains("--key"),
+        "{text}"
+    );
     let (status, headers, _) = get(&state, "/stable/x86_64/kernel").await;
     assert_eq!(status, StatusCode::OK);
     // Hashed in the background: the ETag is there once hashing completed.
@@ -126,14 +156,22 @@ async fn info_health_status_and_metrics_answer() {
     assert_eq!(v["releases"][0]["version"], "1.2.3");
     let (status, _, body) = get(&state, "/health").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["status"], "ok");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["status"],
+        "ok"
+    );
     let (_, _, body) = get(&state, "/status").await;
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["artifacts"]["stable/x86_64/kernel"]["bytes"], 1);
     assert!(v["requests"].as_u64().unwrap() >= 3);
     let (_, headers, body) = get(&state, "/metrics").await;
-    assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
-    assert!(String::from_utf8(body).unwrap().contains("plasmd_bytes_served_total 1\n"));
+    assert!(headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    assert!(String::from_utf8(body)
+        .unwrap()
+        .contains("plasmd_bytes_served_total 1\n"));
 }
 
 #[tokio::test]
@@ -143,7 +181,10 @@ async fn health_is_503_with_a_reason_when_nothing_can_be_served() {
     let (status, _, body) = get(&state, "/health").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert!(v["reason"].as_str().unwrap().contains("cannot be read"), "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().contains("cannot be read"),
+        "{v}"
+    );
 
     let empty = tempfile::tempdir().unwrap();
     let state = common::state(common::store_opts(empty.path()));

@@ -27,7 +27,8 @@ impl CacheDisk {
     /// Errors: sfdisk or mkfs.vfat fail, or the image cannot be written.
     pub fn create(path: &Path, size_mib: u64) -> Result<Self> {
         let total = size_mib * 1024 * 1024;
-        let f = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+        let f =
+            std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
         f.set_len(total)?;
         drop(f);
         let script = "label: gpt\nstart=2048, name=\"phase-cache\", type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n";
@@ -37,7 +38,11 @@ impl CacheDisk {
             .stdout(std::process::Stdio::null())
             .spawn()
             .context("start sfdisk")?;
-        child.stdin.take().context("sfdisk stdin")?.write_all(script.as_bytes())?;
+        child
+            .stdin
+            .take()
+            .context("sfdisk stdin")?
+            .write_all(script.as_bytes())?;
         let st = child.wait()?;
         anyhow::ensure!(st.success(), "sfdisk on {} failed ({st})", path.display());
         // The partition's size as sfdisk laid it out (GPT keeps 33 sectors at the end).
@@ -52,13 +57,17 @@ impl CacheDisk {
         let fat = path.with_extension("fat.tmp");
         let _ = std::fs::remove_file(&fat);
         let fat_kib = sectors / 2;
-        run(cmd("mkfs.vfat", ["-F", "32", "-n", "PHASECACHE", "-C"]).arg(&fat).arg(fat_kib.to_string()))?;
+        run(cmd("mkfs.vfat", ["-F", "32", "-n", "PHASECACHE", "-C"])
+            .arg(&fat)
+            .arg(fat_kib.to_string()))?;
         let bytes = std::fs::read(&fat).context("read fat image")?;
         let _ = std::fs::remove_file(&fat);
         let mut img = OpenOptions::new().write(true).open(path)?;
         img.seek(SeekFrom::Start(PART_OFFSET_BYTES))?;
         img.write_all(&bytes)?;
-        Ok(Self { path: path.to_path_buf() })
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
     }
 
     /// `<path>@@<offset>` for mtools' `-i`.
@@ -73,7 +82,14 @@ impl CacheDisk {
         let out = run(&mut cmd("mdir", ["-b", "-i", &self.mtools_image(), dir]))?;
         Ok(out
             .lines()
-            .map(|l| l.trim().trim_end_matches('/').rsplit('/').next().unwrap_or("").to_string())
+            .map(|l| {
+                l.trim()
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
             .filter(|l| !l.is_empty())
             .collect())
     }

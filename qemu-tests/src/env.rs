@@ -13,11 +13,15 @@ use anyhow::{bail, Context, Result};
 /// The repository root (the parent of this crate's directory).
 pub fn repo_root() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    here.parent().map(Path::to_path_buf).unwrap_or_else(|| here.to_path_buf())
+    here.parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| here.to_path_buf())
 }
 
 fn env_path(var: &str, default: impl FnOnce() -> PathBuf) -> PathBuf {
-    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(default)
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(default)
 }
 
 /// The newest kernel version in /lib/modules that has a matching /boot/vmlinuz-<kver>.
@@ -31,11 +35,15 @@ pub fn kernel_version() -> Result<String> {
         .filter(|k| Path::new(&format!("/boot/vmlinuz-{k}")).exists())
         .collect();
     kvers.sort_by_key(|k| version_key(k));
-    kvers.pop().context("no /lib/modules/<kver> with a matching /boot/vmlinuz-<kver>")
+    kvers
+        .pop()
+        .context("no /lib/modules/<kver> with a matching /boot/vmlinuz-<kver>")
 }
 
 fn version_key(k: &str) -> Vec<u64> {
-    k.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok()).collect()
+    k.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 /// The first-stage kernel: `PHASE_KERNEL` or Debian's /boot/vmlinuz-<kver>.
@@ -43,7 +51,10 @@ pub fn kernel() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("PHASE_KERNEL") {
         return Ok(PathBuf::from(p));
     }
-    Ok(PathBuf::from(format!("/boot/vmlinuz-{}", kernel_version()?)))
+    Ok(PathBuf::from(format!(
+        "/boot/vmlinuz-{}",
+        kernel_version()?
+    )))
 }
 
 /// The phase initramfs booted first: `PHASE_INITRAMFS`, build/initramfs.cpio.zst, or
@@ -101,14 +112,18 @@ pub fn usb_image() -> Option<PathBuf> {
 
 /// The kernel from `make kernel`: `PHASE_CUSTOM_KERNEL` or build/kernel/bzImage.
 pub fn custom_kernel() -> PathBuf {
-    env_path("PHASE_CUSTOM_KERNEL", || repo_root().join("build/kernel/bzImage"))
+    env_path("PHASE_CUSTOM_KERNEL", || {
+        repo_root().join("build/kernel/bzImage")
+    })
 }
 
 /// Scratch directory for one test run: build/qemu-tests/<name>-<pid>, created fresh.
 ///
 /// Errors: the directory cannot be created.
 pub fn work_dir(name: &str) -> Result<PathBuf> {
-    let d = repo_root().join("build/qemu-tests").join(format!("{name}-{}", std::process::id()));
+    let d = repo_root()
+        .join("build/qemu-tests")
+        .join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).with_context(|| format!("create {}", d.display()))?;
     Ok(d)
@@ -137,7 +152,10 @@ pub fn check_host() -> Result<()> {
         bail!("/dev/net/tun missing: tap devices unavailable");
     }
     let probe = format!("phase-probe-{}", std::process::id());
-    let ok = Command::new("ip").args(["netns", "add", &probe]).status().is_ok_and(|s| s.success());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &probe])
+        .status()
+        .is_ok_and(|s| s.success());
     if ok {
         let _ = Command::new("ip").args(["netns", "del", &probe]).status();
     } else {
@@ -148,9 +166,8 @@ pub fn check_host() -> Result<()> {
 
 /// Whether `tool` is an executable in PATH.
 pub fn which(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|d| d.join(tool).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
 }
 
 /// Decides what a test does when something it needs is missing: in CI it fails (returns the
@@ -176,7 +193,10 @@ pub fn ready(test: &str, inputs: &[PathBuf]) -> Result<bool> {
         if !p.exists() {
             return skip_or_fail(
                 test,
-                &format!("{} is missing (run `make release` / the build first)", p.display()),
+                &format!(
+                    "{} is missing (run `make release` / the build first)",
+                    p.display()
+                ),
             );
         }
     }

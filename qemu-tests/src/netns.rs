@@ -37,11 +37,25 @@ impl Lan {
         let name = format!("phase-{tag}-{}", std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         run(&mut cmd("ip", ["netns", "add", &name]))?;
-        let lan = Self { name, procs: Vec::new(), taps: 0 };
+        let lan = Self {
+            name,
+            procs: Vec::new(),
+            taps: 0,
+        };
         lan.ip(&["link", "set", "lo", "up"])?;
         lan.ip(&["link", "add", "br0", "type", "bridge"])?;
         // No STP and no forwarding delay: a tap is forwarding as soon as it is up.
-        lan.ip(&["link", "set", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"])?;
+        lan.ip(&[
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ])?;
         lan.ip(&["addr", "add", &format!("{BRIDGE_ADDR}/24"), "dev", "br0"])?;
         lan.ip(&["addr", "add", &format!("{BRIDGE_ADDR2}/24"), "dev", "br0"])?;
         lan.ip(&["link", "set", "br0", "up"])?;
@@ -85,7 +99,13 @@ impl Lan {
     /// Returns its index for [`Lan::proc`] / [`Lan::stop`].
     ///
     /// Errors: the process cannot be started.
-    pub fn spawn(&mut self, name: &str, program: &Path, args: &[String], log: &Path) -> Result<usize> {
+    pub fn spawn(
+        &mut self,
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> Result<usize> {
         let mut c = self.command(program);
         c.args(args);
         let g = ChildGuard::spawn_logged(name, c, log)?;
@@ -131,7 +151,12 @@ impl Lan {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let idx = self.spawn("dnsmasq", Path::new("dnsmasq"), &args, &work.join("dnsmasq.log"))?;
+        let idx = self.spawn(
+            "dnsmasq",
+            Path::new("dnsmasq"),
+            &args,
+            &work.join("dnsmasq.log"),
+        )?;
         std::thread::sleep(Duration::from_millis(300));
         if let Some(p) = self.proc(idx) {
             if let Some(st) = p.try_wait() {
@@ -148,11 +173,22 @@ impl Lan {
     pub fn http_get(&self, url: &str) -> Result<Vec<u8>> {
         let out = self
             .command("curl")
-            .args(["-sS", "-f", "--max-time", "30", "--connect-timeout", "5", url])
+            .args([
+                "-sS",
+                "-f",
+                "--max-time",
+                "30",
+                "--connect-timeout",
+                "5",
+                url,
+            ])
             .output()
             .with_context(|| format!("curl {url}"))?;
         if !out.status.success() {
-            bail!("GET {url} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "GET {url} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(out.stdout)
     }
@@ -160,7 +196,16 @@ impl Lan {
     /// HTTP status code of GET `url` from inside the namespace (0 when no answer).
     pub fn http_status(&self, url: &str) -> u16 {
         self.command("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", url])
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+                url,
+            ])
             .output()
             .ok()
             .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
@@ -174,6 +219,8 @@ impl Drop for Lan {
             p.stop();
         }
         self.procs.clear();
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }

@@ -29,13 +29,23 @@ impl ChildGuard {
         let out = File::create(log).with_context(|| format!("create log {}", log.display()))?;
         let err = out.try_clone().context("dup log fd")?;
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-        let child = cmd.spawn().with_context(|| format!("start {name}: {cmd:?}"))?;
-        Ok(Self { name: name.to_string(), child: Some(child), log: Some(log.to_path_buf()) })
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("start {name}: {cmd:?}"))?;
+        Ok(Self {
+            name: name.to_string(),
+            child: Some(child),
+            log: Some(log.to_path_buf()),
+        })
     }
 
     /// Wraps an already spawned child (its pipes belong to the caller).
     pub fn from_child(name: &str, child: Child) -> Self {
-        Self { name: name.to_string(), child: Some(child), log: None }
+        Self {
+            name: name.to_string(),
+            child: Some(child),
+            log: None,
+        }
     }
 
     /// The process id.
@@ -61,7 +71,9 @@ impl ChildGuard {
 
     /// Returns the exit status if the process has exited.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Waits for the process to exit, at most `timeout`; `None` if it is still running.
@@ -78,7 +90,9 @@ impl ChildGuard {
 
     /// Sends SIGTERM, waits up to 3 s, then SIGKILL; reaps the process.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         if matches!(child.try_wait(), Ok(Some(_))) {
             return;
         }
@@ -92,7 +106,10 @@ impl ChildGuard {
             }
             thread::sleep(Duration::from_millis(100));
         }
-        eprintln!("harness: {} (pid {pid}) ignored SIGTERM, killing", self.name);
+        eprintln!(
+            "harness: {} (pid {pid}) ignored SIGTERM, killing",
+            self.name
+        );
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -106,7 +123,10 @@ impl Drop for ChildGuard {
 
 /// Runs a command to completion and returns its stdout; errors carry the command and stderr.
 pub fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("run {cmd:?}"))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("run {cmd:?}"))?;
     if !out.status.success() {
         anyhow::bail!(
             "{cmd:?} failed ({}): {}",

@@ -95,7 +95,10 @@ pub fn start_provider(lan: &mut Lan, opts: &ProviderOpts, work: &Path, tag: &str
         }
         if let Some(p) = lan.proc(idx) {
             if let Some(st) = p.try_wait() {
-                bail!("plasmd {tag} exited ({st}) before answering {health}:\n{}", p.log_text());
+                bail!(
+                    "plasmd {tag} exited ({st}) before answering {health}:\n{}",
+                    p.log_text()
+                );
             }
         }
         if Instant::now() > deadline {
@@ -119,12 +122,21 @@ pub struct DhtNode {
 /// and returns them once each printed `dht-node listening <multiaddr>` (30 s each).
 ///
 /// Errors: a node fails to start or never prints its address.
-pub fn start_dht_nodes(lan: &Lan, count: usize, first_port: u16, work: &Path) -> Result<Vec<DhtNode>> {
+pub fn start_dht_nodes(
+    lan: &Lan,
+    count: usize,
+    first_port: u16,
+    work: &Path,
+) -> Result<Vec<DhtNode>> {
     let mut nodes: Vec<DhtNode> = Vec::new();
     for i in 0..count {
         let port = first_port + i as u16;
         let mut c: Command = lan.command(env::plasmd());
-        c.args(["dht-node", "--dht-listen", &format!("/ip4/{}/tcp/{port}", crate::netns::BRIDGE_ADDR)]);
+        c.args([
+            "dht-node",
+            "--dht-listen",
+            &format!("/ip4/{}/tcp/{port}", crate::netns::BRIDGE_ADDR),
+        ]);
         if let Some(first) = nodes.first() {
             c.args(["--bootstrap", &first.multiaddr]);
         }
@@ -141,9 +153,9 @@ pub fn start_dht_nodes(lan: &Lan, count: usize, first_port: u16, work: &Path) ->
                 }
             }
         });
-        let multiaddr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .with_context(|| format!("dht-node {i} did not print `dht-node listening <multiaddr>` in 30 s"))?;
+        let multiaddr = rx.recv_timeout(Duration::from_secs(30)).with_context(|| {
+            format!("dht-node {i} did not print `dht-node listening <multiaddr>` in 30 s")
+        })?;
         nodes.push(DhtNode { guard, multiaddr });
     }
     Ok(nodes)

@@ -57,7 +57,11 @@ impl VmConfig {
             firmware: None,
             echo: std::env::var_os("PHASE_ECHO").is_some(),
             // A rescue shell (busybox banner) also means the boot failed.
-            fail_on: vec!["Kernel panic".into(), "phase: onfail=".into(), "built-in shell (ash)".into()],
+            fail_on: vec![
+                "Kernel panic".into(),
+                "phase: onfail=".into(),
+                "built-in shell (ash)".into(),
+            ],
         }
     }
 
@@ -70,7 +74,11 @@ impl VmConfig {
             "-accel".into(),
             accel.clone(),
             "-cpu".into(),
-            if accel == "kvm" { "host".into() } else { "max".into() },
+            if accel == "kvm" {
+                "host".into()
+            } else {
+                "max".into()
+            },
             "-m".into(),
             self.memory_mib.to_string(),
             "-smp".into(),
@@ -84,13 +92,22 @@ impl VmConfig {
             "-netdev".into(),
             format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
             "-device".into(),
-            format!("virtio-net-pci,netdev=n0,mac=52:54:00:12:34:{:02x}", self.mac_suffix),
+            format!(
+                "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:{:02x}",
+                self.mac_suffix
+            ),
         ];
         if let Some((code, vars)) = &self.firmware {
             a.push("-drive".into());
-            a.push(format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display()));
+            a.push(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                code.display()
+            ));
             a.push("-drive".into());
-            a.push(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+            a.push(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                vars.display()
+            ));
         }
         if let Some(k) = &self.kernel {
             a.push("-kernel".into());
@@ -149,16 +166,23 @@ impl Vm {
         let cmdline = format!(
             "ip netns exec {} qemu-system-x86_64 {}",
             lan.name(),
-            args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
+            args.iter()
+                .map(|a| shell_quote(a))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         eprintln!("harness: starting VM {}: {cmdline}", cfg.name);
         let mut c = lan.command("qemu-system-x86_64");
-        c.args(&args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = c.spawn().context("start qemu-system-x86_64")?;
         let stdout = child.stdout.take().context("qemu stdout")?;
         let stderr = child.stderr.take().context("qemu stderr")?;
         let console = Arc::new((Mutex::new(Console::default()), Condvar::new()));
-        let mut file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let mut file =
+            std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
         let (echo, name) = (cfg.echo, cfg.name.clone());
         let shared = Arc::clone(&console);
         std::thread::spawn(move || {
@@ -170,7 +194,9 @@ impl Vm {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}
                 }
-                let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+                let line = String::from_utf8_lossy(&buf)
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string();
                 let _ = writeln!(file, "{line}");
                 if echo {
                     eprintln!("[{name}] {line}");
@@ -199,7 +225,16 @@ impl Vm {
             }
         });
         let guard = ChildGuard::from_child(&format!("qemu-{}", cfg.name), child);
-        Ok(Self { cfg, cmdline, guard, console, cursor: 0, monitor, log, started: Instant::now() })
+        Ok(Self {
+            cfg,
+            cmdline,
+            guard,
+            console,
+            cursor: 0,
+            monitor,
+            log,
+            started: Instant::now(),
+        })
     }
 
     /// The QEMU command line, ready to paste into a shell.
@@ -219,7 +254,11 @@ impl Vm {
 
     /// All console lines so far.
     pub fn lines(&self) -> Vec<String> {
-        self.console.0.lock().map(|c| c.lines.clone()).unwrap_or_default()
+        self.console
+            .0
+            .lock()
+            .map(|c| c.lines.clone())
+            .unwrap_or_default()
     }
 
     /// Waits up to `timeout` for the next console line (after the previous match) that contains
@@ -238,7 +277,9 @@ impl Vm {
     pub fn expect_any(&mut self, patterns: &[&str], timeout: Duration) -> Result<(usize, String)> {
         let deadline = Instant::now() + timeout;
         let (m, cv) = &*self.console;
-        let mut guard = m.lock().map_err(|_| anyhow::anyhow!("console lock poisoned"))?;
+        let mut guard = m
+            .lock()
+            .map_err(|_| anyhow::anyhow!("console lock poisoned"))?;
         loop {
             while self.cursor < guard.lines.len() {
                 let line = guard.lines[self.cursor].clone();
@@ -247,7 +288,8 @@ impl Vm {
                     return Ok((i, line));
                 }
                 if let Some(f) = self.cfg.fail_on.iter().find(|f| line.contains(f.as_str())) {
-                    let why = format!("console showed {f:?} while waiting for {patterns:?}: {line}");
+                    let why =
+                        format!("console showed {f:?} while waiting for {patterns:?}: {line}");
                     drop(guard);
                     return Err(self.failure(&why));
                 }
@@ -301,7 +343,8 @@ impl Vm {
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 Err(e) => {
-                    return Err(e).with_context(|| format!("connect monitor {}", self.monitor.display()))
+                    return Err(e)
+                        .with_context(|| format!("connect monitor {}", self.monitor.display()))
                 }
             }
         };
@@ -359,7 +402,9 @@ impl Drop for Vm {
 }
 
 fn shell_quote(s: &str) -> String {
-    if s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+".contains(c)) {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))

@@ -28,10 +28,16 @@ pub struct ArtifactRef {
 /// Errors: not JSON, or an artifact lacks `download_url`/`size_bytes`/`hash: "sha256:<hex>"`.
 pub fn artifacts(manifest: &[u8]) -> Result<Vec<ArtifactRef>> {
     let v: serde_json::Value = serde_json::from_slice(manifest).context("manifest is not JSON")?;
-    let arts = v.get("artifacts").and_then(|a| a.as_object()).context("manifest has no artifacts map")?;
+    let arts = v
+        .get("artifacts")
+        .and_then(|a| a.as_object())
+        .context("manifest has no artifacts map")?;
     let mut out = Vec::new();
     for (name, a) in arts {
-        let hash = a.get("hash").and_then(|h| h.as_str()).context("artifact hash")?;
+        let hash = a
+            .get("hash")
+            .and_then(|h| h.as_str())
+            .context("artifact hash")?;
         out.push(ArtifactRef {
             name: name.clone(),
             download_url: a
@@ -40,8 +46,14 @@ pub fn artifacts(manifest: &[u8]) -> Result<Vec<ArtifactRef>> {
                 .or_else(|| a.get("filename").and_then(|u| u.as_str()))
                 .unwrap_or(name)
                 .to_string(),
-            size_bytes: a.get("size_bytes").and_then(|s| s.as_u64()).context("artifact size_bytes")?,
-            sha256: hash.strip_prefix("sha256:").context("hash is not sha256:<hex>")?.to_ascii_lowercase(),
+            size_bytes: a
+                .get("size_bytes")
+                .and_then(|s| s.as_u64())
+                .context("artifact size_bytes")?,
+            sha256: hash
+                .strip_prefix("sha256:")
+                .context("hash is not sha256:<hex>")?
+                .to_ascii_lowercase(),
         });
     }
     Ok(out)
@@ -95,7 +107,12 @@ pub fn check_provider(lan: &Lan, base: &str, manifest: &[u8]) -> Result<()> {
         let body = lan.http_get(&url)?;
         let got = sha256_hex(&body);
         if body.len() as u64 != a.size_bytes || got != a.sha256 {
-            bail!("{url}: {} bytes sha256 {got}, manifest says {} bytes sha256 {}", body.len(), a.size_bytes, a.sha256);
+            bail!(
+                "{url}: {} bytes sha256 {got}, manifest says {} bytes sha256 {}",
+                body.len(),
+                a.size_bytes,
+                a.sha256
+            );
         }
         eprintln!("harness: {url} ok ({} bytes, sha256 {got})", body.len());
     }
@@ -110,7 +127,15 @@ mod tests {
     fn manifest_artifacts_are_listed_with_hex_hashes() {
         let m = br#"{"artifacts":{"kernel":{"filename":"kernel","size_bytes":3,"hash":"sha256:AB","download_url":"kernel","urls":[]}}}"#;
         let a = artifacts(m).expect("parsed");
-        assert_eq!(a, vec![ArtifactRef { name: "kernel".into(), download_url: "kernel".into(), size_bytes: 3, sha256: "ab".into() }]);
+        assert_eq!(
+            a,
+            vec![ArtifactRef {
+                name: "kernel".into(),
+                download_url: "kernel".into(),
+                size_bytes: 3,
+                sha256: "ab".into()
+            }]
+        );
     }
 
     #[test]

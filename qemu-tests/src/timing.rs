@@ -29,7 +29,12 @@ pub fn kernel_secs(line: &str) -> Option<f64> {
 }
 
 fn trailing_ms(s: &str) -> Option<u64> {
-    s.trim_end().strip_suffix("ms")?.rsplit(' ').next()?.parse().ok()
+    s.trim_end()
+        .strip_suffix("ms")?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Parses one stage line: `<stage> ok ... in <N>ms` or `<stage> failed after <N>ms: ...`.
@@ -49,7 +54,13 @@ pub fn parse(run: &str, line: &str) -> Option<StageTime> {
     }
     if let Some(rest) = msg.strip_prefix("target ready") {
         let ms = trailing_ms(rest)?;
-        return Some(StageTime { run: run.into(), stage: "ready".into(), outcome: "ok".into(), ms, kernel_secs: ks });
+        return Some(StageTime {
+            run: run.into(),
+            stage: "ready".into(),
+            outcome: "ok".into(),
+            ms,
+            kernel_secs: ks,
+        });
     }
     let i = msg.find(" ok")?;
     let stage = &msg[..i];
@@ -67,7 +78,13 @@ pub fn parse(run: &str, line: &str) -> Option<StageTime> {
     if !msg.contains(" in ") {
         ms = 0;
     }
-    Some(StageTime { run: run.into(), stage: name, outcome: "ok".into(), ms, kernel_secs: ks })
+    Some(StageTime {
+        run: run.into(),
+        stage: name,
+        outcome: "ok".into(),
+        ms,
+        kernel_secs: ks,
+    })
 }
 
 /// All stage lines in `lines`, tagged with the init run they belong to.
@@ -99,10 +116,19 @@ pub fn dhcp_addr(line: &str) -> Option<String> {
 /// A printable table: run, stage, outcome, ms, kernel timestamp.
 pub fn table(vm: &str, lines: &[String]) -> String {
     let rows = stages(lines);
-    let mut s = format!("--- stage times for VM {vm} ---\n{:<7} {:<22} {:<7} {:>8} {:>10}\n", "run", "stage", "result", "ms", "at [s]");
+    let mut s = format!(
+        "--- stage times for VM {vm} ---\n{:<7} {:<22} {:<7} {:>8} {:>10}\n",
+        "run", "stage", "result", "ms", "at [s]"
+    );
     for r in &rows {
-        let at = r.kernel_secs.map(|k| format!("{k:.3}")).unwrap_or_else(|| "-".into());
-        s.push_str(&format!("{:<7} {:<22} {:<7} {:>8} {:>10}\n", r.run, r.stage, r.outcome, r.ms, at));
+        let at = r
+            .kernel_secs
+            .map(|k| format!("{k:.3}"))
+            .unwrap_or_else(|| "-".into());
+        s.push_str(&format!(
+            "{:<7} {:<22} {:<7} {:>8} {:>10}\n",
+            r.run, r.stage, r.outcome, r.ms, at
+        ));
     }
     if rows.is_empty() {
         s.push_str("(no phase stage lines on the console)\n");
@@ -138,8 +164,14 @@ mod tests {
         .collect();
         let st = stages(&lines);
         assert_eq!(st.len(), 2);
-        assert_eq!((st[0].run.as_str(), st[0].stage.as_str(), st[0].ms), ("boot", "fetch rootfs", 900));
-        assert_eq!((st[1].run.as_str(), st[1].outcome.as_str(), st[1].ms), ("target", "failed", 17));
+        assert_eq!(
+            (st[0].run.as_str(), st[0].stage.as_str(), st[0].ms),
+            ("boot", "fetch rootfs", 900)
+        );
+        assert_eq!(
+            (st[1].run.as_str(), st[1].outcome.as_str(), st[1].ms),
+            ("target", "failed", 17)
+        );
     }
 
     #[test]

@@ -25,7 +25,10 @@ fn local_mode_boots_via_mdns_and_target_serves_identical_release() -> Result<()>
     let (mut lan, _p) = local_lan("local", &work)?;
     let mut vm = Vm::start(&mut lan, vm_config("local", "local", "", 0x11)?, &work)?;
     let discover = expect_boot_stage(&mut vm, "local", "mdns")?;
-    ensure!(discover.contains("http://192.0.2.1:8080"), "discovered another provider: {discover}");
+    ensure!(
+        discover.contains("http://192.0.2.1:8080"),
+        "discovered another provider: {discover}"
+    );
     let addr = expect_kexec_and_target(&mut vm)?;
     end_checks(&lan, &vm, &addr)?;
     Ok(())
@@ -42,7 +45,12 @@ fn internet_mode_boots_via_dht_and_fills_cache_disk() -> Result<()> {
     let work = env::work_dir("internet")?;
     let disk = CacheDisk::create(&work.join("cache.img"), 512)?;
     let (mut lan, _dht, bootstrap) = internet_lan("inet", &work, 5)?;
-    let mut cfg = vm_config("internet", "internet", &format!("phase.bootstrap={bootstrap}"), 0x12)?;
+    let mut cfg = vm_config(
+        "internet",
+        "internet",
+        &format!("phase.bootstrap={bootstrap}"),
+        0x12,
+    )?;
     cfg.disks.push(disk.path.clone());
     let mut vm = Vm::start(&mut lan, cfg, &work)?;
     expect_boot_stage(&mut vm, "internet", "dht")?;
@@ -56,7 +64,10 @@ fn internet_mode_boots_via_dht_and_fills_cache_disk() -> Result<()> {
     let listing = disk.list("::phase")?;
     eprintln!("cache disk ::phase = {listing:?}");
     let cached = disk.read("::phase/manifest.json", &work)?;
-    ensure!(cached == manifest, "cached manifest differs from the publisher's");
+    ensure!(
+        cached == manifest,
+        "cached manifest differs from the publisher's"
+    );
     for a in release::artifacts(&manifest)? {
         let data = disk.read(&format!("::phase/{}", a.name), &work)?;
         ensure!(
@@ -66,7 +77,8 @@ fn internet_mode_boots_via_dht_and_fills_cache_disk() -> Result<()> {
         );
     }
     let keep = internet_cache_path();
-    std::fs::copy(&disk.path, &keep).with_context(|| format!("keep cache disk at {}", keep.display()))?;
+    std::fs::copy(&disk.path, &keep)
+        .with_context(|| format!("keep cache disk at {}", keep.display()))?;
     Ok(())
 }
 
@@ -84,7 +96,12 @@ fn private_mode_leaves_disk_untouched_and_uses_fresh_peer_id() -> Result<()> {
     let mut peers = Vec::new();
     for round in 0..2u8 {
         let name = format!("private{round}");
-        let mut cfg = vm_config(&name, "private", &format!("phase.bootstrap={bootstrap}"), 0x20 + round)?;
+        let mut cfg = vm_config(
+            &name,
+            "private",
+            &format!("phase.bootstrap={bootstrap}"),
+            0x20 + round,
+        )?;
         cfg.disks.push(disk.path.clone());
         let mut vm = Vm::start(&mut lan, cfg, &work)?;
         expect_boot_stage(&mut vm, "private", "dht")?;
@@ -95,13 +112,23 @@ fn private_mode_leaves_disk_untouched_and_uses_fresh_peer_id() -> Result<()> {
             "private mode wrote the cache"
         );
         let ids = peer_ids(&vm.lines());
-        let id = ids.first().cloned().ok_or_else(|| vm.failure("no libp2p peer id (12D3KooW...) on the console"))?;
+        let id = ids
+            .first()
+            .cloned()
+            .ok_or_else(|| vm.failure("no libp2p peer id (12D3KooW...) on the console"))?;
         eprintln!("boot {round}: peer id {id}");
         peers.push(id);
         powerdown(&mut vm)?;
     }
-    ensure!(peers[0] != peers[1], "peer id {} was reused across private boots", peers[0]);
-    ensure!(disk.sha256()? == before, "private mode changed the cache disk");
+    ensure!(
+        peers[0] != peers[1],
+        "peer id {} was reused across private boots",
+        peers[0]
+    );
+    ensure!(
+        disk.sha256()? == before,
+        "private mode changed the cache disk"
+    );
     Ok(())
 }
 
@@ -116,7 +143,10 @@ fn local_mode_boots_offline_from_cache_disk() -> Result<()> {
     if !filled.exists() {
         return env::skip_or_fail(
             test,
-            &format!("{} missing: internet_mode_boots_via_dht_and_fills_cache_disk runs first", filled.display()),
+            &format!(
+                "{} missing: internet_mode_boots_via_dht_and_fills_cache_disk runs first",
+                filled.display()
+            ),
         )
         .map(|_| ());
     }
@@ -148,10 +178,16 @@ fn second_vm_boots_from_first_vm_after_host_provider_stops() -> Result<()> {
     let addr_a = expect_kexec_and_target(&mut a)?;
     end_checks(&lan, &a, &addr_a)?;
     lan.stop(host);
-    ensure!(lan.http_status("http://192.0.2.1:8080/health") == 0, "host provider still answers");
+    ensure!(
+        lan.http_status("http://192.0.2.1:8080/health") == 0,
+        "host provider still answers"
+    );
     let mut b = Vm::start(&mut lan, vm_config("vm-b", "local", "", 0x16)?, &work)?;
     let discover = expect_boot_stage(&mut b, "local", "mdns")?;
-    ensure!(discover.contains(&format!("http://{addr_a}:8080")), "VM B did not discover VM A: {discover}");
+    ensure!(
+        discover.contains(&format!("http://{addr_a}:8080")),
+        "VM B did not discover VM A: {discover}"
+    );
     let addr_b = expect_kexec_and_target(&mut b)?;
     end_checks(&lan, &b, &addr_b)?;
     Ok(())
@@ -167,7 +203,11 @@ fn usb_image_boots_under_uefi_via_systemd_boot_local_entry() -> Result<()> {
     let code = std::path::PathBuf::from("/usr/share/OVMF/OVMF_CODE_4M.fd");
     let vars_src = std::path::PathBuf::from("/usr/share/OVMF/OVMF_VARS_4M.fd");
     let Some(image) = env::usb_image().filter(|p| p.exists()) else {
-        return env::skip_or_fail(test, "no build/phase-local.img (run `make image MODE=local`)").map(|_| ());
+        return env::skip_or_fail(
+            test,
+            "no build/phase-local.img (run `make image MODE=local`)",
+        )
+        .map(|_| ());
     };
     if !code.exists() || !vars_src.exists() {
         return env::skip_or_fail(test, "OVMF firmware missing (apt-get install ovmf)").map(|_| ());
@@ -176,7 +216,11 @@ fn usb_image_boots_under_uefi_via_systemd_boot_local_entry() -> Result<()> {
     let vars = work.join("OVMF_VARS_4M.fd");
     std::fs::copy(&vars_src, &vars)?;
     let disk = work.join("usb.img");
-    let st = std::process::Command::new("cp").args(["--sparse=always"]).arg(&image).arg(&disk).status()?;
+    let st = std::process::Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(&image)
+        .arg(&disk)
+        .status()?;
     ensure!(st.success(), "copy {}", image.display());
     let (mut lan, _p) = local_lan("usb", &work)?;
     let cfg = VmConfig {
@@ -185,7 +229,12 @@ fn usb_image_boots_under_uefi_via_systemd_boot_local_entry() -> Result<()> {
         disks: vec![disk],
         firmware: Some((code, vars)),
         mac_suffix: 0x17,
-        ..VmConfig::direct("usb", std::path::Path::new("-"), std::path::Path::new("-"), "")
+        ..VmConfig::direct(
+            "usb",
+            std::path::Path::new("-"),
+            std::path::Path::new("-"),
+            "",
+        )
     };
     let mut vm = Vm::start(&mut lan, cfg, &work)?;
     // OVMF + systemd-boot under TCG take a while before the kernel prints anything.
@@ -207,8 +256,11 @@ fn custom_kernel_boots_without_modules_and_kexecs() -> Result<()> {
     }
     let kernel = env::custom_kernel();
     if !kernel.exists() {
-        return env::skip_or_fail(test, &format!("{} missing (run `make kernel`, ~6 min)", kernel.display()))
-            .map(|_| ());
+        return env::skip_or_fail(
+            test,
+            &format!("{} missing (run `make kernel`, ~6 min)", kernel.display()),
+        )
+        .map(|_| ());
     }
     let work = env::work_dir("custom")?;
     let (mut lan, _p) = local_lan("custom", &work)?;
@@ -241,12 +293,21 @@ fn tampered_rootfs_is_refused_and_good_provider_used() -> Result<()> {
     // Whatever the order the two providers were tried in, what booted is the signed rootfs.
     end_checks(&lan, &vm, &addr)?;
     let lines = vm.lines();
-    let used_bad = lines.iter().any(|l| l.contains("phase: fetch ok rootfs") && l.contains(BRIDGE_ADDR2));
-    ensure!(!used_bad, "the tampered rootfs from {BRIDGE_ADDR2} was accepted");
-    let tried_bad = lines.iter().any(|l| l.contains(BRIDGE_ADDR2) && l.contains("rootfs"));
+    let used_bad = lines
+        .iter()
+        .any(|l| l.contains("phase: fetch ok rootfs") && l.contains(BRIDGE_ADDR2));
+    ensure!(
+        !used_bad,
+        "the tampered rootfs from {BRIDGE_ADDR2} was accepted"
+    );
+    let tried_bad = lines
+        .iter()
+        .any(|l| l.contains(BRIDGE_ADDR2) && l.contains("rootfs"));
     if tried_bad {
         ensure!(
-            lines.iter().any(|l| l.contains("phase:") && (l.contains("mismatch") || l.contains("refused"))),
+            lines
+                .iter()
+                .any(|l| l.contains("phase:") && (l.contains("mismatch") || l.contains("refused"))),
             "the tampered rootfs was fetched but no refusal was logged"
         );
     }
@@ -268,17 +329,31 @@ fn only_tampered_provider_with_onfail_halt_halts_with_error() -> Result<()> {
     let mut bad = ProviderOpts::local();
     bad.artifacts = bad_tree;
     provider::start_provider(&mut lan, &bad, &work, "bad")?;
-    let mut vm = Vm::start(&mut lan, vm_config("tamperhalt", "local", "phase.timeout=60", 0x1a)?, &work)?;
-    vm.set_fail_on(&["Kernel panic", "phase: kexec ok", "phase: init stage=target"]);
+    let mut vm = Vm::start(
+        &mut lan,
+        vm_config("tamperhalt", "local", "phase.timeout=60", 0x1a)?,
+        &work,
+    )?;
+    vm.set_fail_on(&[
+        "Kernel panic",
+        "phase: kexec ok",
+        "phase: init stage=target",
+    ]);
     expect_boot_stage(&mut vm, "local", "mdns")?;
     let failed = vm.expect(" failed after ", secs(600))?;
-    ensure!(failed.contains("phase:"), "unexpected failure line: {failed}");
+    ensure!(
+        failed.contains("phase:"),
+        "unexpected failure line: {failed}"
+    );
     vm.expect("phase: onfail=halt", secs(60))?;
     // Nothing more may happen: no kexec within a further 20 s.
     let more = vm.expect("phase: kexec ok", Duration::from_secs(20));
     ensure!(more.is_err(), "machine went on after onfail=halt");
     let text = vm.lines().join("\n");
-    ensure!(text.contains("rootfs"), "the error on the console does not name the rootfs:\n{failed}");
+    ensure!(
+        text.contains("rootfs"),
+        "the error on the console does not name the rootfs:\n{failed}"
+    );
     Ok(())
 }
 
@@ -297,8 +372,17 @@ fn acpi_powerdown_stops_services_and_powers_off() -> Result<()> {
     vm.monitor("system_powerdown")?;
     vm.expect("phase: shutdown requested by power-button", secs(60))?;
     vm.expect("phase: service ", secs(60))?;
-    let stopped = vm.lines().iter().rev().find(|l| l.contains("phase: service ")).cloned().unwrap_or_default();
-    ensure!(stopped.contains(" stopped in "), "expected a service stop line, got {stopped:?}");
+    let stopped = vm
+        .lines()
+        .iter()
+        .rev()
+        .find(|l| l.contains("phase: service "))
+        .cloned()
+        .unwrap_or_default();
+    ensure!(
+        stopped.contains(" stopped in "),
+        "expected a service stop line, got {stopped:?}"
+    );
     vm.expect("phase: unmount ok", secs(60))?;
     vm.expect("phase: poweroff", secs(60))?;
     let st = vm.wait_exit(secs(60))?;

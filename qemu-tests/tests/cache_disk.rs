@@ -9,7 +9,10 @@ use phase_qemu_tests::process::{cmd, run};
 fn tools_present(test: &str) -> Result<bool> {
     for t in ["sfdisk", "mkfs.vfat", "mdir", "mcopy"] {
         if !env::which(t) {
-            return env::skip_or_fail(test, &format!("{t} not installed (fdisk, dosfstools, mtools)"));
+            return env::skip_or_fail(
+                test,
+                &format!("{t} not installed (fdisk, dosfstools, mtools)"),
+            );
         }
     }
     Ok(true)
@@ -24,13 +27,21 @@ fn cache_disk_has_phase_cache_partlabel_and_round_trips_files() -> Result<()> {
     let disk = CacheDisk::create(&dir.path().join("cache.img"), 64)?;
     let table = run(cmd("sfdisk", ["-d"]).arg(&disk.path))?;
     assert!(table.contains("label: gpt"), "not GPT:\n{table}");
-    assert!(table.contains("name=\"phase-cache\""), "no phase-cache PARTLABEL:\n{table}");
+    assert!(
+        table.contains("name=\"phase-cache\""),
+        "no phase-cache PARTLABEL:\n{table}"
+    );
     let src = dir.path().join("manifest.json");
     std::fs::write(&src, b"{\"x\":1}")?;
     run(&mut cmd("mmd", ["-i", &disk.mtools_image(), "::phase"]))?;
-    run(cmd("mcopy", ["-i", &disk.mtools_image()]).arg(&src).arg("::phase/manifest.json"))?;
+    run(cmd("mcopy", ["-i", &disk.mtools_image()])
+        .arg(&src)
+        .arg("::phase/manifest.json"))?;
     assert_eq!(disk.list("::phase")?, vec!["manifest.json".to_string()]);
-    assert_eq!(disk.read("::phase/manifest.json", dir.path())?, b"{\"x\":1}");
+    assert_eq!(
+        disk.read("::phase/manifest.json", dir.path())?,
+        b"{\"x\":1}"
+    );
     Ok(())
 }
 

@@ -54,20 +54,32 @@ fn build_initramfs(work: &Path, kver: &str) -> Result<std::path::PathBuf> {
     for d in ["bin", "proc", "sys", "dev", "lib/modules"] {
         std::fs::create_dir_all(root.join(d))?;
     }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).context("copy /bin/busybox (busybox-static)")?;
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .context("copy /bin/busybox (busybox-static)")?;
     let mut names = Vec::new();
     for m in MODULES {
         let src = Path::new("/lib/modules").join(kver).join(m);
-        let name = Path::new(m).file_name().context("module name")?.to_string_lossy().into_owned();
-        std::fs::copy(&src, root.join("lib/modules").join(&name)).with_context(|| format!("copy {}", src.display()))?;
+        let name = Path::new(m)
+            .file_name()
+            .context("module name")?
+            .to_string_lossy()
+            .into_owned();
+        std::fs::copy(&src, root.join("lib/modules").join(&name))
+            .with_context(|| format!("copy {}", src.display()))?;
         names.push(name);
     }
     let init = INIT.replace("MODULE_LIST", &names.join(" "));
     write_exec(&root.join("init"), &init)?;
     write_exec(&root.join("bin/dhcp.sh"), DHCP_SCRIPT)?;
-    run(cmd("mknod", ["-m", "600"]).arg(root.join("dev/console")).args(["c", "5", "1"]))?;
+    run(cmd("mknod", ["-m", "600"])
+        .arg(root.join("dev/console"))
+        .args(["c", "5", "1"]))?;
     let out = work.join("smoke.cpio");
-    let sh = format!("cd '{}' && find . | cpio -o -H newc --quiet > '{}'", root.display(), out.display());
+    let sh = format!(
+        "cd '{}' && find . | cpio -o -H newc --quiet > '{}'",
+        root.display(),
+        out.display()
+    );
     run(&mut cmd("sh", ["-c", &sh]))?;
     Ok(out)
 }
@@ -91,19 +103,35 @@ fn busybox_vm_gets_dhcp_lease_through_bridge_and_answers_http() -> Result<()> {
     let mut lan = Lan::create("smoke")?;
     lan.start_dnsmasq(&work)?;
     let kernel = env::kernel()?;
-    let mut cfg = VmConfig::direct("smoke", &kernel, &initrd, "console=ttyS0,115200 panic=-1 quiet");
+    let mut cfg = VmConfig::direct(
+        "smoke",
+        &kernel,
+        &initrd,
+        "console=ttyS0,115200 panic=-1 quiet",
+    );
     cfg.memory_mib = 256;
     cfg.fail_on = vec!["Kernel panic".into(), "smoke: dhcp failed".into()];
     let mut vm = Vm::start(&mut lan, cfg, &work)?;
     vm.expect("smoke: modules loaded", Duration::from_secs(180))?;
     let lease = vm.expect("smoke: lease ", Duration::from_secs(60))?;
-    assert!(lease.contains("192.0.2.1"), "lease outside 192.0.2.0/24: {lease}");
+    assert!(
+        lease.contains("192.0.2.1"),
+        "lease outside 192.0.2.0/24: {lease}"
+    );
     vm.expect("smoke: ready", Duration::from_secs(30))?;
     let addr = vm.dhcp_addr().context("VM address from the console")?;
     assert!(addr.starts_with("192.0.2."), "unexpected address {addr}");
     let body = lan.http_get(&format!("http://{addr}:8080/hello.txt"))?;
-    assert_eq!(body, b"hello from the smoke VM\n", "VM {addr} served something else");
-    assert!(timing::stages(&vm.lines()).iter().any(|s| s.stage == "dhcp"), "stage table misses dhcp");
+    assert_eq!(
+        body, b"hello from the smoke VM\n",
+        "VM {addr} served something else"
+    );
+    assert!(
+        timing::stages(&vm.lines())
+            .iter()
+            .any(|s| s.stage == "dhcp"),
+        "stage table misses dhcp"
+    );
     vm.monitor("quit")?;
     vm.wait_exit(Duration::from_secs(30))?;
     Ok(())
@@ -120,12 +148,28 @@ fn expect_reports_timeout_with_command_line_and_console_tail() -> Result<()> {
     // No kernel output at all: QEMU boots a nonexistent initrd path? Use the real kernel with an
     // init that does not exist, so the kernel panics; `panic=-1` + `-no-reboot` end QEMU.
     let kernel = env::kernel()?;
-    let cfg = VmConfig::direct("smoke-timeout", &kernel, &kernel, "console=ttyS0,115200 panic=-1 rdinit=/nonexistent");
+    let cfg = VmConfig::direct(
+        "smoke-timeout",
+        &kernel,
+        &kernel,
+        "console=ttyS0,115200 panic=-1 rdinit=/nonexistent",
+    );
     let mut vm = Vm::start(&mut lan, cfg, &work)?;
-    let err = vm.expect("this line never appears", Duration::from_secs(300)).expect_err("must fail");
+    let err = vm
+        .expect("this line never appears", Duration::from_secs(300))
+        .expect_err("must fail");
     let text = format!("{err:#}");
-    assert!(text.contains("qemu-system-x86_64"), "report lacks the QEMU command line: {text}");
-    assert!(text.contains("console lines"), "report lacks the console tail: {text}");
-    assert!(text.contains("Kernel panic") || text.contains("QEMU exited"), "unexpected report: {text}");
+    assert!(
+        text.contains("qemu-system-x86_64"),
+        "report lacks the QEMU command line: {text}"
+    );
+    assert!(
+        text.contains("console lines"),
+        "report lacks the console tail: {text}"
+    );
+    assert!(
+        text.contains("Kernel panic") || text.contains("QEMU exited"),
+        "unexpected report: {text}"
+    );
     Ok(())
 }

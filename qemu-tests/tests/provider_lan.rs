@@ -23,19 +23,45 @@ fn small_release(dir: &Path, bin: &Path) -> Result<(PathBuf, Vec<u8>)> {
     let root = dir.join("release");
     let rel = root.join("stable/x86_64");
     std::fs::create_dir_all(&rel)?;
-    for (name, len) in [("kernel", 70_000usize), ("initramfs", 50_000), ("rootfs", 90_000)] {
+    for (name, len) in [
+        ("kernel", 70_000usize),
+        ("initramfs", 50_000),
+        ("rootfs", 90_000),
+    ] {
         let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
         std::fs::write(rel.join(name), data)?;
     }
     let key = dir.join("dev.key");
     run(cmd(bin.to_str().context("path")?, ["keygen", "--out"]).arg(&key))?;
     let unsigned = dir.join("manifest.unsigned.json");
-    run(cmd(bin.to_str().context("path")?, ["manifest", "build", "--channel", "stable", "--arch", "x86_64", "--version", "0.1.0", "--expires-in", "1d", "--artifacts"])
-        .arg(&rel)
-        .arg("--out")
-        .arg(&unsigned))?;
+    run(cmd(
+        bin.to_str().context("path")?,
+        [
+            "manifest",
+            "build",
+            "--channel",
+            "stable",
+            "--arch",
+            "x86_64",
+            "--version",
+            "0.1.0",
+            "--expires-in",
+            "1d",
+            "--artifacts",
+        ],
+    )
+    .arg(&rel)
+    .arg("--out")
+    .arg(&unsigned))?;
     let manifest = rel.join("manifest.json");
-    run(cmd(bin.to_str().context("path")?, ["manifest", "sign", "--key"]).arg(&key).arg("--in").arg(&unsigned).arg("--out").arg(&manifest))?;
+    run(
+        cmd(bin.to_str().context("path")?, ["manifest", "sign", "--key"])
+            .arg(&key)
+            .arg("--in")
+            .arg(&unsigned)
+            .arg("--out")
+            .arg(&manifest),
+    )?;
     let bytes = std::fs::read(&manifest)?;
     Ok((root, bytes))
 }
@@ -61,8 +87,12 @@ fn provider_in_namespace_passes_end_checks_and_tampered_artifact_fails_them() ->
     let mut data = std::fs::read(&rootfs)?;
     data[1000] ^= 0x55;
     std::fs::write(&rootfs, data)?;
-    let err = release::check_provider(&lan, &opts.url(), &manifest).expect_err("tampered rootfs must fail the checks");
-    assert!(format!("{err:#}").contains("rootfs"), "error does not name the rootfs: {err:#}");
+    let err = release::check_provider(&lan, &opts.url(), &manifest)
+        .expect_err("tampered rootfs must fail the checks");
+    assert!(
+        format!("{err:#}").contains("rootfs"),
+        "error does not name the rootfs: {err:#}"
+    );
     Ok(())
 }
 
@@ -77,9 +107,19 @@ fn five_dht_nodes_start_in_namespace_with_distinct_peer_ids() -> Result<()> {
     let work = env::work_dir("dht-lan")?;
     let lan = Lan::create("dht")?;
     let nodes = phase_qemu_tests::provider::start_dht_nodes(&lan, 5, 4001, &work)?;
-    let mut ids: Vec<&str> = nodes.iter().filter_map(|n| n.multiaddr.split("/p2p/").nth(1)).collect();
-    assert_eq!(ids.len(), 5, "multiaddrs without /p2p/: {:?}", nodes.iter().map(|n| &n.multiaddr).collect::<Vec<_>>());
-    assert!(nodes.iter().all(|n| n.multiaddr.starts_with("/ip4/192.0.2.1/tcp/400")));
+    let mut ids: Vec<&str> = nodes
+        .iter()
+        .filter_map(|n| n.multiaddr.split("/p2p/").nth(1))
+        .collect();
+    assert_eq!(
+        ids.len(),
+        5,
+        "multiaddrs without /p2p/: {:?}",
+        nodes.iter().map(|n| &n.multiaddr).collect::<Vec<_>>()
+    );
+    assert!(nodes
+        .iter()
+        .all(|n| n.multiaddr.starts_with("/ip4/192.0.2.1/tcp/400")));
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 5, "peer ids repeat");

@@ -81,7 +81,11 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     match Cli::parse().cmd {
-        Cmd::Advertise { advert, host, iface } => {
+        Cmd::Advertise {
+            advert,
+            host,
+            iface,
+        } => {
             let adverts = advert
                 .iter()
                 .map(|a| {
@@ -98,12 +102,14 @@ async fn main() -> anyhow::Result<()> {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let host = mdns::default_host_label(host.as_deref());
-            let adv = MdnsAdvertiser::start(&adverts, &host, iface.as_deref()).context("starting mDNS advertisement")?;
+            let adv = MdnsAdvertiser::start(&adverts, &host, iface.as_deref())
+                .context("starting mDNS advertisement")?;
             for name in adv.fullnames() {
                 say(&format!("advertising {name}"));
             }
             say("ready");
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             let stdin_closed = tokio::task::spawn_blocking(|| {
                 let mut sink = Vec::new();
                 let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
@@ -115,10 +121,28 @@ async fn main() -> anyhow::Result<()> {
             adv.shutdown().await;
             say("withdrawn");
         }
-        Cmd::Browse { channel, arch, want, timeout, iface } => {
-            let found = mdns::browse(&channel, arch, want, Duration::from_secs_f64(timeout), iface.as_deref()).await?;
+        Cmd::Browse {
+            channel,
+            arch,
+            want,
+            timeout,
+            iface,
+        } => {
+            let found = mdns::browse(
+                &channel,
+                arch,
+                want,
+                Duration::from_secs_f64(timeout),
+                iface.as_deref(),
+            )
+            .await?;
             for f in &found {
-                say(&format!("found {} {} {}", f.manifest_url, f.version, f.provider.as_deref().unwrap_or("-")));
+                say(&format!(
+                    "found {} {} {}",
+                    f.manifest_url,
+                    f.version,
+                    f.provider.as_deref().unwrap_or("-")
+                ));
             }
             if found.is_empty() {
                 bail!("no provider of {channel}/{arch} found");
@@ -130,10 +154,15 @@ async fn main() -> anyhow::Result<()> {
             while let Some(event) = browser.next_event(deadline).await {
                 match event {
                     MdnsEvent::Resolved { fullname, advert } => {
-                        say(&format!("resolved {fullname} {} {} {}", advert.channel, advert.arch, advert.manifest_url));
+                        say(&format!(
+                            "resolved {fullname} {} {} {}",
+                            advert.channel, advert.arch, advert.manifest_url
+                        ));
                     }
                     MdnsEvent::Removed { fullname } => say(&format!("removed {fullname}")),
-                    MdnsEvent::Invalid { fullname, error } => say(&format!("invalid {fullname} {error}")),
+                    MdnsEvent::Invalid { fullname, error } => {
+                        say(&format!("invalid {fullname} {error}"))
+                    }
                 }
             }
             browser.stop();

@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use libp2p::kad::{self, store::MemoryStore, store::RecordStore, GetProvidersOk, GetRecordOk, QueryId, QueryResult};
+use libp2p::kad::{
+    self, store::MemoryStore, store::RecordStore, GetProvidersOk, GetRecordOk, QueryId, QueryResult,
+};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
@@ -13,7 +15,9 @@ use phase_protocol::record::{dht_key, ManifestRecord, MAX_RECORD_BYTES};
 use phase_protocol::Arch;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{per_peer_key, Command, DhtConfig, DhtError, Publication, Role, IDENTIFY_PROTOCOL, KAD_PROTOCOL};
+use super::{
+    per_peer_key, Command, DhtConfig, DhtError, Publication, Role, IDENTIFY_PROTOCOL, KAD_PROTOCOL,
+};
 use crate::{Found, FoundSource};
 
 /// Longest any single Kademlia query may run; lookups end earlier at their own deadline.
@@ -81,7 +85,11 @@ impl Driver {
         let role = config.role;
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair)
             .with_tokio()
-            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
             .map_err(|e| DhtError::Transport(Box::new(e)))?
             .with_behaviour(|key| {
                 let peer = key.public().to_peer_id();
@@ -110,7 +118,9 @@ impl Driver {
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
             .build();
         for addr in config.listen {
-            swarm.listen_on(addr.clone()).map_err(|source| DhtError::Listen { addr, source })?;
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|source| DhtError::Listen { addr, source })?;
         }
         for (peer, addr) in &bootstrap {
             swarm.behaviour_mut().kad.add_address(peer, addr.clone());
@@ -119,7 +129,14 @@ impl Driver {
             // Join: a self-lookup fills our table and puts us in others'.
             let _ = swarm.behaviour_mut().kad.bootstrap();
         }
-        Ok(Driver { swarm, commands, listen_tx, published: Vec::new(), lookups: Vec::new(), puts: HashMap::new() })
+        Ok(Driver {
+            swarm,
+            commands,
+            listen_tx,
+            published: Vec::new(),
+            lookups: Vec::new(),
+            puts: HashMap::new(),
+        })
     }
 
     pub(super) async fn run(mut self) {
@@ -146,36 +163,69 @@ impl Driver {
         let now = Instant::now();
         match cmd {
             Command::Publish(pubs) => {
-                self.published.retain(|p| matches!(p.what, PublishedValue::Raw(_)));
+                self.published
+                    .retain(|p| matches!(p.what, PublishedValue::Raw(_)));
                 for p in pubs {
                     let shared_key = dht_key(&p.channel, p.arch);
                     let ttl = p.ttl;
-                    self.published.push(Published { shared_key, what: PublishedValue::Record(p), ttl, due: now });
+                    self.published.push(Published {
+                        shared_key,
+                        what: PublishedValue::Record(p),
+                        ttl,
+                        due: now,
+                    });
                 }
                 self.on_tick();
             }
-            Command::PublishRaw { shared_key, value, ttl } => {
+            Command::PublishRaw {
+                shared_key,
+                value,
+                ttl,
+            } => {
                 // Raw values are put once: `due` far away.
-                let p = Published { shared_key, what: PublishedValue::Raw(value), ttl, due: now };
+                let p = Published {
+                    shared_key,
+                    what: PublishedValue::Raw(value),
+                    ttl,
+                    due: now,
+                };
                 self.put(&p);
-                self.published.push(Published { due: now + Duration::from_secs(86_400 * 365), ..p });
+                self.published.push(Published {
+                    due: now + Duration::from_secs(86_400 * 365),
+                    ..p
+                });
             }
-            Command::Lookup { channel, arch, want, timeout, reply } => self.start_lookup(channel, arch, want, timeout, reply),
+            Command::Lookup {
+                channel,
+                arch,
+                want,
+                timeout,
+                reply,
+            } => self.start_lookup(channel, arch, want, timeout, reply),
             Command::Shutdown(_) => {}
         }
     }
 
     fn on_tick(&mut self) {
         let now = Instant::now();
-        let due: Vec<usize> = (0..self.published.len()).filter(|&i| self.published[i].due <= now).collect();
+        let due: Vec<usize> = (0..self.published.len())
+            .filter(|&i| self.published[i].due <= now)
+            .collect();
         for i in due {
             let ttl = self.published[i].ttl;
             self.published[i].due = now + ttl / 2;
             let p = &self.published[i];
-            let p = Published { shared_key: p.shared_key.clone(), what: clone_value(&p.what), ttl, due: now };
+            let p = Published {
+                shared_key: p.shared_key.clone(),
+                what: clone_value(&p.what),
+                ttl,
+                due: now,
+            };
             self.put(&p);
         }
-        let expired: Vec<usize> = (0..self.lookups.len()).filter(|&i| self.lookups[i].deadline <= now).collect();
+        let expired: Vec<usize> = (0..self.lookups.len())
+            .filter(|&i| self.lookups[i].deadline <= now)
+            .collect();
         for i in expired.into_iter().rev() {
             let l = self.lookups.swap_remove(i);
             tracing::debug!(key = %l.shared_key, found = l.found.len(), "dht lookup reached its deadline");
@@ -203,7 +253,12 @@ impl Driver {
         let expires = Some(Instant::now() + p.ttl);
         let kad = &mut self.swarm.behaviour_mut().kad;
         for key in [p.shared_key.clone(), per_peer_key(&p.shared_key, &me)] {
-            let record = kad::Record { key: kad::RecordKey::new(&key), value: value.clone(), publisher: Some(me), expires };
+            let record = kad::Record {
+                key: kad::RecordKey::new(&key),
+                value: value.clone(),
+                publisher: Some(me),
+                expires,
+            };
             match kad.put_record(record, kad::Quorum::One) {
                 Ok(id) => {
                     self.puts.insert(id, key);
@@ -216,7 +271,14 @@ impl Driver {
         }
     }
 
-    fn start_lookup(&mut self, channel: String, arch: Arch, want: usize, timeout: Duration, reply: oneshot::Sender<Vec<Found>>) {
+    fn start_lookup(
+        &mut self,
+        channel: String,
+        arch: Arch,
+        want: usize,
+        timeout: Duration,
+        reply: oneshot::Sender<Vec<Found>>,
+    ) {
         let shared_key = dht_key(&channel, arch);
         let key = kad::RecordKey::new(&shared_key);
         let kad = &mut self.swarm.behaviour_mut().kad;
@@ -246,9 +308,11 @@ impl Driver {
                 tracing::info!(addr = %full, "dht listening");
                 self.listen_tx.send_modify(|a| a.push(full));
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }))
-                if info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL) =>
-            {
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) if info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL) => {
                 for addr in info.listen_addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
@@ -260,19 +324,39 @@ impl Driver {
 
     fn on_kad_event(&mut self, event: kad::Event) {
         match event {
-            kad::Event::InboundRequest { request: kad::InboundRequest::PutRecord { source, record: Some(record), .. } } => {
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::PutRecord {
+                        source,
+                        record: Some(record),
+                        ..
+                    },
+            } => {
                 self.store_inbound(source, record);
             }
-            kad::Event::InboundRequest { request: kad::InboundRequest::AddProvider { record: Some(provider) } } => {
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::AddProvider {
+                        record: Some(provider),
+                    },
+            } => {
                 let key = String::from_utf8_lossy(provider.key.as_ref()).into_owned();
                 if key.starts_with("/phase/") {
                     tracing::info!(key, provider = %provider.provider, "dht stored provider record");
-                    if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().add_provider(provider) {
+                    if let Err(e) = self
+                        .swarm
+                        .behaviour_mut()
+                        .kad
+                        .store_mut()
+                        .add_provider(provider)
+                    {
                         tracing::warn!(key, error = %e, "dht provider record not stored");
                     }
                 }
             }
-            kad::Event::OutboundQueryProgressed { id, result, step, .. } => self.on_query(id, result, step.last),
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => self.on_query(id, result, step.last),
             _ => {}
         }
     }
@@ -309,7 +393,11 @@ impl Driver {
                     for peer in providers {
                         if peer != me && self.lookups[i].asked.insert(peer) {
                             let key = per_peer_key(&self.lookups[i].shared_key, &peer);
-                            let q = self.swarm.behaviour_mut().kad.get_record(kad::RecordKey::new(&key));
+                            let q = self
+                                .swarm
+                                .behaviour_mut()
+                                .kad
+                                .get_record(kad::RecordKey::new(&key));
                             self.lookups[i].queries.insert(q);
                         }
                     }
@@ -317,7 +405,9 @@ impl Driver {
             }
             QueryResult::GetRecord(Ok(GetRecordOk::FoundRecord(peer_record))) => {
                 if let Some(i) = self.lookup_of(id) {
-                    let from = peer_record.peer.map_or_else(|| "local store".to_owned(), |p| p.to_string());
+                    let from = peer_record
+                        .peer
+                        .map_or_else(|| "local store".to_owned(), |p| p.to_string());
                     self.consider(i, &peer_record.record, &from);
                 }
             }
@@ -339,8 +429,10 @@ impl Driver {
     fn consider(&mut self, i: usize, record: &kad::Record, from: &str) {
         let l = &mut self.lookups[i];
         let key = String::from_utf8_lossy(record.key.as_ref()).into_owned();
-        let parsed = ManifestRecord::from_bytes(&record.value)
-            .and_then(|r| r.validate_for(&l.channel, l.arch, chrono::Utc::now()).map(|()| r));
+        let parsed = ManifestRecord::from_bytes(&record.value).and_then(|r| {
+            r.validate_for(&l.channel, l.arch, chrono::Utc::now())
+                .map(|()| r)
+        });
         match parsed {
             Ok(r) => {
                 if l.seen.insert((r.peer_id.clone(), r.manifest_url.clone())) {

@@ -129,14 +129,29 @@ pub enum DhtError {
 pub fn parse_multiaddrs(addrs: &[String]) -> Result<Vec<Multiaddr>, DhtError> {
     addrs
         .iter()
-        .map(|a| a.parse().map_err(|source| DhtError::BadMultiaddr { addr: a.clone(), source }))
+        .map(|a| {
+            a.parse().map_err(|source| DhtError::BadMultiaddr {
+                addr: a.clone(),
+                source,
+            })
+        })
         .collect()
 }
 
 pub(crate) enum Command {
     Publish(Vec<Publication>),
-    PublishRaw { shared_key: String, value: Vec<u8>, ttl: Duration },
-    Lookup { channel: String, arch: Arch, want: usize, timeout: Duration, reply: oneshot::Sender<Vec<Found>> },
+    PublishRaw {
+        shared_key: String,
+        value: Vec<u8>,
+        ttl: Duration,
+    },
+    Lookup {
+        channel: String,
+        arch: Arch,
+        want: usize,
+        timeout: Duration,
+        reply: oneshot::Sender<Vec<Found>>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -174,7 +189,12 @@ impl DhtNode {
         let (listen_tx, listen) = watch::channel(Vec::new());
         let driver = driver::Driver::new(config, rx, listen_tx)?;
         let task = tokio::spawn(driver.run());
-        Ok(DhtNode { peer_id, commands, listen, task })
+        Ok(DhtNode {
+            peer_id,
+            commands,
+            listen,
+            task,
+        })
     }
 
     /// This node's peer id.
@@ -202,7 +222,9 @@ impl DhtNode {
     /// # Errors
     /// [`DhtError::Stopped`] when the node's task has ended.
     pub fn publish(&self, publications: Vec<Publication>) -> Result<(), DhtError> {
-        self.commands.send(Command::Publish(publications)).map_err(|_| DhtError::Stopped)
+        self.commands
+            .send(Command::Publish(publications))
+            .map_err(|_| DhtError::Stopped)
     }
 
     /// Publishes `value` as this peer's record under `shared_key` exactly as [`Self::publish`]
@@ -211,8 +233,19 @@ impl DhtNode {
     ///
     /// # Errors
     /// [`DhtError::Stopped`] when the node's task has ended.
-    pub fn publish_raw(&self, shared_key: String, value: Vec<u8>, ttl: Duration) -> Result<(), DhtError> {
-        self.commands.send(Command::PublishRaw { shared_key, value, ttl }).map_err(|_| DhtError::Stopped)
+    pub fn publish_raw(
+        &self,
+        shared_key: String,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<(), DhtError> {
+        self.commands
+            .send(Command::PublishRaw {
+                shared_key,
+                value,
+                ttl,
+            })
+            .map_err(|_| DhtError::Stopped)
     }
 
     /// Finds the manifest records for `channel`/`arch`: returns as soon as `want` valid ones are
@@ -221,9 +254,21 @@ impl DhtNode {
     ///
     /// # Errors
     /// [`DhtError::Stopped`] when the node's task has ended.
-    pub async fn lookup(&self, channel: &str, arch: Arch, want: usize, timeout: Duration) -> Result<Vec<Found>, DhtError> {
+    pub async fn lookup(
+        &self,
+        channel: &str,
+        arch: Arch,
+        want: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Found>, DhtError> {
         let (reply, rx) = oneshot::channel();
-        let cmd = Command::Lookup { channel: channel.to_owned(), arch, want: want.max(1), timeout, reply };
+        let cmd = Command::Lookup {
+            channel: channel.to_owned(),
+            arch,
+            want: want.max(1),
+            timeout,
+            reply,
+        };
         self.commands.send(cmd).map_err(|_| DhtError::Stopped)?;
         let mut found = rx.await.map_err(|_| DhtError::Stopped)?;
         crate::sort_best_first(&mut found);

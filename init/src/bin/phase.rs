@@ -21,9 +21,16 @@ fn main() -> ExitCode {
 
 /// Runs an async subcommand on a small multi-threaded runtime; an error is printed as
 /// `phase: <stage> failed after <N>ms: <chain>` and gives exit status 1.
-fn run_async(name: &'static str, fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+fn run_async(
+    name: &'static str,
+    fut: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
     let stage = log::Stage::start(name);
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             stage.failed(&e);

@@ -63,19 +63,29 @@ impl DiscoverArgs {
     pub fn options(&self) -> anyhow::Result<DiscoverOptions> {
         let arch = match self.arch {
             Some(a) => a,
-            None => Arch::host().context("this machine's architecture has no Phase Boot name; pass --arch")?,
+            None => Arch::host()
+                .context("this machine's architecture has no Phase Boot name; pass --arch")?,
         };
         let timeout = Duration::try_from_secs_f64(self.timeout)
             .ok()
             .filter(|t| !t.is_zero())
-            .with_context(|| format!("--timeout {} is not a positive number of seconds", self.timeout))?;
+            .with_context(|| {
+                format!(
+                    "--timeout {} is not a positive number of seconds",
+                    self.timeout
+                )
+            })?;
         let mut o = DiscoverOptions::new(self.channel.clone(), arch);
         o.mdns = !self.dht_only;
         o.dht = !self.mdns_only;
         o.bootstrap = self.bootstrap.clone();
         o.timeout = timeout;
         o.ephemeral = self.ephemeral || self.identity.is_none();
-        o.identity = if self.ephemeral { None } else { self.identity.clone() };
+        o.identity = if self.ephemeral {
+            None
+        } else {
+            self.identity.clone()
+        };
         o.want = self.want.unwrap_or(usize::MAX);
         o.iface = self.iface.clone();
         Ok(o)
@@ -130,24 +140,34 @@ mod tests {
     }
 
     fn parse(v: &[&str]) -> Result<DiscoverArgs, clap::Error> {
-        T::try_parse_from(std::iter::once("phase-discover").chain(v.iter().copied())).map(|t| t.args)
+        T::try_parse_from(std::iter::once("phase-discover").chain(v.iter().copied()))
+            .map(|t| t.args)
     }
 
     #[test]
     fn seed_004_command_line_gives_those_options() {
         let a = parse(&["--channel", "stable", "--arch", "arm64", "--timeout", "30"]).unwrap();
         let o = a.options().unwrap();
-        assert_eq!((o.channel.as_str(), o.arch, o.timeout), ("stable", Arch::Aarch64, Duration::from_secs(30)));
+        assert_eq!(
+            (o.channel.as_str(), o.arch, o.timeout),
+            ("stable", Arch::Aarch64, Duration::from_secs(30))
+        );
         assert!(o.mdns && o.dht && o.ephemeral);
         assert_eq!(o.want, usize::MAX);
     }
 
     #[test]
     fn only_flags_select_one_mechanism_and_conflict_together() {
-        let o = parse(&["--arch", "x86_64", "--dht-only", "--bootstrap", "/ip4/192.0.2.1/tcp/4001/p2p/x,/ip4/192.0.2.1/tcp/4002/p2p/y"])
-            .unwrap()
-            .options()
-            .unwrap();
+        let o = parse(&[
+            "--arch",
+            "x86_64",
+            "--dht-only",
+            "--bootstrap",
+            "/ip4/192.0.2.1/tcp/4001/p2p/x,/ip4/192.0.2.1/tcp/4002/p2p/y",
+        ])
+        .unwrap()
+        .options()
+        .unwrap();
         assert!(!o.mdns && o.dht);
         assert_eq!(o.bootstrap.len(), 2);
         assert!(parse(&["--mdns-only", "--dht-only"]).is_err());
@@ -155,16 +175,36 @@ mod tests {
 
     #[test]
     fn identity_is_used_unless_ephemeral() {
-        let o = parse(&["--arch", "x86_64", "--identity", "/cache/phase/identity.key"]).unwrap().options().unwrap();
+        let o = parse(&[
+            "--arch",
+            "x86_64",
+            "--identity",
+            "/cache/phase/identity.key",
+        ])
+        .unwrap()
+        .options()
+        .unwrap();
         assert!(!o.ephemeral);
-        assert_eq!(o.identity.as_deref(), Some(std::path::Path::new("/cache/phase/identity.key")));
-        let o = parse(&["--arch", "x86_64", "--identity", "/k", "--ephemeral"]).unwrap().options().unwrap();
+        assert_eq!(
+            o.identity.as_deref(),
+            Some(std::path::Path::new("/cache/phase/identity.key"))
+        );
+        let o = parse(&["--arch", "x86_64", "--identity", "/k", "--ephemeral"])
+            .unwrap()
+            .options()
+            .unwrap();
         assert!(o.ephemeral && o.identity.is_none());
     }
 
     #[test]
     fn zero_or_negative_timeout_is_refused() {
-        assert!(parse(&["--arch", "x86_64", "--timeout", "0"]).unwrap().options().is_err());
-        assert!(parse(&["--arch", "x86_64", "--timeout=-1"]).unwrap().options().is_err());
+        assert!(parse(&["--arch", "x86_64", "--timeout", "0"])
+            .unwrap()
+            .options()
+            .is_err());
+        assert!(parse(&["--arch", "x86_64", "--timeout=-1"])
+            .unwrap()
+            .options()
+            .is_err());
     }
 }

@@ -10,10 +10,12 @@ use crate::fetch::{fetch_release, FetchOptions};
 
 /// Arguments of `phase fetch`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Writes <OUT>/<filename> for every artifact only after its SHA-256 \
+#[command(
+    after_help = "Writes <OUT>/<filename> for every artifact only after its SHA-256 \
     matched; prints `<artifact> <bytes> <sha256:hex> <path>` per artifact on stdout and stage \
     lines (`phase: fetch ok ...`) on stderr. Example:\n  phase fetch --manifest-url \
-    http://192.0.2.1:8080/stable/x86_64/manifest.json --trust /etc/phase/trust.toml --out /tmp/boot")]
+    http://192.0.2.1:8080/stable/x86_64/manifest.json --trust /etc/phase/trust.toml --out /tmp/boot"
+)]
 pub struct FetchArgs {
     /// URL of the signed manifest (http or https).
     #[arg(long, value_name = "URL")]
@@ -66,7 +68,11 @@ impl FetchArgs {
         let trust = TrustRoot::load(&self.trust)?;
         let mut opts = FetchOptions::new(trust, self.out.clone());
         opts.providers.clone_from(&self.providers);
-        opts.expectation = Expectation { channel: self.channel.clone(), arch: self.arch, ..Expectation::default() };
+        opts.expectation = Expectation {
+            channel: self.channel.clone(),
+            arch: self.arch,
+            ..Expectation::default()
+        };
         opts.state_dir.clone_from(&self.state);
         opts.ca_file.clone_from(&self.ca_file);
         opts.connect_timeout = Duration::from_millis(self.connect_timeout_ms);

@@ -72,13 +72,22 @@ mod tests {
             argv_with_link_subcommand(args(&["/bin/phase-fetch", "--out", "x"])),
             args(&["/bin/phase-fetch", "fetch", "--out", "x"])
         );
-        assert_eq!(argv_with_link_subcommand(args(&["phase-verify"])), args(&["phase-verify", "verify"]));
+        assert_eq!(
+            argv_with_link_subcommand(args(&["phase-verify"])),
+            args(&["phase-verify", "verify"])
+        );
     }
 
     #[test]
     fn plain_or_unknown_names_are_left_alone() {
-        assert_eq!(argv_with_link_subcommand(args(&["/bin/phase", "fetch"])), args(&["/bin/phase", "fetch"]));
-        assert_eq!(argv_with_link_subcommand(args(&["phase-bogus", "x"])), args(&["phase-bogus", "x"]));
+        assert_eq!(
+            argv_with_link_subcommand(args(&["/bin/phase", "fetch"])),
+            args(&["/bin/phase", "fetch"])
+        );
+        assert_eq!(
+            argv_with_link_subcommand(args(&["phase-bogus", "x"])),
+            args(&["phase-bogus", "x"])
+        );
         assert_eq!(argv_with_link_subcommand(vec![]), Vec::<OsString>::new());
     }
 }

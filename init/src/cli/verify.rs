@@ -11,9 +11,11 @@ use crate::log::{self, Stage};
 
 /// Arguments of `phase verify`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Prints `phase: manifest ok version=<v> signers=<n> in <N>ms`, and with \
+#[command(
+    after_help = "Prints `phase: manifest ok version=<v> signers=<n> in <N>ms`, and with \
     --artifacts `phase: verify ok version=<v> artifacts=<n> in <N>ms`. Exit status: 0 valid, \
-    1 refused, 2 usage error.")]
+    1 refused, 2 usage error."
+)]
 pub struct VerifyArgs {
     /// Trust root (TOML: threshold + Ed25519 public keys).
     #[arg(long, value_name = "FILE", default_value = "/etc/phase/trust.toml")]
@@ -55,7 +57,10 @@ pub fn run(args: &VerifyArgs) -> u8 {
     let bytes = match std::fs::read(&args.manifest) {
         Ok(b) => b,
         Err(e) => {
-            log::line(&format!("verify usage error: cannot read {}: {e}", args.manifest.display()));
+            log::line(&format!(
+                "verify usage error: cannot read {}: {e}",
+                args.manifest.display()
+            ));
             return EXIT_USAGE;
         }
     };
@@ -66,8 +71,14 @@ pub fn run(args: &VerifyArgs) -> u8 {
             return EXIT_REFUSED;
         }
     };
-    let base = Expectation { channel: args.channel.clone(), arch: args.arch, ..Expectation::default() };
-    let expect = state.as_ref().map_or_else(|| base.clone(), |s| s.tighten_time(&base));
+    let base = Expectation {
+        channel: args.channel.clone(),
+        arch: args.arch,
+        ..Expectation::default()
+    };
+    let expect = state
+        .as_ref()
+        .map_or_else(|| base.clone(), |s| s.tighten_time(&base));
     let checked = verify(&bytes, &trust, Utc::now(), &expect)
         .and_then(|m| state.as_ref().map_or(Ok(()), |s| s.check(&m)).map(|()| m));
     let m = match checked {
@@ -77,11 +88,19 @@ pub fn run(args: &VerifyArgs) -> u8 {
             return EXIT_REFUSED;
         }
     };
-    stage.ok(format_args!("version={} signers={}", m.manifest().version, m.signers().len()));
+    stage.ok(format_args!(
+        "version={} signers={}",
+        m.manifest().version,
+        m.signers().len()
+    ));
     if let Some(dir) = &args.artifacts {
         let stage = Stage::start("verify");
         match verify_artifacts_in_dir(&m, dir) {
-            Ok(files) => stage.ok(format_args!("version={} artifacts={}", m.manifest().version, files.len())),
+            Ok(files) => stage.ok(format_args!(
+                "version={} artifacts={}",
+                m.manifest().version,
+                files.len()
+            )),
             Err(e) => {
                 stage.failed(&e);
                 return EXIT_REFUSED;

@@ -47,7 +47,10 @@ fn redirect_policy() -> Policy {
             return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
         }
         let scheme = attempt.url().scheme().to_owned();
-        let from_https = attempt.previous().last().is_some_and(|u| u.scheme() == "https");
+        let from_https = attempt
+            .previous()
+            .last()
+            .is_some_and(|u| u.scheme() == "https");
         match scheme.as_str() {
             "https" => attempt.follow(),
             "http" if !from_https => attempt.follow(),
@@ -62,7 +65,10 @@ fn redirect_policy() -> Policy {
 ///
 /// # Errors
 /// [`ClientError::ReadCa`], [`ClientError::BadCa`], [`ClientError::Build`].
-pub fn build(ca_file: Option<&Path>, connect_timeout: Duration) -> Result<reqwest::Client, ClientError> {
+pub fn build(
+    ca_file: Option<&Path>,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, ClientError> {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .connect_timeout(connect_timeout)
@@ -71,12 +77,20 @@ pub fn build(ca_file: Option<&Path>, connect_timeout: Duration) -> Result<reqwes
         .tcp_nodelay(true)
         .user_agent(concat!("phase/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|source| ClientError::ReadCa { path: path.to_owned(), source })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| ClientError::BadCa { path: path.to_owned(), source: Some(e) })?;
+        let pem = std::fs::read(path).map_err(|source| ClientError::ReadCa {
+            path: path.to_owned(),
+            source,
+        })?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ClientError::BadCa {
+                path: path.to_owned(),
+                source: Some(e),
+            })?;
         if certs.is_empty() {
-            return Err(ClientError::BadCa { path: path.to_owned(), source: None });
+            return Err(ClientError::BadCa {
+                path: path.to_owned(),
+                source: None,
+            });
         }
         for cert in certs {
             builder = builder.add_root_certificate(cert);
@@ -93,10 +107,16 @@ mod tests {
     fn missing_or_empty_ca_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("none.pem");
-        assert!(matches!(build(Some(&missing), Duration::from_secs(1)), Err(ClientError::ReadCa { .. })));
+        assert!(matches!(
+            build(Some(&missing), Duration::from_secs(1)),
+            Err(ClientError::ReadCa { .. })
+        ));
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "no certificates here\n").unwrap();
-        assert!(matches!(build(Some(&empty), Duration::from_secs(1)), Err(ClientError::BadCa { .. })));
+        assert!(matches!(
+            build(Some(&empty), Duration::from_secs(1)),
+            Err(ClientError::BadCa { .. })
+        ));
         assert!(build(None, Duration::from_secs(1)).is_ok());
     }
 }

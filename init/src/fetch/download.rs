@@ -142,9 +142,9 @@ impl SourceError {
             | SourceError::Idle { .. }
             | SourceError::Short { .. }
             | SourceError::Total { .. } => Fate::Retry,
-            SourceError::Status(_) | SourceError::ContentLength { .. } | SourceError::ContentRange { .. } => {
-                Fate::Drop
-            }
+            SourceError::Status(_)
+            | SourceError::ContentLength { .. }
+            | SourceError::ContentRange { .. } => Fate::Drop,
             SourceError::TooLong { .. } | SourceError::HashMismatch { .. } => Fate::DropAndRestart,
         }
     }
@@ -218,7 +218,10 @@ impl From<SourceError> for AttemptError {
 }
 
 fn backoff(limits: &Limits, n: u32) -> Duration {
-    limits.backoff.saturating_mul(1u32 << n.min(6)).min(Duration::from_secs(5))
+    limits
+        .backoff
+        .saturating_mul(1u32 << n.min(6))
+        .min(Duration::from_secs(5))
 }
 
 /// Downloads `artifact` from `sources` into `<dir>/<filename>` (module docs for the rules).
@@ -239,7 +242,13 @@ pub async fn download(
     match std::fs::remove_file(&final_path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(LocalIoError { op: "remove", path: final_path, source }),
+        Err(source) => {
+            return Err(LocalIoError {
+                op: "remove",
+                path: final_path,
+                source,
+            })
+        }
     }
     let part = Partial::create(dir.join(format!("{}.partial", artifact.filename)))?;
     let mut p = Progress {
@@ -268,7 +277,12 @@ pub async fn download(
                 continue;
             }
             if Instant::now() >= limits.deadline {
-                failures.push(SourceFailure { url: url.clone(), error: SourceError::Total { ms: limits.total.as_millis() } });
+                failures.push(SourceFailure {
+                    url: url.clone(),
+                    error: SourceError::Total {
+                        ms: limits.total.as_millis(),
+                    },
+                });
                 return Ok(Outcome::Failed(failures));
             }
             tried = true;
@@ -287,7 +301,10 @@ pub async fn download(
                         let file = p.part.finish(&final_path)?;
                         return Ok(Outcome::Verified { file, failures });
                     }
-                    SourceError::HashMismatch { got, expected: artifact.hash }
+                    SourceError::HashMismatch {
+                        got,
+                        expected: artifact.hash,
+                    }
                 }
                 Err(AttemptError::Local(e)) => return Err(e),
                 Err(AttemptError::Source(e)) => e,
@@ -306,7 +323,10 @@ pub async fn download(
                     p.restart()?;
                 }
             }
-            failures.push(SourceFailure { url: url.clone(), error });
+            failures.push(SourceFailure {
+                url: url.clone(),
+                error,
+            });
         }
         if !tried {
             break;
@@ -347,9 +367,14 @@ async fn bounded<T>(
     let at = idle_at.min(limits.deadline);
     timeout_at(at, fut).await.map_err(|_| {
         if at == limits.deadline && limits.deadline <= idle_at {
-            SourceError::Total { ms: limits.total.as_millis() }
+            SourceError::Total {
+                ms: limits.total.as_millis(),
+            }
         } else {
-            SourceError::Idle { ms: limits.idle.as_millis(), offset }
+            SourceError::Idle {
+                ms: limits.idle.as_millis(),
+                offset,
+            }
         }
     })
 }
@@ -365,7 +390,9 @@ async fn attempt(
     if p.offset > 0 {
         req = req.header(RANGE, format!("bytes={}-", p.offset));
     }
-    let mut resp = bounded(req.send(), limits, p.offset).await?.map_err(SourceError::Request)?;
+    let mut resp = bounded(req.send(), limits, p.offset)
+        .await?
+        .map_err(SourceError::Request)?;
     let status = resp.status();
     match status {
         StatusCode::OK => {
@@ -376,7 +403,10 @@ async fn attempt(
         }
         StatusCode::PARTIAL_CONTENT if p.offset > 0 => {
             let expected = format!("bytes {}-{}/{}", p.offset, p.size - 1, p.size);
-            let got = resp.headers().get(CONTENT_RANGE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            let got = resp
+                .headers()
+                .get(CONTENT_RANGE)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
             if got.as_deref() != Some(expected.as_str()) {
                 return Err(SourceError::ContentRange { got, expected }.into());
             }
@@ -387,7 +417,11 @@ async fn attempt(
     if let Some(cl) = resp.headers().get(CONTENT_LENGTH) {
         let text = String::from_utf8_lossy(cl.as_bytes()).into_owned();
         if text.trim().parse::<u64>().ok() != Some(remaining) {
-            return Err(SourceError::ContentLength { got: text, expected: remaining }.into());
+            return Err(SourceError::ContentLength {
+                got: text,
+                expected: remaining,
+            }
+            .into());
         }
     }
     loop {
@@ -395,7 +429,13 @@ async fn attempt(
         let chunk = match chunk {
             Ok(Some(c)) => c,
             Ok(None) => break,
-            Err(source) => return Err(SourceError::Body { offset: p.offset, source }.into()),
+            Err(source) => {
+                return Err(SourceError::Body {
+                    offset: p.offset,
+                    source,
+                }
+                .into())
+            }
         };
         if chunk.len() as u64 > p.size - p.offset {
             return Err(SourceError::TooLong { size: p.size }.into());
@@ -406,7 +446,11 @@ async fn attempt(
         p.meter.tick(p.offset);
     }
     if p.offset < p.size {
-        return Err(SourceError::Short { got: p.offset, size: p.size }.into());
+        return Err(SourceError::Short {
+            got: p.offset,
+            size: p.size,
+        }
+        .into());
     }
     Ok(())
 }
@@ -440,12 +484,16 @@ pub async fn fetch_capped(
             Err(CappedError::TooLarge(n)) => return Err(CappedError::TooLarge(n)),
             Err(CappedError::Source(e)) => e,
         };
-        let retry = matches!(err, SourceError::Request(_) | SourceError::Body { .. } | SourceError::Idle { .. })
-            || matches!(err, SourceError::Status(s) if s.is_server_error());
+        let retry = matches!(
+            err,
+            SourceError::Request(_) | SourceError::Body { .. } | SourceError::Idle { .. }
+        ) || matches!(err, SourceError::Status(s) if s.is_server_error());
         let wait = backoff(limits, tries - 1);
         if !retry || tries > limits.retries || Instant::now() + wait >= limits.deadline {
             return Err(CappedError::Source(match err {
-                SourceError::Status(status) if status.is_server_error() => SourceError::ServerError { status, tries },
+                SourceError::Status(status) if status.is_server_error() => {
+                    SourceError::ServerError { status, tries }
+                }
                 other => other,
             }));
         }
@@ -460,19 +508,25 @@ async fn capped_once(
     limits: &Limits,
 ) -> Result<Vec<u8>, CappedError> {
     let src = CappedError::Source;
-    let resp = bounded(client.get(url.clone()).send(), limits, 0).await.map_err(src)?;
+    let resp = bounded(client.get(url.clone()).send(), limits, 0)
+        .await
+        .map_err(src)?;
     let mut resp = resp.map_err(|e| src(SourceError::Request(e)))?;
     if resp.status() != StatusCode::OK {
         return Err(src(SourceError::Status(resp.status())));
     }
     if let Some(len) = resp.content_length() {
         if len > cap as u64 {
-            return Err(CappedError::TooLarge(usize::try_from(len).unwrap_or(usize::MAX)));
+            return Err(CappedError::TooLarge(
+                usize::try_from(len).unwrap_or(usize::MAX),
+            ));
         }
     }
     let mut body = Vec::with_capacity(64 * 1024);
     loop {
-        let chunk = bounded(resp.chunk(), limits, body.len() as u64).await.map_err(src)?;
+        let chunk = bounded(resp.chunk(), limits, body.len() as u64)
+            .await
+            .map_err(src)?;
         match chunk {
             Ok(Some(c)) => {
                 if body.len() + c.len() > cap {
@@ -481,7 +535,12 @@ async fn capped_once(
                 body.extend_from_slice(&c);
             }
             Ok(None) => return Ok(body),
-            Err(source) => return Err(src(SourceError::Body { offset: body.len() as u64, source })),
+            Err(source) => {
+                return Err(src(SourceError::Body {
+                    offset: body.len() as u64,
+                    source,
+                }))
+            }
         }
     }
 }

@@ -74,12 +74,22 @@ pub fn verify_artifacts_in_dir(
         let path = dir.join(&a.filename);
         let io = |op: &'static str| {
             let (artifact, path) = (name.clone(), path.clone());
-            move |source| LocalVerifyError::Io { artifact, op, path, source }
+            move |source| LocalVerifyError::Io {
+                artifact,
+                op,
+                path,
+                source,
+            }
         };
         let mut file = std::fs::File::open(&path).map_err(io("open"))?;
         let found = file.metadata().map_err(io("stat"))?.len();
         if found != a.size_bytes {
-            return Err(LocalVerifyError::Size { artifact: name.clone(), path, expected: a.size_bytes, found });
+            return Err(LocalVerifyError::Size {
+                artifact: name.clone(),
+                path,
+                expected: a.size_bytes,
+                found,
+            });
         }
         let mut hasher = Sha256::new();
         let mut total = 0u64;
@@ -96,13 +106,31 @@ pub fn verify_artifacts_in_dir(
         let digest = Sha256Digest(hasher.finalize().into());
         // A file that changed size while being read is refused like a wrong one.
         if total != a.size_bytes {
-            return Err(LocalVerifyError::Size { artifact: name.clone(), path, expected: a.size_bytes, found: total });
+            return Err(LocalVerifyError::Size {
+                artifact: name.clone(),
+                path,
+                expected: a.size_bytes,
+                found: total,
+            });
         }
         if digest != a.hash {
-            return Err(LocalVerifyError::Hash { artifact: name.clone(), path, expected: a.hash, found: digest });
+            return Err(LocalVerifyError::Hash {
+                artifact: name.clone(),
+                path,
+                expected: a.hash,
+                found: digest,
+            });
         }
         file.seek(SeekFrom::Start(0)).map_err(io("seek"))?;
-        out.insert(name.clone(), VerifiedFile { path, file, size: total, hash: digest });
+        out.insert(
+            name.clone(),
+            VerifiedFile {
+                path,
+                file,
+                size: total,
+                hash: digest,
+            },
+        );
     }
     Ok(out)
 }

@@ -186,11 +186,19 @@ fn list(failures: &[SourceFailure]) -> String {
     if failures.is_empty() {
         return "none tried".to_owned();
     }
-    failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    failures
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn load_state(opts: &FetchOptions) -> Result<Option<RollbackState>, FetchError> {
-    opts.state_dir.as_deref().map(RollbackState::load).transpose().map_err(FetchError::from)
+    opts.state_dir
+        .as_deref()
+        .map(RollbackState::load)
+        .transpose()
+        .map_err(FetchError::from)
 }
 
 /// Downloads the manifest at `url` (at most [`MAX_MANIFEST_BYTES`], 5xx retried) and verifies
@@ -201,7 +209,10 @@ fn load_state(opts: &FetchOptions) -> Result<Option<RollbackState>, FetchError> 
 /// [`FetchError::Url`], [`FetchError::Client`], [`FetchError::ManifestFetch`],
 /// [`FetchError::ManifestRefused`] (including [`VerifyError::TooLarge`] for oversized bodies),
 /// [`FetchError::State`].
-pub async fn fetch_manifest(url: &str, opts: &FetchOptions) -> Result<VerifiedManifest, FetchError> {
+pub async fn fetch_manifest(
+    url: &str,
+    opts: &FetchOptions,
+) -> Result<VerifiedManifest, FetchError> {
     let url = sources::parse_http_url(url)?;
     let client = client::build(opts.ca_file.as_deref(), opts.connect_timeout)?;
     let state = load_state(opts)?;
@@ -226,11 +237,20 @@ async fn manifest_with(
         .map_err(|e| match e {
             download::CappedError::TooLarge(size) => FetchError::ManifestRefused {
                 url: url.to_string(),
-                source: VerifyError::TooLarge { size, limit: MAX_MANIFEST_BYTES },
+                source: VerifyError::TooLarge {
+                    size,
+                    limit: MAX_MANIFEST_BYTES,
+                },
             },
-            download::CappedError::Source(source) => FetchError::ManifestFetch { url: url.to_string(), source },
+            download::CappedError::Source(source) => FetchError::ManifestFetch {
+                url: url.to_string(),
+                source,
+            },
         })?;
-    let refused = |source| FetchError::ManifestRefused { url: url.to_string(), source };
+    let refused = |source| FetchError::ManifestRefused {
+        url: url.to_string(),
+        source,
+    };
     let expectation = match state {
         Some(s) => s.tighten_time(&opts.expectation),
         None => opts.expectation.clone(),
@@ -250,7 +270,10 @@ async fn manifest_with(
 /// # Errors
 /// Those of [`fetch_manifest`] and [`fetch_artifacts`], and [`FetchError::State`] when the
 /// state cannot be saved.
-pub async fn fetch_release(manifest_url: &str, opts: &FetchOptions) -> Result<FetchedRelease, FetchError> {
+pub async fn fetch_release(
+    manifest_url: &str,
+    opts: &FetchOptions,
+) -> Result<FetchedRelease, FetchError> {
     let stage = log::Stage::start("manifest");
     let url = sources::parse_http_url(manifest_url)?;
     let client = client::build(opts.ca_file.as_deref(), opts.connect_timeout)?;
@@ -266,7 +289,11 @@ pub async fn fetch_release(manifest_url: &str, opts: &FetchOptions) -> Result<Fe
         s.record(&manifest);
         s.save(dir)?;
     }
-    Ok(FetchedRelease { manifest, artifacts, failures })
+    Ok(FetchedRelease {
+        manifest,
+        artifacts,
+        failures,
+    })
 }
 
 /// Fetches every artifact of the verified manifest `m` (found at `manifest_url`) concurrently
@@ -293,8 +320,10 @@ async fn artifacts_with(
     url: &Url,
     opts: &FetchOptions,
 ) -> Result<(BTreeMap<String, VerifiedFile>, Vec<SourceFailure>), FetchError> {
-    std::fs::create_dir_all(&opts.out_dir)
-        .map_err(|source| FetchError::OutDir { path: opts.out_dir.clone(), source })?;
+    std::fs::create_dir_all(&opts.out_dir).map_err(|source| FetchError::OutDir {
+        path: opts.out_dir.clone(),
+        source,
+    })?;
     let jobs = m
         .manifest()
         .artifacts
@@ -321,7 +350,9 @@ async fn one_artifact(
     let stage = log::Stage::start("fetch");
     let candidates = sources::candidates(m.manifest(), a, url, &opts.providers);
     if candidates.is_empty() {
-        return Err(FetchError::NoSources { artifact: name.to_owned() });
+        return Err(FetchError::NoSources {
+            artifact: name.to_owned(),
+        });
     }
     let limits = download::Limits {
         idle: opts.idle_timeout,
@@ -333,15 +364,24 @@ async fn one_artifact(
     let mut meter = progress::Meter::new(name, a.size_bytes, opts.progress);
     let outcome = download::download(client, a, &candidates, &opts.out_dir, limits, &mut meter)
         .await
-        .map_err(|source| FetchError::Local { artifact: name.to_owned(), source })?;
+        .map_err(|source| FetchError::Local {
+            artifact: name.to_owned(),
+            source,
+        })?;
     match outcome {
         download::Outcome::Verified { file, failures } => {
             stage.ok(format_args!("{name} {} bytes", a.size_bytes));
-            let vf = VerifiedFile { path: opts.out_dir.join(&a.filename), file, size: a.size_bytes, hash: a.hash };
+            let vf = VerifiedFile {
+                path: opts.out_dir.join(&a.filename),
+                file,
+                size: a.size_bytes,
+                hash: a.hash,
+            };
             Ok((name.to_owned(), vf, failures))
         }
-        download::Outcome::Failed(failures) => {
-            Err(FetchError::AllSourcesFailed { artifact: name.to_owned(), failures })
-        }
+        download::Outcome::Failed(failures) => Err(FetchError::AllSourcesFailed {
+            artifact: name.to_owned(),
+            failures,
+        }),
     }
 }

@@ -47,7 +47,10 @@ impl Partial {
             .truncate(true)
             .open(&path)
             .map_err(err("create", &path))?;
-        Ok(Partial { path, file: Some(file) })
+        Ok(Partial {
+            path,
+            file: Some(file),
+        })
     }
 
     /// The partial file's path.
@@ -105,7 +108,8 @@ impl Partial {
                 let _ = d.sync_all();
             }
         }
-        file.seek(SeekFrom::Start(0)).map_err(err("seek", final_path))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(err("seek", final_path))?;
         Ok(file)
     }
 }

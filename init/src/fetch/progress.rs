@@ -22,7 +22,13 @@ impl Meter {
     /// A meter for `name` of `total` bytes; prints nothing when `enabled` is false.
     pub fn new(name: &str, total: u64, enabled: bool) -> Self {
         let now = Instant::now();
-        Meter { name: name.to_owned(), total, start: now, last: now, enabled }
+        Meter {
+            name: name.to_owned(),
+            total,
+            start: now,
+            last: now,
+            enabled,
+        }
     }
 
     /// Notes that `done` bytes are verified-so-far; prints a line if [`INTERVAL`] has passed.
@@ -38,9 +44,21 @@ impl Meter {
     pub fn text(&self, done: u64, elapsed: Duration) -> String {
         let secs = elapsed.as_secs_f64().max(1e-3);
         let rate = done as f64 / secs;
-        let pct = if self.total == 0 { 100.0 } else { done as f64 * 100.0 / self.total as f64 };
-        let eta = if rate > 0.0 { (self.total.saturating_sub(done)) as f64 / rate } else { f64::INFINITY };
-        let eta = if eta.is_finite() { format!("{eta:.0}s") } else { "?".to_owned() };
+        let pct = if self.total == 0 {
+            100.0
+        } else {
+            done as f64 * 100.0 / self.total as f64
+        };
+        let eta = if rate > 0.0 {
+            (self.total.saturating_sub(done)) as f64 / rate
+        } else {
+            f64::INFINITY
+        };
+        let eta = if eta.is_finite() {
+            format!("{eta:.0}s")
+        } else {
+            "?".to_owned()
+        };
         format!(
             "fetch {} {done}/{} bytes {pct:.0}% {:.1} MB/s eta {eta}",
             self.name,

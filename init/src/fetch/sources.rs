@@ -34,15 +34,20 @@ pub enum SourceUrlError {
 /// # Errors
 /// [`SourceUrlError::Parse`], [`SourceUrlError::Scheme`].
 pub fn parse_http_url(text: &str) -> Result<Url, SourceUrlError> {
-    let url = Url::parse(text)
-        .map_err(|source| SourceUrlError::Parse { url: text.to_owned(), source })?;
+    let url = Url::parse(text).map_err(|source| SourceUrlError::Parse {
+        url: text.to_owned(),
+        source,
+    })?;
     check_scheme(url)
 }
 
 fn check_scheme(url: Url) -> Result<Url, SourceUrlError> {
     match url.scheme() {
         "http" | "https" => Ok(url),
-        other => Err(SourceUrlError::Scheme { url: url.to_string(), scheme: other.to_owned() }),
+        other => Err(SourceUrlError::Scheme {
+            url: url.to_string(),
+            scheme: other.to_owned(),
+        }),
     }
 }
 
@@ -52,7 +57,10 @@ fn check_scheme(url: Url) -> Result<Url, SourceUrlError> {
 /// # Errors
 /// [`SourceUrlError`] when `base` is not an http(s) URL.
 pub fn provider_manifest_url(base: &str, channel: &str, arch: &str) -> Result<Url, SourceUrlError> {
-    parse_http_url(&format!("{}/{channel}/{arch}/manifest.json", base.trim_end_matches('/')))
+    parse_http_url(&format!(
+        "{}/{channel}/{arch}/manifest.json",
+        base.trim_end_matches('/')
+    ))
 }
 
 /// Every candidate URL for `artifact` of `manifest`, in the order they are tried (module docs).
@@ -63,7 +71,10 @@ pub fn candidates(
     manifest_url: &Url,
     providers: &[String],
 ) -> Vec<Url> {
-    let rel = artifact.download_url.as_deref().unwrap_or(&artifact.filename);
+    let rel = artifact
+        .download_url
+        .as_deref()
+        .unwrap_or(&artifact.filename);
     let mut out: Vec<Url> = Vec::new();
     let mut push = |url: Url| {
         if !out.contains(&url) {
@@ -77,7 +88,11 @@ pub fn candidates(
         }
     }
     for base in bases {
-        if let Ok(u) = base.join(rel).map_err(|_| ()).and_then(|u| check_scheme(u).map_err(|_| ())) {
+        if let Ok(u) = base
+            .join(rel)
+            .map_err(|_| ())
+            .and_then(|u| check_scheme(u).map_err(|_| ()))
+        {
             push(u);
         }
     }
@@ -112,17 +127,25 @@ mod tests {
     fn candidates_are_manifest_relative_then_providers_then_mirrors() {
         let m = manifest_with(Some("kernel"), &["https://mirror.example/k", "ftp://x/k"]);
         let murl = Url::parse("http://192.0.2.1:8080/stable/amd64/manifest.json").unwrap();
-        let got = candidates(&m, &m.artifacts["kernel"], &murl, &[
-            "http://192.0.2.2:8080/".into(),
-            "http://192.0.2.1:8080".into(),
-            "not a url".into(),
-        ]);
+        let got = candidates(
+            &m,
+            &m.artifacts["kernel"],
+            &murl,
+            &[
+                "http://192.0.2.2:8080/".into(),
+                "http://192.0.2.1:8080".into(),
+                "not a url".into(),
+            ],
+        );
         let got: Vec<String> = got.iter().map(ToString::to_string).collect();
-        assert_eq!(got, [
-            "http://192.0.2.1:8080/stable/amd64/kernel",
-            "http://192.0.2.2:8080/stable/amd64/kernel",
-            "https://mirror.example/k",
-        ]);
+        assert_eq!(
+            got,
+            [
+                "http://192.0.2.1:8080/stable/amd64/kernel",
+                "http://192.0.2.2:8080/stable/amd64/kernel",
+                "https://mirror.example/k",
+            ]
+        );
     }
 
     #[test]
@@ -135,8 +158,14 @@ mod tests {
 
     #[test]
     fn non_http_schemes_are_refused() {
-        assert!(matches!(parse_http_url("file:///etc/passwd"), Err(SourceUrlError::Scheme { .. })));
-        assert!(matches!(parse_http_url("::"), Err(SourceUrlError::Parse { .. })));
+        assert!(matches!(
+            parse_http_url("file:///etc/passwd"),
+            Err(SourceUrlError::Scheme { .. })
+        ));
+        assert!(matches!(
+            parse_http_url("::"),
+            Err(SourceUrlError::Parse { .. })
+        ));
         assert!(parse_http_url("https://a.example/x").is_ok());
     }
 }

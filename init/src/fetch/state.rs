@@ -86,9 +86,18 @@ impl RollbackState {
     pub fn load(dir: &Path) -> Result<Self, StateError> {
         let path = dir.join(STATE_FILE);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Parse { path, source }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self { format: 1, ..Self::default() }),
-            Err(source) => Err(StateError::Io { op: "read", path, source }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|source| StateError::Parse { path, source })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self {
+                format: 1,
+                ..Self::default()
+            }),
+            Err(source) => Err(StateError::Io {
+                op: "read",
+                path,
+                source,
+            }),
         }
     }
 
@@ -128,9 +137,10 @@ impl RollbackState {
     pub fn check(&self, m: &VerifiedManifest) -> Result<(), VerifyError> {
         let man = m.manifest();
         match self.min_version(&man.channel, &man.arch) {
-            Some(min) if &man.version < min => {
-                Err(VerifyError::Rollback { version: man.version.clone(), minimum: min.clone() })
-            }
+            Some(min) if &man.version < min => Err(VerifyError::Rollback {
+                version: man.version.clone(),
+                minimum: min.clone(),
+            }),
             _ => Ok(()),
         }
     }
@@ -138,10 +148,13 @@ impl RollbackState {
     /// Records `m` as accepted: raises its (channel, arch) version and the time floor.
     pub fn record(&mut self, m: &VerifiedManifest) {
         let man = m.manifest();
-        let entry = self.releases.entry(key(&man.channel, &man.arch)).or_insert(AcceptedRelease {
-            version: man.version.clone(),
-            created_at: man.created_at,
-        });
+        let entry = self
+            .releases
+            .entry(key(&man.channel, &man.arch))
+            .or_insert(AcceptedRelease {
+                version: man.version.clone(),
+                created_at: man.created_at,
+            });
         if man.version >= entry.version {
             entry.version = man.version.clone();
             entry.created_at = man.created_at;
@@ -163,8 +176,10 @@ impl RollbackState {
             let path = path.to_owned();
             move |source| StateError::Io { op, path, source }
         };
-        let mut text = serde_json::to_vec_pretty(self)
-            .map_err(|source| StateError::Parse { path: path.clone(), source })?;
+        let mut text = serde_json::to_vec_pretty(self).map_err(|source| StateError::Parse {
+            path: path.clone(),
+            source,
+        })?;
         text.push(b'\n');
         let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
         f.write_all(&text).map_err(io("write", &tmp))?;

@@ -33,7 +33,9 @@ pub struct FakeClock {
 impl FakeClock {
     /// A fake clock standing at the real current instant.
     pub fn new() -> FakeClock {
-        FakeClock { now: Cell::new(Instant::now()) }
+        FakeClock {
+            now: Cell::new(Instant::now()),
+        }
     }
 
     /// Moves the clock forward by `d`.
@@ -85,7 +87,12 @@ pub struct Backoff {
 impl Backoff {
     /// Records an exit of a run that started at `started` and ended at `now`; returns the delay
     /// before the next start.
-    pub fn next_delay(&mut self, policy: &BackoffPolicy, started: Instant, now: Instant) -> Duration {
+    pub fn next_delay(
+        &mut self,
+        policy: &BackoffPolicy,
+        started: Instant,
+        now: Instant,
+    ) -> Duration {
         if now.saturating_duration_since(started) >= policy.stable_after {
             self.failures = 0;
         }
@@ -138,10 +145,16 @@ mod tests {
         }
         let started = clock.now();
         clock.advance(Duration::from_secs(9));
-        assert_eq!(b.next_delay(&policy(), started, clock.now()), Duration::from_millis(1000));
+        assert_eq!(
+            b.next_delay(&policy(), started, clock.now()),
+            Duration::from_millis(1000)
+        );
         let started = clock.now();
         clock.advance(Duration::from_secs(10));
-        assert_eq!(b.next_delay(&policy(), started, clock.now()), Duration::from_millis(100));
+        assert_eq!(
+            b.next_delay(&policy(), started, clock.now()),
+            Duration::from_millis(100)
+        );
     }
 
     #[test]

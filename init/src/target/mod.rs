@@ -107,8 +107,16 @@ pub fn run(params: &BootParams) -> Result<Infallible, TargetError> {
         }
     };
     let m = verified.manifest();
-    let hashes = if params.reverify { "" } else { " (hashes skipped: phase.reverify=0)" };
-    stage.ok(format!("version={} artifacts={}{hashes}", m.version, m.artifacts.len()));
+    let hashes = if params.reverify {
+        ""
+    } else {
+        " (hashes skipped: phase.reverify=0)"
+    };
+    stage.ok(format!(
+        "version={} artifacts={}{hashes}",
+        m.version,
+        m.artifacts.len()
+    ));
 
     let layout = rootfs::Layout::default();
     let stage = Stage::start("rootfs");
@@ -128,18 +136,29 @@ pub fn run(params: &BootParams) -> Result<Infallible, TargetError> {
     if let Some(init) = &params.init {
         log::line(&format!("exec {init} (phase.init)"));
         let err = std::process::Command::new(init).exec();
-        return Err(TargetError::Exec { path: init.clone(), source: err });
+        return Err(TargetError::Exec {
+            path: init.clone(),
+            source: err,
+        });
     }
 
     if let Err(e) = signals::ctrl_alt_del_to_sigint() {
-        log::line(&format!("ctrl-alt-del stays a hard reboot: {}", log::error_chain(&e)));
+        log::line(&format!(
+            "ctrl-alt-del stays a hard reboot: {}",
+            log::error_chain(&e)
+        ));
     }
     let mut lease = network(params);
     let (services, errors) = service::load_dir(Path::new(service::SERVICES_DIR));
     for e in &errors {
         log::line(&format!("service file skipped: {}", log::error_chain(e)));
     }
-    let mut sup = Supervisor::new(services, BackoffPolicy::default(), MonotonicClock, CommandSpawner);
+    let mut sup = Supervisor::new(
+        services,
+        BackoffPolicy::default(),
+        MonotonicClock,
+        CommandSpawner,
+    );
     sup.start_due();
     log::line(&format!("target ready in {}ms", ms_since_start()));
 
@@ -153,13 +172,17 @@ pub fn run(params: &BootParams) -> Result<Infallible, TargetError> {
 ///
 /// # Errors
 /// The [`TargetError`] of [`run`], boxed.
-pub fn run_stage(params: &BootParams) -> Result<Infallible, Box<dyn std::error::Error + Send + Sync>> {
+pub fn run_stage(
+    params: &BootParams,
+) -> Result<Infallible, Box<dyn std::error::Error + Send + Sync>> {
     run(params).map_err(Into::into)
 }
 
 fn build_root(layout: &rootfs::Layout) -> Result<(), rootfs::RootfsError> {
     if !layout.rootfs_image.is_file() {
-        return Err(rootfs::RootfsError::NoImage { path: layout.rootfs_image.clone() });
+        return Err(rootfs::RootfsError::NoImage {
+            path: layout.rootfs_image.clone(),
+        });
     }
     let mut loops = rootfs::LoopDevices::default();
     rootfs::execute(&rootfs::plan(layout), &crate::sys::linux::Linux, &mut loops)
@@ -169,7 +192,9 @@ fn build_root(layout: &rootfs::Layout) -> Result<(), rootfs::RootfsError> {
 const INITRAMFS_MAGICS: [u64; 2] = [0x8584_58f6, 0x0102_1994];
 
 fn switch(layout: &rootfs::Layout) -> Result<(), TargetError> {
-    let f_type = rustix::fs::statfs("/").map(|s| s.f_type as u64).unwrap_or(0);
+    let f_type = rustix::fs::statfs("/")
+        .map(|s| s.f_type as u64)
+        .unwrap_or(0);
     if !INITRAMFS_MAGICS.contains(&f_type) {
         return Err(TargetError::NotInitramfs { f_type });
     }
@@ -191,11 +216,18 @@ fn switch(layout: &rootfs::Layout) -> Result<(), TargetError> {
 fn ms_since_start() -> u64 {
     let uptime_ms = std::fs::read_to_string("/proc/uptime")
         .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|u| u.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|u| u.parse::<f64>().ok())
+        })
         .map_or(0, |s| (s * 1000.0) as u64);
     let start_ms = std::fs::read_to_string("/proc/self/stat")
         .ok()
-        .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(19)?.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(19)?.parse::<u64>().ok())
+        })
         .map_or(0, |ticks| ticks * 10);
     uptime_ms.saturating_sub(start_ms)
 }
@@ -204,15 +236,27 @@ fn ms_since_start() -> u64 {
 /// the `link` and `dhcp` lines. Failure is logged and the services start anyway. Returns the
 /// lease keeper for the supervisor loop.
 fn network(params: &BootParams) -> Option<LeaseKeeper> {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             log::line(&format!("network: tokio runtime: {e}"));
             return None;
         }
     };
-    let lease = rt.block_on(crate::net::bring_up(params.iface.as_deref(), params.timeout)).ok()?;
-    Some(LeaseKeeper { rt, timeout: params.timeout, lease })
+    let lease = rt
+        .block_on(crate::net::bring_up(
+            params.iface.as_deref(),
+            params.timeout,
+        ))
+        .ok()?;
+    Some(LeaseKeeper {
+        rt,
+        timeout: params.timeout,
+        lease,
+    })
 }
 
 /// Keeps the DHCP lease: at T1 it asks again for the interface's lease (a new exchange with
@@ -230,7 +274,10 @@ impl Housekeeping for LeaseKeeper {
 
     fn run(&mut self, now: Instant) {
         let iface = self.lease.iface.clone();
-        match self.rt.block_on(crate::net::bring_up(Some(&iface), self.timeout)) {
+        match self
+            .rt
+            .block_on(crate::net::bring_up(Some(&iface), self.timeout))
+        {
             Ok(lease) => self.lease = lease,
             Err(_) => {
                 // bring_up printed the failure; try again in a minute (bounded retry rate).
@@ -244,7 +291,10 @@ impl Housekeeping for LeaseKeeper {
 fn power_buttons() -> Vec<PowerButton> {
     PowerButton::open_all()
         .into_iter()
-        .filter_map(|b| b.map_err(|e| log::line(&format!("power button: {}", log::error_chain(&e)))).ok())
+        .filter_map(|b| {
+            b.map_err(|e| log::line(&format!("power button: {}", log::error_chain(&e))))
+                .ok()
+        })
         .collect()
 }
 
@@ -266,12 +316,17 @@ fn loop_until_shutdown(
         if house.next_due().is_some_and(|due| due <= now) {
             house.run(now);
         }
-        let wait = [sup.next_start_in(), house.next_due().map(|d| d.saturating_duration_since(Instant::now()))]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(Duration::from_secs(60))
-            .min(Duration::from_secs(60));
+        let wait = [
+            sup.next_start_in(),
+            house
+                .next_due()
+                .map(|d| d.saturating_duration_since(Instant::now())),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(Duration::from_secs(60))
+        .min(Duration::from_secs(60));
         let ready = {
             use std::os::fd::AsFd;
             let mut fds = vec![signals.as_fd()];
@@ -291,7 +346,11 @@ fn loop_until_shutdown(
                 }
             }
         }
-        for (button, _) in buttons.iter_mut().zip(ready.iter().skip(1)).filter(|(_, r)| **r) {
+        for (button, _) in buttons
+            .iter_mut()
+            .zip(ready.iter().skip(1))
+            .filter(|(_, r)| **r)
+        {
             match button.pressed() {
                 Ok(true) => return Ok(Reason::PowerButton),
                 Ok(false) => {}
@@ -309,7 +368,6 @@ fn loop_until_shutdown(
 pub fn is_target(root: &Path) -> bool {
     root.join(BOOT_MANIFEST.trim_start_matches('/')).is_file()
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -45,7 +45,10 @@ impl Default for Layout {
             overlay: PathBuf::from("/run/phase/overlay"),
             newroot: PathBuf::from("/newroot"),
             served_at: PathBuf::from("/var/lib/phase/boot"),
-            moved: ["/proc", "/sys", "/dev", "/run"].iter().map(PathBuf::from).collect(),
+            moved: ["/proc", "/sys", "/dev", "/run"]
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
         }
     }
 }
@@ -93,12 +96,33 @@ impl fmt::Display for MountOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MountOp::Mkdir(p) => write!(f, "mkdir -p {}", p.display()),
-            MountOp::MountImage { image, target, fstype } => {
-                write!(f, "mount -t {fstype} -o ro,loop {} {}", image.display(), target.display())
+            MountOp::MountImage {
+                image,
+                target,
+                fstype,
+            } => {
+                write!(
+                    f,
+                    "mount -t {fstype} -o ro,loop {} {}",
+                    image.display(),
+                    target.display()
+                )
             }
-            MountOp::Mount { fstype, target, data } => write!(f, "mount -t {fstype} -o {data} {fstype} {}", target.display()),
-            MountOp::BindReadOnly { from, to } => write!(f, "mount -o bind,ro {} {}", from.display(), to.display()),
-            MountOp::Move { from, to } => write!(f, "mount --move {} {}", from.display(), to.display()),
+            MountOp::Mount {
+                fstype,
+                target,
+                data,
+            } => write!(
+                f,
+                "mount -t {fstype} -o {data} {fstype} {}",
+                target.display()
+            ),
+            MountOp::BindReadOnly { from, to } => {
+                write!(f, "mount -o bind,ro {} {}", from.display(), to.display())
+            }
+            MountOp::Move { from, to } => {
+                write!(f, "mount --move {} {}", from.display(), to.display())
+            }
         }
     }
 }
@@ -163,27 +187,51 @@ impl LoopAttach for LoopDevices {
 pub fn plan(layout: &Layout) -> Vec<MountOp> {
     let upper = layout.overlay.join("upper");
     let work = layout.overlay.join("work");
-    let served = layout.newroot.join(layout.served_at.strip_prefix("/").unwrap_or(&layout.served_at));
+    let served = layout.newroot.join(
+        layout
+            .served_at
+            .strip_prefix("/")
+            .unwrap_or(&layout.served_at),
+    );
     let mut ops = vec![
         MountOp::Mkdir(layout.lower.clone()),
-        MountOp::MountImage { image: layout.rootfs_image.clone(), target: layout.lower.clone(), fstype: "squashfs" },
+        MountOp::MountImage {
+            image: layout.rootfs_image.clone(),
+            target: layout.lower.clone(),
+            fstype: "squashfs",
+        },
         MountOp::Mkdir(layout.overlay.clone()),
-        MountOp::Mount { fstype: "tmpfs", target: layout.overlay.clone(), data: "mode=0755".to_owned() },
+        MountOp::Mount {
+            fstype: "tmpfs",
+            target: layout.overlay.clone(),
+            data: "mode=0755".to_owned(),
+        },
         MountOp::Mkdir(upper.clone()),
         MountOp::Mkdir(work.clone()),
         MountOp::Mkdir(layout.newroot.clone()),
         MountOp::Mount {
             fstype: "overlay",
             target: layout.newroot.clone(),
-            data: format!("lowerdir={},upperdir={},workdir={}", layout.lower.display(), upper.display(), work.display()),
+            data: format!(
+                "lowerdir={},upperdir={},workdir={}",
+                layout.lower.display(),
+                upper.display(),
+                work.display()
+            ),
         },
         MountOp::Mkdir(served.clone()),
-        MountOp::BindReadOnly { from: layout.boot_dir.clone(), to: served },
+        MountOp::BindReadOnly {
+            from: layout.boot_dir.clone(),
+            to: served,
+        },
     ];
     for fs in &layout.moved {
         let to = layout.newroot.join(fs.strip_prefix("/").unwrap_or(fs));
         ops.push(MountOp::Mkdir(to.clone()));
-        ops.push(MountOp::Move { from: fs.clone(), to });
+        ops.push(MountOp::Move {
+            from: fs.clone(),
+            to,
+        });
     }
     ops
 }
@@ -197,9 +245,16 @@ fn ms(bits: libc::c_ulong) -> MountFlags {
 ///
 /// # Errors
 /// [`RootfsError::Step`] naming the step and the failed call.
-pub fn execute(ops: &[MountOp], sys: &dyn Syscalls, loops: &mut dyn LoopAttach) -> Result<(), RootfsError> {
+pub fn execute(
+    ops: &[MountOp],
+    sys: &dyn Syscalls,
+    loops: &mut dyn LoopAttach,
+) -> Result<(), RootfsError> {
     for op in ops {
-        run_op(op, sys, loops).map_err(|source| RootfsError::Step { op: op.to_string(), source })?;
+        run_op(op, sys, loops).map_err(|source| RootfsError::Step {
+            op: op.to_string(),
+            source,
+        })?;
     }
     Ok(())
 }
@@ -207,16 +262,38 @@ pub fn execute(ops: &[MountOp], sys: &dyn Syscalls, loops: &mut dyn LoopAttach) 
 fn run_op(op: &MountOp, sys: &dyn Syscalls, loops: &mut dyn LoopAttach) -> Result<(), StepError> {
     match op {
         MountOp::Mkdir(p) => sys.mkdir_all(p, 0o755)?,
-        MountOp::MountImage { image, target, fstype } => {
+        MountOp::MountImage {
+            image,
+            target,
+            fstype,
+        } => {
             let dev = loops.attach(image)?;
-            sys.mount(&dev.to_string_lossy(), target, fstype, MountFlags::RDONLY, None)?;
+            sys.mount(
+                &dev.to_string_lossy(),
+                target,
+                fstype,
+                MountFlags::RDONLY,
+                None,
+            )?;
         }
-        MountOp::Mount { fstype, target, data } => sys.mount(fstype, target, fstype, MountFlags::empty(), Some(data))?,
+        MountOp::Mount {
+            fstype,
+            target,
+            data,
+        } => sys.mount(fstype, target, fstype, MountFlags::empty(), Some(data))?,
         MountOp::BindReadOnly { from, to } => {
             sys.mount(&from.to_string_lossy(), to, "", MountFlags::BIND, None)?;
-            sys.mount("none", to, "", ms(libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY), None)?;
+            sys.mount(
+                "none",
+                to,
+                "",
+                ms(libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY),
+                None,
+            )?;
         }
-        MountOp::Move { from, to } => sys.mount(&from.to_string_lossy(), to, "", ms(libc::MS_MOVE), None)?,
+        MountOp::Move { from, to } => {
+            sys.mount(&from.to_string_lossy(), to, "", ms(libc::MS_MOVE), None)?
+        }
     }
     Ok(())
 }
@@ -256,7 +333,9 @@ fn delete_under(dir: &Path, dev: u64, keep: &[PathBuf], freed: &mut Freed, depth
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
         if meta.dev() != dev || keep.iter().any(|k| k == &path) {
             continue;
         }

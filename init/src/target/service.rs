@@ -121,19 +121,35 @@ pub enum ServiceError {
 /// `argv`, a relative program path, a bad name, an env key with `=` or NUL, or a stop timeout
 /// above [`MAX_STOP_TIMEOUT_MS`].
 pub fn parse(path: &Path, text: &str) -> Result<Service, ServiceError> {
-    let file: ServiceFile =
-        toml::from_str(text).map_err(|source| ServiceError::Parse { path: path.to_path_buf(), source })?;
-    let invalid = |reason: String| ServiceError::Invalid { path: path.to_path_buf(), reason };
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let file: ServiceFile = toml::from_str(text).map_err(|source| ServiceError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let invalid = |reason: String| ServiceError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let name = file.name.unwrap_or(stem);
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c)) {
-        return Err(invalid(format!("bad service name {name:?} (use [A-Za-z0-9-_.@])")));
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+    {
+        return Err(invalid(format!(
+            "bad service name {name:?} (use [A-Za-z0-9-_.@])"
+        )));
     }
     let Some(program) = file.argv.first() else {
         return Err(invalid("argv is empty".to_owned()));
     };
     if !program.starts_with('/') {
-        return Err(invalid(format!("argv[0] {program:?} is not an absolute path")));
+        return Err(invalid(format!(
+            "argv[0] {program:?} is not an absolute path"
+        )));
     }
     if file.argv.iter().any(|a| a.contains('\0')) {
         return Err(invalid("argv contains a NUL byte".to_owned()));
@@ -144,10 +160,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Service, ServiceError> {
             return Err(invalid(format!("bad env entry {k:?}")));
         }
     }
-    env.entry("PATH".to_owned()).or_insert_with(|| DEFAULT_PATH.to_owned());
+    env.entry("PATH".to_owned())
+        .or_insert_with(|| DEFAULT_PATH.to_owned());
     let stop_timeout_ms = file.stop_timeout_ms.unwrap_or(DEFAULT_STOP_TIMEOUT_MS);
     if stop_timeout_ms > MAX_STOP_TIMEOUT_MS {
-        return Err(invalid(format!("stop_timeout_ms {stop_timeout_ms} above {MAX_STOP_TIMEOUT_MS}")));
+        return Err(invalid(format!(
+            "stop_timeout_ms {stop_timeout_ms} above {MAX_STOP_TIMEOUT_MS}"
+        )));
     }
     Ok(Service {
         name,
@@ -175,13 +194,18 @@ pub fn load_dir(dir: &Path) -> (Vec<Service>, Vec<ServiceError>) {
     let mut errors = Vec::new();
     for path in paths {
         let parsed = std::fs::read_to_string(&path)
-            .map_err(|source| ServiceError::Read { path: path.clone(), source })
+            .map_err(|source| ServiceError::Read {
+                path: path.clone(),
+                source,
+            })
             .and_then(|text| parse(&path, &text));
         match parsed {
-            Ok(s) if services.iter().any(|o| o.name == s.name) => errors.push(ServiceError::Invalid {
-                path: path.clone(),
-                reason: format!("duplicate service name {:?}", s.name),
-            }),
+            Ok(s) if services.iter().any(|o| o.name == s.name) => {
+                errors.push(ServiceError::Invalid {
+                    path: path.clone(),
+                    reason: format!("duplicate service name {:?}", s.name),
+                })
+            }
             Ok(s) => services.push(s),
             Err(e) => errors.push(e),
         }
@@ -193,13 +217,22 @@ pub fn load_dir(dir: &Path) -> (Vec<Service>, Vec<ServiceError>) {
 mod tests {
     use super::*;
 
-    const PLASMD: &str = include_str!("../../../initramfs-layout/rootfs/etc/phase/services/plasmd.toml");
+    const PLASMD: &str =
+        include_str!("../../../initramfs-layout/rootfs/etc/phase/services/plasmd.toml");
 
     #[test]
     fn shipped_plasmd_service_parses_to_the_default_service() {
         let s = parse(Path::new("/etc/phase/services/plasmd.toml"), PLASMD).unwrap();
         assert_eq!(s.name, "plasmd");
-        assert_eq!(s.argv, ["/usr/bin/plasmd", "serve", "--artifacts", "/var/lib/phase/boot"]);
+        assert_eq!(
+            s.argv,
+            [
+                "/usr/bin/plasmd",
+                "serve",
+                "--artifacts",
+                "/var/lib/phase/boot"
+            ]
+        );
         assert_eq!(s.restart, RestartPolicy::Always);
         assert_eq!(s.env.get("RUST_LOG").map(String::as_str), Some("info"));
         assert_eq!(s.env.get("PATH").map(String::as_str), Some(DEFAULT_PATH));
@@ -207,7 +240,11 @@ mod tests {
 
     #[test]
     fn minimal_file_gets_defaults_and_name_from_file_stem() {
-        let s = parse(Path::new("/x/sshd.toml"), "argv = [\"/usr/sbin/sshd\", \"-D\"]").unwrap();
+        let s = parse(
+            Path::new("/x/sshd.toml"),
+            "argv = [\"/usr/sbin/sshd\", \"-D\"]",
+        )
+        .unwrap();
         assert_eq!(s.name, "sshd");
         assert_eq!(s.restart, RestartPolicy::OnFailure);
         assert_eq!(s.stop_order, 0);
@@ -222,7 +259,10 @@ mod tests {
             ("argv = [\"/bin/x\"]\nrestart = \"sometimes\"", "parse"),
             ("argv = [\"/bin/x\"]\nrestrat = \"always\"", "parse"),
             ("argv = [\"/bin/x\"]\nname = \"a b\"", "bad service name"),
-            ("argv = [\"/bin/x\"]\n[env]\n\"A=B\" = \"1\"", "bad env entry"),
+            (
+                "argv = [\"/bin/x\"]\n[env]\n\"A=B\" = \"1\"",
+                "bad env entry",
+            ),
             ("argv = [\"/bin/x\"]\nstop_timeout_ms = 999999999", "above"),
             ("argv = \"/bin/x\"", "parse"),
         ];
@@ -237,9 +277,17 @@ mod tests {
     fn load_dir_keeps_good_files_in_name_order_and_reports_bad_ones() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("20-b.toml"), "argv = [\"/bin/b\"]").unwrap();
-        std::fs::write(dir.path().join("10-a.toml"), "name = \"a\"\nargv = [\"/bin/a\"]").unwrap();
+        std::fs::write(
+            dir.path().join("10-a.toml"),
+            "name = \"a\"\nargv = [\"/bin/a\"]",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("30-bad.toml"), "argv = [").unwrap();
-        std::fs::write(dir.path().join("40-dup.toml"), "name = \"a\"\nargv = [\"/bin/a\"]").unwrap();
+        std::fs::write(
+            dir.path().join("40-dup.toml"),
+            "name = \"a\"\nargv = [\"/bin/a\"]",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("README"), "not a service").unwrap();
         let (services, errors) = load_dir(dir.path());
         let names: Vec<_> = services.iter().map(|s| s.name.as_str()).collect();

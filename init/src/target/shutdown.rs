@@ -14,8 +14,8 @@
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 
-use super::supervisor::{Spawner, Supervisor};
 use super::backoff::Clock;
+use super::supervisor::{Spawner, Supervisor};
 use crate::log::{self, Stage};
 use crate::sys::{RebootCmd, SysError, Syscalls};
 
@@ -78,7 +78,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -129,11 +132,18 @@ pub fn shutdown_with<C: Clock, S: Spawner>(
         }
     }
     sys.sync();
-    stage.ok(if detached > 0 { format!("({detached} detached)") } else { String::new() });
+    stage.ok(if detached > 0 {
+        format!("({detached} detached)")
+    } else {
+        String::new()
+    });
     let cmd = reason.action();
     log::line(action_word(cmd));
     match sys.reboot(cmd) {
-        Ok(()) => Err(SysError::new(format!("reboot({cmd:?}) returned"), std::io::Error::other("still running"))),
+        Ok(()) => Err(SysError::new(
+            format!("reboot({cmd:?}) returned"),
+            std::io::Error::other("still running"),
+        )),
         Err(e) => Err(e),
     }
 }
@@ -157,10 +167,21 @@ mod tests {
 
     #[test]
     fn mounts_are_unmounted_in_reverse_order_without_root() {
-        let order: Vec<String> = unmount_order(MOUNTINFO).iter().map(|p| p.display().to_string()).collect();
+        let order: Vec<String> = unmount_order(MOUNTINFO)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         assert_eq!(
             order,
-            ["/mnt/with space", "/var/lib/phase/boot", "/run/phase/lower", "/run", "/sys", "/proc", "/dev"]
+            [
+                "/mnt/with space",
+                "/var/lib/phase/boot",
+                "/run/phase/lower",
+                "/run",
+                "/sys",
+                "/proc",
+                "/dev"
+            ]
         );
     }
 
@@ -190,8 +211,13 @@ mod tests {
             detached.push(p.to_path_buf());
             true
         };
-        let err = shutdown_with(&mut sup, Reason::Sigint, &sys, MOUNTINFO, &mut detach).unwrap_err();
-        assert_eq!(detached.len(), 7, "busy mounts were not detached: {detached:?}");
+        let err =
+            shutdown_with(&mut sup, Reason::Sigint, &sys, MOUNTINFO, &mut detach).unwrap_err();
+        assert_eq!(
+            detached.len(),
+            7,
+            "busy mounts were not detached: {detached:?}"
+        );
         assert_eq!(err.errno(), Some(libc::EPERM));
         let calls = sys.calls();
         assert_eq!(calls.first().map(String::as_str), Some("sync"));

@@ -41,7 +41,10 @@ pub struct CommandSpawner;
 
 impl Spawner for CommandSpawner {
     fn spawn(&mut self, service: &Service) -> std::io::Result<i32> {
-        let (program, args) = service.argv.split_first().ok_or_else(|| std::io::Error::other("empty argv"))?;
+        let (program, args) = service
+            .argv
+            .split_first()
+            .ok_or_else(|| std::io::Error::other("empty argv"))?;
         let child = Command::new(program)
             .args(args)
             .env_clear()
@@ -136,14 +139,26 @@ impl<C: Clock, S: Spawner> Supervisor<C, S> {
         let now = clock.now();
         let units = services
             .into_iter()
-            .map(|service| Unit { service, state: UnitState::Waiting(now), backoff: Backoff::default() })
+            .map(|service| Unit {
+                service,
+                state: UnitState::Waiting(now),
+                backoff: Backoff::default(),
+            })
             .collect();
-        Supervisor { clock, spawner, policy, units }
+        Supervisor {
+            clock,
+            spawner,
+            policy,
+            units,
+        }
     }
 
     /// The state of the service `name`.
     pub fn state(&self, name: &str) -> Option<&UnitState> {
-        self.units.iter().find(|u| u.service.name == name).map(|u| &u.state)
+        self.units
+            .iter()
+            .find(|u| u.service.name == name)
+            .map(|u| &u.state)
     }
 
     /// Starts every service that is due; logs `phase: service <name> started pid=<pid>`. A spawn
@@ -153,7 +168,9 @@ impl<C: Clock, S: Spawner> Supervisor<C, S> {
         let now = self.clock.now();
         let mut started = 0;
         for unit in &mut self.units {
-            let UnitState::Waiting(at) = unit.state else { continue };
+            let UnitState::Waiting(at) = unit.state else {
+                continue;
+            };
             if at > now {
                 continue;
             }
@@ -164,7 +181,10 @@ impl<C: Clock, S: Spawner> Supervisor<C, S> {
                     started += 1;
                 }
                 Err(err) => {
-                    log::line(&format!("service {} failed to start: {}: {err}", unit.service.name, unit.service.argv[0]));
+                    log::line(&format!(
+                        "service {} failed to start: {}: {err}",
+                        unit.service.name, unit.service.argv[0]
+                    ));
                     unit.state = after_exit(unit, &self.policy, now, now, None);
                 }
             }
@@ -183,7 +203,9 @@ impl<C: Clock, S: Spawner> Supervisor<C, S> {
         else {
             return false;
         };
-        let UnitState::Running { since, .. } = unit.state else { return false };
+        let UnitState::Running { since, .. } = unit.state else {
+            return false;
+        };
         unit.state = after_exit(unit, &self.policy, since, now, Some(kind));
         true
     }
@@ -196,7 +218,9 @@ impl<C: Clock, S: Spawner> Supervisor<C, S> {
     pub fn reap_all(&mut self) -> Result<Vec<(i32, ExitKind)>, SignalError> {
         let mut reaped = Vec::new();
         for _ in 0..MAX_REAP_PER_CALL {
-            let Some((pid, kind)) = signals::reap_one()? else { break };
+            let Some((pid, kind)) = signals::reap_one()? else {
+                break;
+            };
             self.on_exit(pid, kind);
             reaped.push((pid, kind));
         }
@@ -226,7 +250,11 @@ impl<C: Clock, S: Spawner> Supervisor<C, S> {
         orders.dedup();
         let mut reports = Vec::new();
         for order in orders {
-            for unit in self.units.iter_mut().filter(|u| u.service.stop_order == order) {
+            for unit in self
+                .units
+                .iter_mut()
+                .filter(|u| u.service.stop_order == order)
+            {
                 if matches!(unit.state, UnitState::Waiting(_)) {
                     unit.state = UnitState::Done(None);
                 }
@@ -246,13 +274,21 @@ impl<C: Clock, S: Spawner> Supervisor<C, S> {
             }
             if let UnitState::Running { pid, .. } = unit.state {
                 if let Err(e) = signals::signal_group(pid, libc::SIGTERM) {
-                    log::line(&format!("service {}: {}", unit.service.name, log::error_chain(&e)));
+                    log::line(&format!(
+                        "service {}: {}",
+                        unit.service.name,
+                        log::error_chain(&e)
+                    ));
                 }
                 let deadline = start + Duration::from_millis(unit.service.stop_timeout_ms);
                 pending.insert(pid, (i, deadline, false));
             }
         }
-        let longest = pending.values().map(|(_, d, _)| d.saturating_duration_since(start)).max().unwrap_or_default();
+        let longest = pending
+            .values()
+            .map(|(_, d, _)| d.saturating_duration_since(start))
+            .max()
+            .unwrap_or_default();
         let max_polls = (longest.as_millis() as u64 + KILL_GRACE_MS) / STOP_POLL_MS + 2;
         for _ in 0..max_polls {
             loop {
@@ -263,8 +299,17 @@ impl<C: Clock, S: Spawner> Supervisor<C, S> {
                             unit.state = UnitState::Done(Some(kind));
                             let ms = start.elapsed().as_millis();
                             log::line(&format!("service {} stopped in {ms}ms", unit.service.name));
-                            let outcome = if killed { StopOutcome::Killed } else { StopOutcome::Terminated };
-                            reports.push(StopReport { name: unit.service.name.clone(), pid, outcome, ms });
+                            let outcome = if killed {
+                                StopOutcome::Killed
+                            } else {
+                                StopOutcome::Terminated
+                            };
+                            reports.push(StopReport {
+                                name: unit.service.name.clone(),
+                                pid,
+                                outcome,
+                                ms,
+                            });
                         }
                     }
                     Ok(None) => break,
@@ -286,7 +331,11 @@ impl<C: Clock, S: Spawner> Supervisor<C, S> {
                         unit.service.name, unit.service.stop_timeout_ms
                     ));
                     if let Err(e) = signals::signal_group(*pid, libc::SIGKILL) {
-                        log::line(&format!("service {}: {}", unit.service.name, log::error_chain(&e)));
+                        log::line(&format!(
+                            "service {}: {}",
+                            unit.service.name,
+                            log::error_chain(&e)
+                        ));
                     }
                     *killed = true;
                     *deadline = now + Duration::from_millis(KILL_GRACE_MS);
@@ -296,24 +345,45 @@ impl<C: Clock, S: Spawner> Supervisor<C, S> {
         }
         for (pid, (i, _, _)) in pending {
             let unit = &mut self.units[i];
-            log::line(&format!("service {} still running after SIGKILL; giving up on it", unit.service.name));
+            log::line(&format!(
+                "service {} still running after SIGKILL; giving up on it",
+                unit.service.name
+            ));
             unit.state = UnitState::Done(None);
             let ms = start.elapsed().as_millis();
-            reports.push(StopReport { name: unit.service.name.clone(), pid, outcome: StopOutcome::Unresponsive, ms });
+            reports.push(StopReport {
+                name: unit.service.name.clone(),
+                pid,
+                outcome: StopOutcome::Unresponsive,
+                ms,
+            });
         }
     }
 }
 
 /// The state after a run (`since`..`now`) ended with `kind` (`None`: it never started).
-fn after_exit(unit: &mut Unit, policy: &BackoffPolicy, since: Instant, now: Instant, kind: Option<ExitKind>) -> UnitState {
+fn after_exit(
+    unit: &mut Unit,
+    policy: &BackoffPolicy,
+    since: Instant,
+    now: Instant,
+    kind: Option<ExitKind>,
+) -> UnitState {
     let success = kind.is_some_and(ExitKind::success);
     let how = kind.map_or_else(|| "start failed".to_owned(), |k| format!("exited {k}"));
     if unit.service.restart.restarts(success) {
         let delay = unit.backoff.next_delay(policy, since, now);
-        log::line(&format!("service {} {how}, restart in {}ms", unit.service.name, delay.as_millis()));
+        log::line(&format!(
+            "service {} {how}, restart in {}ms",
+            unit.service.name,
+            delay.as_millis()
+        ));
         UnitState::Waiting(now + delay)
     } else {
-        log::line(&format!("service {} {how}, not restarted (restart={:?})", unit.service.name, unit.service.restart));
+        log::line(&format!(
+            "service {} {how}, not restarted (restart={:?})",
+            unit.service.name, unit.service.restart
+        ));
         UnitState::Done(kind)
     }
 }

@@ -91,20 +91,37 @@ pub fn reverify(
     arch: Option<Arch>,
     hashes: bool,
 ) -> Result<VerifiedManifest, ReverifyError> {
-    let trust = TrustRoot::load(trust_file)
-        .map_err(|source| ReverifyError::Trust { path: trust_file.to_path_buf(), source })?;
+    let trust = TrustRoot::load(trust_file).map_err(|source| ReverifyError::Trust {
+        path: trust_file.to_path_buf(),
+        source,
+    })?;
     let path = dir.join("manifest.json");
-    let bytes = std::fs::read(&path).map_err(|source| ReverifyError::Read { path: path.clone(), source })?;
-    let expect = Expectation { channel: channel.map(str::to_owned), arch, ..Expectation::default() };
+    let bytes = std::fs::read(&path).map_err(|source| ReverifyError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let expect = Expectation {
+        channel: channel.map(str::to_owned),
+        arch,
+        ..Expectation::default()
+    };
     let verified = phase_protocol::verify(&bytes, &trust, now, &expect)
         .map_err(|source| ReverifyError::Manifest { path, source })?;
     for (name, artifact) in &verified.manifest().artifacts {
         let path = artifact_path(dir, name, &artifact.filename);
         let found = std::fs::metadata(&path)
-            .map_err(|source| ReverifyError::Read { path: path.clone(), source })?
+            .map_err(|source| ReverifyError::Read {
+                path: path.clone(),
+                source,
+            })?
             .len();
         if found != artifact.size_bytes {
-            return Err(ReverifyError::Size { name: name.clone(), path, found, expected: artifact.size_bytes });
+            return Err(ReverifyError::Size {
+                name: name.clone(),
+                path,
+                found,
+                expected: artifact.size_bytes,
+            });
         }
         if hashes {
             let digest = sha256_file(&path)?;
@@ -126,7 +143,10 @@ pub fn reverify(
 /// # Errors
 /// [`ReverifyError::Read`].
 pub fn sha256_file(path: &Path) -> Result<Sha256Digest, ReverifyError> {
-    let err = |source| ReverifyError::Read { path: path.to_path_buf(), source };
+    let err = |source| ReverifyError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut file = File::open(path).map_err(err)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];

@@ -26,7 +26,11 @@ pub enum Behaviour {
     /// Always this status with an empty body.
     Status(u16),
     /// `status` for the first `times` requests, then `then`.
-    StatusThen { status: u16, times: Arc<AtomicUsize>, then: Box<Behaviour> },
+    StatusThen {
+        status: u16,
+        times: Arc<AtomicUsize>,
+        then: Box<Behaviour>,
+    },
     /// No Content-Length, `Connection: close`, the data and then zeros forever.
     Endless(Arc<Vec<u8>>),
     /// No Content-Length, the first `n` bytes, then a clean close.
@@ -87,14 +91,21 @@ impl Server {
         let (r, h) = (routes.clone(), hits.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((sock, _)) = listener.accept().await else { continue };
+                let Ok((sock, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (r, h) = (r.clone(), h.clone());
                 tokio::spawn(async move {
                     let _ = handle(sock, r, h).await;
                 });
             }
         });
-        Server { addr, routes, hits, task }
+        Server {
+            addr,
+            routes,
+            hits,
+            task,
+        }
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -139,10 +150,15 @@ async fn handle(
     }
     let text = String::from_utf8_lossy(&buf).into_owned();
     let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    let range = text
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("range:").map(|v| v.trim().to_owned()));
-    hits.lock().unwrap().push(Hit { path: path.clone(), range: range.clone() });
+    let range = text.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("range:")
+            .map(|v| v.trim().to_owned())
+    });
+    hits.lock().unwrap().push(Hit {
+        path: path.clone(),
+        range: range.clone(),
+    });
     let from: Option<usize> = range
         .as_deref()
         .and_then(|r| r.strip_prefix("bytes="))
@@ -190,7 +206,12 @@ fn honest_head(data: &[u8], from: Option<usize>) -> (String, &[u8]) {
     }
 }
 
-async fn reset_after(sock: &mut TcpStream, data: &[u8], from: Option<usize>, n: usize) -> std::io::Result<()> {
+async fn reset_after(
+    sock: &mut TcpStream,
+    data: &[u8],
+    from: Option<usize>,
+    n: usize,
+) -> std::io::Result<()> {
     let (head, body) = honest_head(data, from);
     sock.write_all(head.as_bytes()).await?;
     sock.write_all(&body[..n.min(body.len())]).await?;
@@ -210,7 +231,11 @@ fn respond(
         match b {
             Behaviour::Serve(d) => honest(sock, &d, from).await,
             Behaviour::Status(c) => status(sock, c).await,
-            Behaviour::StatusThen { status: code, times, then } => {
+            Behaviour::StatusThen {
+                status: code,
+                times,
+                then,
+            } => {
                 let left = times.load(Ordering::SeqCst);
                 if left > 0 {
                     times.store(left - 1, Ordering::SeqCst);
@@ -220,7 +245,8 @@ fn respond(
                 }
             }
             Behaviour::Endless(d) => {
-                sock.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n").await?;
+                sock.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+                    .await?;
                 sock.write_all(&d).await?;
                 let zeros = vec![0u8; 65536];
                 // Bounded: 64 MiB at most, far past any test artifact.
@@ -230,7 +256,8 @@ fn respond(
                 Ok(())
             }
             Behaviour::Short(d, n) => {
-                sock.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n").await?;
+                sock.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+                    .await?;
                 sock.write_all(&d[..n]).await?;
                 sock.shutdown().await
             }
@@ -263,10 +290,19 @@ fn respond(
                 Ok(())
             }
             Behaviour::ResetAfter(d, n) => reset_after(sock, &d, from, n).await,
-            Behaviour::Chaos { data, p503, preset, latency, seed, faults } => {
+            Behaviour::Chaos {
+                data,
+                p503,
+                preset,
+                latency,
+                seed,
+                faults,
+            } => {
                 let roll = |salt: u64| {
                     // splitmix64 over a per-route counter: deterministic per route.
-                    let mut z = (seed.fetch_add(1, Ordering::SeqCst) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt;
+                    let mut z = (seed.fetch_add(1, Ordering::SeqCst) as u64)
+                        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                        ^ salt;
                     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
                     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
                     ((z ^ (z >> 31)) % 1000) as f64 / 1000.0
@@ -322,9 +358,20 @@ impl Signer {
 
     /// A signed manifest (JSON bytes) for `artifacts` = (name, bytes, mirror URLs), version
     /// `version`, channel stable, arch `arch`, created an hour ago, valid for a day.
-    pub fn manifest(&self, version: &str, arch: &str, artifacts: &[(&str, &[u8], Vec<String>)]) -> Vec<u8> {
+    pub fn manifest(
+        &self,
+        version: &str,
+        arch: &str,
+        artifacts: &[(&str, &[u8], Vec<String>)],
+    ) -> Vec<u8> {
         let now = Utc::now();
-        self.manifest_at(version, arch, artifacts, now - ChronoDuration::hours(1), now + ChronoDuration::days(1))
+        self.manifest_at(
+            version,
+            arch,
+            artifacts,
+            now - ChronoDuration::hours(1),
+            now + ChronoDuration::days(1),
+        )
     }
 
     /// Like [`Signer::manifest`] with explicit created_at and expires_at.
@@ -360,7 +407,11 @@ impl Signer {
 /// Files in `dir` (names), sorted.
 pub fn listing(dir: &std::path::Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v

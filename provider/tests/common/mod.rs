@@ -70,7 +70,13 @@ pub fn store_opts(root: &Path) -> StoreOptions {
 pub fn state(opts: StoreOptions) -> Arc<AppState> {
     let store = Arc::new(Store::scan(opts));
     store.complete();
-    AppState::new(store, ProviderInfo { name: "test".into(), advertise_url: "http://192.0.2.1:8080".into() })
+    AppState::new(
+        store,
+        ProviderInfo {
+            name: "test".into(),
+            advertise_url: "http://192.0.2.1:8080".into(),
+        },
+    )
 }
 
 /// A running server; dropping it without `stop` aborts it.
@@ -91,7 +97,10 @@ impl Server {
             let _ = s.send(());
         }
         let task = self.task.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(30), task).await.expect("server did not stop").unwrap()
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("server did not stop")
+            .unwrap()
     }
 }
 
@@ -118,7 +127,11 @@ pub async fn serve(root: &Path, tweak: impl FnOnce(&mut ServeConfig)) -> Server 
     let task = tokio::spawn(running.run(async move {
         let _ = rx.await;
     }));
-    Server { addr, stop: Some(tx), task: Some(task) }
+    Server {
+        addr,
+        stop: Some(tx),
+        task: Some(task),
+    }
 }
 
 /// Polls `/health` until the background hashing is done (bounded: 200 × 25 ms).

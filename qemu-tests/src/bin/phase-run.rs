@@ -39,7 +39,12 @@ fn run() -> Result<()> {
     }
     env::check_host().context("make run needs root, network namespaces, QEMU, dnsmasq and curl")?;
     let kernel = env::kernel()?;
-    for p in [env::initramfs(), env::release_manifest(), env::plasmd(), kernel.clone()] {
+    for p in [
+        env::initramfs(),
+        env::release_manifest(),
+        env::plasmd(),
+        kernel.clone(),
+    ] {
         if !p.exists() {
             bail!("{} is missing: run `make release` first", p.display());
         }
@@ -48,14 +53,22 @@ fn run() -> Result<()> {
     let mode = std::env::var("PHASE_MODE").unwrap_or_else(|_| "local".into());
     let extra = std::env::var("PHASE_APPEND").unwrap_or_default();
     let timeout = Duration::from_secs(
-        std::env::var("PHASE_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(900),
+        std::env::var("PHASE_TIMEOUT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(900),
     );
     let work = env::work_dir("run")?;
     let mut lan = Lan::create("run")?;
     lan.start_dnsmasq(&work)?;
     let opts = ProviderOpts::local();
     provider::start_provider(&mut lan, &opts, &work, "host")?;
-    eprintln!("make run: LAN {} up; provider {} serving {}", lan.name(), opts.url(), opts.artifacts.display());
+    eprintln!(
+        "make run: LAN {} up; provider {} serving {}",
+        lan.name(),
+        opts.url(),
+        opts.artifacts.display()
+    );
 
     let append = format!("console=ttyS0,115200 panic=-1 phase.mode={mode} {extra}");
     let mut cfg = VmConfig::direct("run", &kernel, &env::initramfs(), append.trim());
@@ -67,7 +80,9 @@ fn run() -> Result<()> {
         bail!("interrupted; stopped the VM and removed {}", lan.name());
     }
     ready?;
-    let addr = vm.dhcp_addr().context("no `phase: dhcp ok` line with the VM's address")?;
+    let addr = vm
+        .dhcp_addr()
+        .context("no `phase: dhcp ok` line with the VM's address")?;
     let health = format!("http://{addr}:8080/health");
     let mut code = 0;
     for _ in 0..60 {
@@ -79,7 +94,10 @@ fn run() -> Result<()> {
     }
     eprintln!();
     eprintln!("{}", timing::table("run", &vm.lines()));
-    eprintln!("make run: VM booted to target in {:.1}s (wall clock, TCG)", started.elapsed().as_secs_f64());
+    eprintln!(
+        "make run: VM booted to target in {:.1}s (wall clock, TCG)",
+        started.elapsed().as_secs_f64()
+    );
     eprintln!("make run: the VM's provider {health} answered {code}");
     if code != 200 {
         bail!("the VM's provider did not answer 200 on {health}");

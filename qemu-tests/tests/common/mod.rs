@@ -33,7 +33,9 @@ pub fn publisher_manifest() -> Result<Vec<u8>> {
 
 /// Kernel command line for the first kernel.
 pub fn append(mode: &str, extra: &str) -> String {
-    format!("console=ttyS0,115200 panic=-1 phase.mode={mode} phase.onfail=halt {extra}").trim().to_string()
+    format!("console=ttyS0,115200 panic=-1 phase.mode={mode} phase.onfail=halt {extra}")
+        .trim()
+        .to_string()
 }
 
 /// A LAN with dnsmasq and the host provider over `make release` (mDNS on, DHT off).
@@ -57,13 +59,23 @@ pub fn internet_lan(tag: &str, work: &Path, nodes: usize) -> Result<(Lan, Vec<Dh
     provider::start_provider(&mut lan, &opts, work, "host")?;
     // Give the provider time to put its record into the DHT before a client asks.
     std::thread::sleep(secs(5));
-    let bootstrap = dht.iter().take(3).map(|n| n.multiaddr.clone()).collect::<Vec<_>>().join(",");
+    let bootstrap = dht
+        .iter()
+        .take(3)
+        .map(|n| n.multiaddr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
     Ok((lan, dht, bootstrap))
 }
 
 /// A direct-boot VM config: Debian's kernel + the phase initramfs.
 pub fn vm_config(name: &str, mode: &str, extra: &str, mac: u8) -> Result<VmConfig> {
-    let mut cfg = VmConfig::direct(name, &env::kernel()?, &env::initramfs(), &append(mode, extra));
+    let mut cfg = VmConfig::direct(
+        name,
+        &env::kernel()?,
+        &env::initramfs(),
+        &append(mode, extra),
+    );
     cfg.mac_suffix = mac;
     Ok(cfg)
 }
@@ -128,7 +140,8 @@ pub fn end_checks(lan: &Lan, vm: &Vm, addr: &str) -> Result<()> {
     if code != 200 {
         return Err(vm.failure(&format!("{base}/health answered {code} for 60 s")));
     }
-    release::check_provider(lan, &base, &publisher_manifest()?).map_err(|e| vm.failure(&format!("{e:#}")))
+    release::check_provider(lan, &base, &publisher_manifest()?)
+        .map_err(|e| vm.failure(&format!("{e:#}")))
 }
 
 /// Orderly poweroff through the monitor: services stop, `phase: poweroff`, QEMU exits.
@@ -163,9 +176,17 @@ pub fn peer_ids(lines: &[String]) -> Vec<String> {
 /// manifest still lists the original hash.
 pub fn tampered_release(work: &Path) -> Result<PathBuf> {
     let dst = work.join("tampered-release");
-    let st = std::process::Command::new("cp").arg("-a").arg(env::release_dir()).arg(&dst).status()?;
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(env::release_dir())
+        .arg(&dst)
+        .status()?;
     if !st.success() {
-        bail!("cp -a {} {} failed", env::release_dir().display(), dst.display());
+        bail!(
+            "cp -a {} {} failed",
+            env::release_dir().display(),
+            dst.display()
+        );
     }
     let rootfs = dst.join("stable/x86_64/rootfs");
     let mut bytes = std::fs::read(&rootfs).with_context(|| format!("read {}", rootfs.display()))?;

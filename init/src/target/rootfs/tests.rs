@@ -42,7 +42,10 @@ fn overlay_plan_mounts_lower_upper_overlay_bind_and_moves_in_order() {
     ];
     for fs in ["proc", "sys", "dev", "run"] {
         want.push(format!("mkdir /newroot/{fs} 755"));
-        want.push(format!("mount /{fs} /newroot/{fs}  {} -", flags(libc::MS_MOVE)));
+        want.push(format!(
+            "mount /{fs} /newroot/{fs}  {} -",
+            flags(libc::MS_MOVE)
+        ));
     }
     assert_eq!(sys.calls(), want);
 }
@@ -53,16 +56,30 @@ fn failed_overlay_mount_stops_the_plan_and_names_the_step() {
     sys.fail_on("mount overlay", libc::EINVAL);
     let err = execute(&plan(&Layout::default()), &sys, &mut FakeLoops(Vec::new())).unwrap_err();
     let chain = crate::log::error_chain(&err);
-    assert!(chain.starts_with("mount -t overlay -o lowerdir=/run/phase/lower"), "{chain}");
+    assert!(
+        chain.starts_with("mount -t overlay -o lowerdir=/run/phase/lower"),
+        "{chain}"
+    );
     assert!(chain.contains("Invalid argument"), "{chain}");
-    assert!(sys.calls().last().unwrap().starts_with("mount overlay"), "later steps ran: {:?}", sys.calls());
+    assert!(
+        sys.calls().last().unwrap().starts_with("mount overlay"),
+        "later steps ran: {:?}",
+        sys.calls()
+    );
 }
 
 #[test]
 fn free_initramfs_deletes_files_but_keeps_boot_dir_and_its_ancestors() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
-    for f in ["init", "bin/phase", "etc/phase/trust.toml", "phase/boot/rootfs", "phase/boot/manifest.json", "phase/other"] {
+    for f in [
+        "init",
+        "bin/phase",
+        "etc/phase/trust.toml",
+        "phase/boot/rootfs",
+        "phase/boot/manifest.json",
+        "phase/other",
+    ] {
         std::fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
         std::fs::write(r.join(f), b"x").unwrap();
     }
@@ -83,7 +100,10 @@ fn is_root() -> bool {
 #[test]
 fn free_initramfs_does_not_cross_mount_points() {
     if !is_root() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "needs root (CI=true)");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "needs root (CI=true)"
+        );
         eprintln!("SKIP free_initramfs_does_not_cross_mount_points: needs root to mount a tmpfs");
         return;
     }
@@ -109,8 +129,14 @@ fn free_initramfs_does_not_cross_mount_points() {
 
 #[test]
 fn real_squashfs_overlay_is_writable_and_bind_is_read_only() {
-    if !is_root() || !Path::new("/usr/bin/mksquashfs").exists() || !Path::new("/dev/loop-control").exists() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "needs root, mksquashfs, /dev/loop-control (CI=true)");
+    if !is_root()
+        || !Path::new("/usr/bin/mksquashfs").exists()
+        || !Path::new("/dev/loop-control").exists()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "needs root, mksquashfs, /dev/loop-control (CI=true)"
+        );
         eprintln!("SKIP real_squashfs_overlay_is_writable_and_bind_is_read_only: needs root, mksquashfs, /dev/loop-control");
         return;
     }
@@ -147,15 +173,33 @@ fn real_squashfs_overlay_is_writable_and_bind_is_read_only() {
         }
     }
     let served = layout.newroot.join("var/lib/phase/boot");
-    let _cleanup = Cleanup(vec![layout.lower.clone(), layout.overlay.clone(), layout.newroot.clone(), served.clone()]);
+    let _cleanup = Cleanup(vec![
+        layout.lower.clone(),
+        layout.overlay.clone(),
+        layout.newroot.clone(),
+        served.clone(),
+    ]);
     let mut loops = LoopDevices::default();
     execute(&plan(&layout), &crate::sys::linux::Linux, &mut loops).unwrap();
     drop(loops); // the mount now holds the loop device
-    assert_eq!(std::fs::read(layout.newroot.join("etc/hostname")).unwrap(), b"target\n");
+    assert_eq!(
+        std::fs::read(layout.newroot.join("etc/hostname")).unwrap(),
+        b"target\n"
+    );
     std::fs::write(layout.newroot.join("etc/hostname"), b"changed\n").unwrap();
-    assert_eq!(std::fs::read(layout.overlay.join("upper/etc/hostname")).unwrap(), b"changed\n");
-    assert!(std::fs::write(layout.lower.join("etc/hostname"), b"x").is_err(), "lower layer is writable");
+    assert_eq!(
+        std::fs::read(layout.overlay.join("upper/etc/hostname")).unwrap(),
+        b"changed\n"
+    );
+    assert!(
+        std::fs::write(layout.lower.join("etc/hostname"), b"x").is_err(),
+        "lower layer is writable"
+    );
     assert!(served.join("rootfs").exists());
     let err = std::fs::write(served.join("rootfs"), b"x").unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "bind mount of the boot dir is writable");
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc::EROFS),
+        "bind mount of the boot dir is writable"
+    );
 }

@@ -11,7 +11,11 @@ use super::*;
 /// into `dir`; returns the trust file path.
 fn signed_boot_dir(dir: &Path) -> PathBuf {
     let key = generate_key();
-    let files: [(&str, &[u8]); 3] = [("kernel", b"kernel bytes"), ("initramfs", b"initramfs bytes"), ("rootfs", b"squashfs bytes")];
+    let files: [(&str, &[u8]); 3] = [
+        ("kernel", b"kernel bytes"),
+        ("initramfs", b"initramfs bytes"),
+        ("rootfs", b"squashfs bytes"),
+    ];
     let mut artifacts = serde_json::Map::new();
     for (name, bytes) in files {
         std::fs::write(dir.join(name), bytes).unwrap();
@@ -29,7 +33,11 @@ fn signed_boot_dir(dir: &Path) -> PathBuf {
     sign_document(&mut doc, &key, now).unwrap();
     std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&doc).unwrap()).unwrap();
     let trust = dir.join("trust.toml");
-    std::fs::write(&trust, TrustRoot::new([key.verifying_key()], 1).unwrap().to_toml()).unwrap();
+    std::fs::write(
+        &trust,
+        TrustRoot::new([key.verifying_key()], 1).unwrap().to_toml(),
+    )
+    .unwrap();
     trust
 }
 
@@ -37,7 +45,15 @@ fn signed_boot_dir(dir: &Path) -> PathBuf {
 fn intact_boot_dir_is_verified() {
     let dir = tempfile::tempdir().unwrap();
     let trust = signed_boot_dir(dir.path());
-    let v = reverify(dir.path(), &trust, Utc::now(), Some("stable"), Some(Arch::X86_64), true).unwrap();
+    let v = reverify(
+        dir.path(),
+        &trust,
+        Utc::now(),
+        Some("stable"),
+        Some(Arch::X86_64),
+        true,
+    )
+    .unwrap();
     assert_eq!(v.manifest().artifacts.len(), 3);
 }
 
@@ -47,7 +63,10 @@ fn tampered_rootfs_is_refused() {
     let trust = signed_boot_dir(dir.path());
     std::fs::write(dir.path().join("rootfs"), b"squashfs BYTES").unwrap();
     let err = reverify(dir.path(), &trust, Utc::now(), None, None, true).unwrap_err();
-    assert!(matches!(err, ReverifyError::Hash { ref name, .. } if name == "rootfs"), "{err}");
+    assert!(
+        matches!(err, ReverifyError::Hash { ref name, .. } if name == "rootfs"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -64,7 +83,10 @@ fn truncated_artifact_is_refused_even_with_reverify_off() {
     let trust = signed_boot_dir(dir.path());
     std::fs::write(dir.path().join("kernel"), b"kernel").unwrap();
     let err = reverify(dir.path(), &trust, Utc::now(), None, None, false).unwrap_err();
-    assert!(matches!(err, ReverifyError::Size { ref name, found: 6, .. } if name == "kernel"), "{err}");
+    assert!(
+        matches!(err, ReverifyError::Size { ref name, found: 6, .. } if name == "kernel"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -72,7 +94,13 @@ fn manifest_signed_by_an_untrusted_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     signed_boot_dir(dir.path());
     let other = dir.path().join("other.toml");
-    std::fs::write(&other, TrustRoot::new([generate_key().verifying_key()], 1).unwrap().to_toml()).unwrap();
+    std::fs::write(
+        &other,
+        TrustRoot::new([generate_key().verifying_key()], 1)
+            .unwrap()
+            .to_toml(),
+    )
+    .unwrap();
     let err = reverify(dir.path(), &other, Utc::now(), None, None, true).unwrap_err();
     assert!(matches!(err, ReverifyError::Manifest { .. }), "{err}");
 }
@@ -89,6 +117,14 @@ fn manifest_for_another_channel_is_refused() {
 fn missing_trust_file_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     signed_boot_dir(dir.path());
-    let err = reverify(dir.path(), Path::new("/nonexistent/trust.toml"), Utc::now(), None, None, true).unwrap_err();
+    let err = reverify(
+        dir.path(),
+        Path::new("/nonexistent/trust.toml"),
+        Utc::now(),
+        None,
+        None,
+        true,
+    )
+    .unwrap_err();
     assert!(matches!(err, ReverifyError::Trust { .. }), "{err}");
 }
