@@ -449,8 +449,19 @@ async fn network_release(
         // provider of round 1 failed, waits the whole timeout to collect more.
         for want in [1, 4] {
             let st = Stage::start("discover");
-            let found = match phase_discovery::discover(&discover_options(early, cache, want)).await
-            {
+            let mut o = discover_options(early, cache, want);
+            let mut res = phase_discovery::discover(&o).await;
+            if let Err(DiscoverError::Identity(e)) = &res {
+                // A broken identity file must not stop the boot: use a fresh key this time.
+                log::line(&format!(
+                    "discover: stable identity unusable, using a fresh key: {}",
+                    log::error_chain(e)
+                ));
+                o.ephemeral = true;
+                o.identity = None;
+                res = phase_discovery::discover(&o).await;
+            }
+            let found = match res {
                 Ok(found) => found
                     .into_iter()
                     .filter(|f| !tried.contains(&f.manifest_url))

@@ -212,11 +212,13 @@ pub fn open(
         .find(|d| d.partname.as_deref() == Some(PARTLABEL))
     {
         mount_dev(sys, dev, Path::new(MOUNT_POINT), policy.write)?;
-        return Ok(Some(Cache {
+        let cache = Cache {
             root: MOUNT_POINT.into(),
             mount_point: MOUNT_POINT.into(),
             writable: policy.write,
-        }));
+        };
+        prepare(sys, &cache, dev)?;
+        return Ok(Some(cache));
     }
     let esp = Path::new(ESP_MOUNT_POINT);
     for dev in devs.iter().filter(|d| {
@@ -229,15 +231,31 @@ pub fn open(
         }
         let root = esp.join(PARTLABEL);
         if root.is_dir() {
-            return Ok(Some(Cache {
+            let cache = Cache {
                 root,
                 mount_point: esp.into(),
                 writable: policy.write,
-            }));
+            };
+            prepare(sys, &cache, dev)?;
+            return Ok(Some(cache));
         }
         let _ = sys.unmount(esp);
     }
     Ok(None)
+}
+
+/// A writable cache gets its `phase/` directory at once: the DHT identity key and the rollback
+/// state are written there before the release is.
+fn prepare(sys: &dyn Syscalls, cache: &Cache, dev: &BlockDev) -> Result<(), CacheError> {
+    if !cache.writable {
+        return Ok(());
+    }
+    sys.mkdir_all(&cache.dir(), 0o755)
+        .map_err(|source| CacheError::Mount {
+            device: Path::new("/dev").join(&dev.name),
+            target: cache.mount_point.clone(),
+            source,
+        })
 }
 
 fn plain_name(name: &str) -> Result<&str, CacheError> {
@@ -347,6 +365,7 @@ mod tests {
                     "mount /dev/vda2 /cache vfat {:?} {VFAT_OPTIONS}",
                     MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC
                 ),
+                "mkdir /cache/phase 755".to_string(),
             ]
         );
     }
