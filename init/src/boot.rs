@@ -34,6 +34,8 @@ pub const TRUST_FILE: &str = "/etc/phase/trust.toml";
 pub const RELEASE_FILE: &str = "/etc/phase/release";
 /// Where artifacts are downloaded (tmpfs) before kexec.
 pub const FETCH_DIR: &str = "/run/phase/fetch";
+/// Longest second discovery round, after every provider of the first one failed.
+pub const SECOND_LOOK: std::time::Duration = std::time::Duration::from_secs(15);
 /// The file whose presence selects the target stage.
 pub const TARGET_MARKER: &str = "/phase/boot/manifest.json";
 
@@ -445,11 +447,16 @@ async fn network_release(
             return Ok(r);
         }
     } else {
-        // Round 1 returns as soon as one provider answers (fast boot); round 2, only if every
-        // provider of round 1 failed, waits the whole timeout to collect more.
-        for want in [1, 4] {
+        // Round 1 returns as soon as one provider answers (fast boot). Round 2 runs only if
+        // every provider of round 1 failed: it returns as soon as one more (not yet tried)
+        // provider answers, and looks for at most SECOND_LOOK, so a LAN with a single bad
+        // provider reaches phase.onfail quickly.
+        for round in 0..2 {
             let st = Stage::start("discover");
-            let mut o = discover_options(early, cache, want);
+            let mut o = discover_options(early, cache, tried.len() + 1);
+            if round == 1 {
+                o.timeout = o.timeout.min(SECOND_LOOK);
+            }
             let mut res = phase_discovery::discover(&o).await;
             if let Err(DiscoverError::Identity(e)) = &res {
                 // A broken identity file must not stop the boot: use a fresh key this time.
