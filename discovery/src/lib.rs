@@ -168,6 +168,16 @@ async fn discover_dht(opts: &DiscoverOptions) -> Result<Vec<Found>, DiscoverErro
         role: Role::Client,
     })
     .map_err(DiscoverError::Dht)?;
+    // The QEMU tests compare this id across boots: fresh in private mode, stable otherwise.
+    tracing::info!(
+        "dht client started peer_id={} identity={}",
+        node.peer_id(),
+        if opts.ephemeral {
+            "ephemeral"
+        } else {
+            "stable"
+        }
+    );
     let found = node
         .lookup(&opts.channel, opts.arch, opts.want, opts.timeout)
         .await;

@@ -188,6 +188,7 @@ pub fn early(sys: &dyn Syscalls) -> Result<Early, BootError> {
             return Err(BootError::Cmdline(Box::new(e)));
         }
     };
+    log::init_tracing(parsed.params.debug);
     for key in &parsed.unknown {
         log::line(&format!("cmdline unknown key phase.{key}"));
     }

@@ -103,6 +103,24 @@ impl Stage {
     }
 }
 
+/// Sends the `tracing` events of the libraries (discovery, fetch) to the console through
+/// [`ConsoleWriter`]: warnings from everything, and info from `phase_discovery` (which logs the
+/// DHT client's peer id and every record it skips); `debug` (`phase.debug`) lowers both to debug.
+/// A second call does nothing.
+pub fn init_tracing(debug: bool) {
+    let filter = if debug {
+        "info,phase_discovery=debug,phase_init=debug"
+    } else {
+        "warn,phase_discovery=info"
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(ConsoleWriter)
+        .with_ansi(false)
+        .without_time()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .try_init();
+}
+
 /// A `tracing_subscriber` writer that sends each formatted event through [`line`]-style output
 /// (kmsg when available, else stderr), so library logs (libp2p, mdns-sd) reach the console too.
 #[derive(Debug, Clone, Copy, Default)]

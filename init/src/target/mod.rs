@@ -26,7 +26,7 @@ pub mod verify;
 use std::convert::Infallible;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::cmdline::BootParams;
 use crate::log::{self, Stage};
@@ -36,7 +36,7 @@ use crate::sys::switch_root::MountError;
 use crate::sys::SysError;
 use backoff::{BackoffPolicy, MonotonicClock};
 use shutdown::Reason;
-use supervisor::{CommandSpawner, Housekeeping, NoHousekeeping, Supervisor};
+use supervisor::{CommandSpawner, Supervisor};
 
 /// The file whose presence selects the target stage.
 pub const BOOT_MANIFEST: &str = "/phase/boot/manifest.json";
@@ -148,7 +148,7 @@ pub fn run(params: &BootParams) -> Result<Infallible, TargetError> {
             log::error_chain(&e)
         ));
     }
-    let mut lease = network(params);
+    network(params);
     let (services, errors) = service::load_dir(Path::new(service::SERVICES_DIR));
     for e in &errors {
         log::line(&format!("service file skipped: {}", log::error_chain(e)));
@@ -163,8 +163,8 @@ pub fn run(params: &BootParams) -> Result<Infallible, TargetError> {
     log::line(&format!("target ready in {}ms", ms_since_start()));
 
     let mut buttons = power_buttons();
-    let reason = loop_until_shutdown(&mut sup, &signals, &mut buttons, lease.as_mut())
-        .map_err(TargetError::Supervise)?;
+    let reason =
+        loop_until_shutdown(&mut sup, &signals, &mut buttons).map_err(TargetError::Supervise)?;
     shutdown::shutdown(&mut sup, reason, &crate::sys::linux::Linux).map_err(TargetError::Reboot)
 }
 
@@ -233,58 +233,42 @@ fn ms_since_start() -> u64 {
 }
 
 /// The network of the target (a fresh kernel after kexec): `net::bring_up` again, which prints
-/// the `link` and `dhcp` lines. Failure is logged and the services start anyway. Returns the
-/// lease keeper for the supervisor loop.
-fn network(params: &BootParams) -> Option<LeaseKeeper> {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+/// the `link` and `dhcp` lines, then a `dhcp` thread keeps the lease with `net::maintain`
+/// (RENEWING at T1, REBINDING at T2, a new DISCOVER if it is lost; RFC 2131 §4.4.5). The thread
+/// is spawned after the supervisor blocked its signals, so it inherits that mask and signals
+/// still reach the signalfd. Failure is logged and the services start anyway.
+fn network(params: &BootParams) {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             log::line(&format!("network: tokio runtime: {e}"));
-            return None;
+            return;
         }
     };
-    let lease = rt
-        .block_on(crate::net::bring_up(
-            params.iface.as_deref(),
-            params.timeout,
-        ))
-        .ok()?;
-    Some(LeaseKeeper {
-        rt,
-        timeout: params.timeout,
-        lease,
-    })
-}
-
-/// Keeps the DHCP lease: at T1 it asks again for the interface's lease (a new exchange with
-/// `net::bring_up`, which the server answers with the same address for the same MAC).
-struct LeaseKeeper {
-    rt: tokio::runtime::Runtime,
-    timeout: Duration,
-    lease: crate::net::Lease,
-}
-
-impl Housekeeping for LeaseKeeper {
-    fn next_due(&self) -> Option<Instant> {
-        Some(self.lease.next_renewal())
-    }
-
-    fn run(&mut self, now: Instant) {
-        let iface = self.lease.iface.clone();
-        match self
-            .rt
-            .block_on(crate::net::bring_up(Some(&iface), self.timeout))
-        {
-            Ok(lease) => self.lease = lease,
-            Err(_) => {
-                // bring_up printed the failure; try again in a minute (bounded retry rate).
-                self.lease.acquired_at = now;
-                self.lease.t1_secs = 60;
-            }
-        }
+    let Ok(lease) = rt.block_on(crate::net::bring_up(
+        params.iface.as_deref(),
+        params.timeout,
+    )) else {
+        return; // bring_up printed the failure
+    };
+    drop(rt);
+    let spawned = std::thread::Builder::new()
+        .name("dhcp".into())
+        .spawn(move || {
+            let result = runtime().map_err(|e| e.to_string()).and_then(|rt| {
+                rt.block_on(crate::net::maintain(lease))
+                    .map_err(|e| log::error_chain(&e))
+            });
+            let Err(why) = result;
+            log::line(&format!("dhcp lease upkeep stopped: {why}"));
+        });
+    if let Err(e) = spawned {
+        log::line(&format!("dhcp lease upkeep not started: {e}"));
     }
 }
 
@@ -298,35 +282,18 @@ fn power_buttons() -> Vec<PowerButton> {
         .collect()
 }
 
-/// The supervisor loop: waits for a signal, a power-button press, the next restart or the next
-/// housekeeping; returns why shutdown was requested.
+/// The supervisor loop: waits for a signal, a power-button press or the next restart; returns
+/// why shutdown was requested.
 fn loop_until_shutdown(
     sup: &mut Supervisor<MonotonicClock, CommandSpawner>,
     signals: &SignalFd,
     buttons: &mut [PowerButton],
-    lease: Option<&mut LeaseKeeper>,
 ) -> Result<Reason, SignalError> {
-    let mut none = NoHousekeeping;
-    let house: &mut dyn Housekeeping = match lease {
-        Some(l) => l,
-        None => &mut none,
-    };
     loop {
-        let now = Instant::now();
-        if house.next_due().is_some_and(|due| due <= now) {
-            house.run(now);
-        }
-        let wait = [
-            sup.next_start_in(),
-            house
-                .next_due()
-                .map(|d| d.saturating_duration_since(Instant::now())),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(Duration::from_secs(60))
-        .min(Duration::from_secs(60));
+        let wait = sup
+            .next_start_in()
+            .unwrap_or(Duration::from_secs(60))
+            .min(Duration::from_secs(60));
         let ready = {
             use std::os::fd::AsFd;
             let mut fds = vec![signals.as_fd()];

@@ -1,7 +1,7 @@
 //! The PID 1 supervisor of the target stage (issue 7 §3, Yelp/dumb-init): starts the services
 //! of `/etc/phase/services/*.toml`, reaps every zombie with `waitpid(-1, WNOHANG)` on SIGCHLD,
 //! restarts exited services per their policy with exponential backoff ([`super::backoff`]), runs
-//! periodic housekeeping (DHCP lease renewal), and stops the services in `stop_order` at
+//! and stops the services in `stop_order` at
 //! shutdown (SIGTERM to the service's process group, wait `stop_timeout_ms`, SIGKILL).
 //!
 //! Process creation goes through [`Spawner`] and time through [`Clock`], so restart decisions
@@ -56,25 +56,6 @@ impl Spawner for CommandSpawner {
         // The child is reaped by waitpid(-1), never through this handle.
         i32::try_from(child.id()).map_err(std::io::Error::other)
     }
-}
-
-/// Periodic work done by the supervisor loop between events (DHCP lease renewal).
-pub trait Housekeeping {
-    /// When [`Housekeeping::run`] should next be called; `None` for never.
-    fn next_due(&self) -> Option<Instant>;
-    /// Does the work that is due.
-    fn run(&mut self, now: Instant);
-}
-
-/// Housekeeping that never has anything to do.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoHousekeeping;
-
-impl Housekeeping for NoHousekeeping {
-    fn next_due(&self) -> Option<Instant> {
-        None
-    }
-    fn run(&mut self, _now: Instant) {}
 }
 
 /// State of one service.

@@ -161,11 +161,18 @@ pub fn internet_cache_path() -> PathBuf {
 
 /// Libp2p peer ids (`12D3KooW...`, ed25519 keys) that appear on the console.
 pub fn peer_ids(lines: &[String]) -> Vec<String> {
+    // Only the boot's own DHT client line counts: `phase: INFO phase_discovery: dht client
+    // started peer_id=12D3KooW... identity=...`. Other ids (bootstrap multiaddrs echoed in the
+    // kernel command line, providers) are not this machine's.
     let mut out: Vec<String> = Vec::new();
-    for l in lines {
-        for tok in l.split(|c: char| !c.is_ascii_alphanumeric()) {
-            if tok.starts_with("12D3KooW") && tok.len() >= 50 && !out.iter().any(|o| o == tok) {
-                out.push(tok.to_string());
+    for l in lines.iter().filter(|l| l.contains("dht client started")) {
+        if let Some(id) = l
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("peer_id="))
+            .filter(|id| id.starts_with("12D3KooW"))
+        {
+            if !out.iter().any(|o| o == id) {
+                out.push(id.to_string());
             }
         }
     }
