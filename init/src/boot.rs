@@ -237,7 +237,10 @@ pub fn load_modules(sys: &dyn Syscalls) -> Result<(), BootError> {
             let wanted = modules::read_list(Path::new(modules::MODULES_LIST))?;
             modules::load(sys, &modules::modules_dir(), &wanted)
         },
-        |l| format!("{} loaded", l.loaded.len() + l.already.len()),
+        |l| match &l.no_modules_for_kernel {
+            Some(dir) => format!("0 loaded (no {}: drivers must be built in)", dir.display()),
+            None => format!("{} loaded", l.loaded.len() + l.already.len()),
+        },
     )
     .map(|_| ())
     .map_err(|e| BootError::Modules(Box::new(e)))

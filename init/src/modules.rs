@@ -54,6 +54,10 @@ pub struct Loaded {
     pub already: Vec<String>,
     /// Modules built into the kernel.
     pub builtin: Vec<String>,
+    /// Set when this initramfs carries no modules for the running kernel (no
+    /// `/lib/modules/<release>`): a kernel with its drivers built in, such as `make kernel`'s.
+    /// Nothing is loaded; a driver that is really missing shows up at the stage that needs it.
+    pub no_modules_for_kernel: Option<PathBuf>,
 }
 
 /// `/lib/modules/<release>` for the running kernel (`uname -r`).
@@ -63,12 +67,18 @@ pub fn modules_dir() -> PathBuf {
     Path::new("/lib/modules").join(release)
 }
 
-/// Loads `wanted` from `dir` (which holds `modules.dep` and the `.ko` files). Errors:
+/// Loads `wanted` from `dir` (which holds `modules.dep` and the `.ko` files). A `dir` that does
+/// not exist at all means a kernel this initramfs has no modules for (see
+/// [`Loaded::no_modules_for_kernel`]); an existing `dir` without `modules.dep` is an error. Errors:
 /// [`ModulesError::Resolve`] (missing module, missing dependency, cycle, no modules.dep),
 /// [`ModulesError::Load`] (finit_module failed with anything but `EEXIST`).
 pub fn load(sys: &dyn Syscalls, dir: &Path, wanted: &[String]) -> Result<Loaded, ModulesError> {
     let mut out = Loaded::default();
     if wanted.is_empty() {
+        return Ok(out);
+    }
+    if !dir.exists() {
+        out.no_modules_for_kernel = Some(dir.to_path_buf());
         return Ok(out);
     }
     let resolve = |source| ModulesError::Resolve {
@@ -148,6 +158,23 @@ mod tests {
                 format!("finit_module {root}/kernel/overlay.ko "),
             ]
         );
+    }
+
+    #[test]
+    fn kernel_without_a_modules_dir_loads_nothing_and_says_so() {
+        let d = tempfile::tempdir().unwrap();
+        let f = Recording::new();
+        let dir = d.path().join("6.18.0-custom");
+        let l = load(&f, &dir, &["virtio_net".into()]).unwrap();
+        assert_eq!(l.no_modules_for_kernel.as_deref(), Some(dir.as_path()));
+        assert!(l.loaded.is_empty() && f.calls().is_empty());
+    }
+
+    #[test]
+    fn existing_modules_dir_without_modules_dep_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let err = load(&Recording::new(), d.path(), &["loop".into()]).unwrap_err();
+        assert!(matches!(err, ModulesError::Resolve { .. }), "{err}");
     }
 
     #[test]

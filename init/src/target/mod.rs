@@ -159,10 +159,11 @@ pub fn run(params: &BootParams) -> Result<Infallible, TargetError> {
         MonotonicClock,
         CommandSpawner,
     );
+    // Watch the power button before saying "ready": a press between the two would be lost.
+    let mut buttons = power_buttons();
     sup.start_due();
     log::line(&format!("target ready in {}ms", ms_since_start()));
 
-    let mut buttons = power_buttons();
     let reason =
         loop_until_shutdown(&mut sup, &signals, &mut buttons).map_err(TargetError::Supervise)?;
     shutdown::shutdown(&mut sup, reason, &crate::sys::linux::Linux).map_err(TargetError::Reboot)
@@ -272,14 +273,23 @@ fn network(params: &BootParams) {
     }
 }
 
+/// Opens every "Power Button" input device, logging each one watched (or why not), so a
+/// missing `button`/`evdev` module shows on the console.
 fn power_buttons() -> Vec<PowerButton> {
-    PowerButton::open_all()
+    let buttons: Vec<PowerButton> = PowerButton::open_all()
         .into_iter()
         .filter_map(|b| {
             b.map_err(|e| log::line(&format!("power button: {}", log::error_chain(&e))))
                 .ok()
         })
-        .collect()
+        .collect();
+    for b in &buttons {
+        log::line(&format!("power button watched {}", b.path().display()));
+    }
+    if buttons.is_empty() {
+        log::line("power button: none found (modules button, evdev?); SIGTERM still powers off");
+    }
+    buttons
 }
 
 /// The supervisor loop: waits for a signal, a power-button press or the next restart; returns
