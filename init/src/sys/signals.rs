@@ -85,7 +85,7 @@ fn supervised_set() -> Result<libc::sigset_t, SignalError> {
 
 impl SignalFd {
     /// Blocks the four signals and opens a non-blocking, close-on-exec signalfd for them.
-    /// (std's `Command` resets the mask in children, so services start with no signals blocked.)
+    /// (Services are spawned with [`reset_signals_on_exec`], so they start with none blocked.)
     ///
     /// # Errors
     /// [`SignalError::Setup`].
@@ -222,6 +222,31 @@ pub fn signal_group(pgid: i32, signal: i32) -> Result<(), SignalError> {
     }
 }
 
+/// Makes `cmd`'s child start with a clean signal state: an empty signal mask and SIGPIPE back to
+/// its default action. PID 1 blocks SIGTERM, SIGINT, SIGHUP and SIGCHLD for its signalfd and
+/// Rust ignores SIGPIPE; both are inherited across `execve`, and a service with SIGTERM blocked
+/// never stops (seen on a real boot: std's own reset did not happen in the static build). The
+/// hook runs between `fork` and `execve` and only makes async-signal-safe calls.
+pub fn reset_signals_on_exec(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec; sigemptyset, pthread_sigmask
+    // and signal are async-signal-safe, allocate nothing and touch only the local set.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(set.as_mut_ptr());
+            let rc = libc::pthread_sigmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut());
+            if rc != 0 {
+                return Err(std::io::Error::from_raw_os_error(rc));
+            }
+            if libc::signal(libc::SIGPIPE, libc::SIG_DFL) == libc::SIG_ERR {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// `prctl(PR_SET_CHILD_SUBREAPER, 1)`: orphaned descendants are re-parented to this process
 /// (tests, and a supervisor that is not PID 1).
 ///
@@ -274,5 +299,38 @@ pub fn wait_readable(
             call: "poll(signalfd, input devices)",
             source: e.into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_starts_with_empty_mask_and_default_sigpipe_though_parent_blocks_sigterm() {
+        // Block SIGTERM in this test thread only (the mask is per thread; fork copies the
+        // caller's), as PID 1 does for its signalfd.
+        // SAFETY: plain sigset manipulation on locals; the old mask is restored below.
+        let old = unsafe {
+            let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(set.as_mut_ptr());
+            libc::sigaddset(set.as_mut_ptr(), libc::SIGTERM);
+            libc::pthread_sigmask(libc::SIG_BLOCK, set.as_ptr(), old.as_mut_ptr());
+            old.assume_init()
+        };
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "grep -E '^(SigBlk|SigIgn):' /proc/self/status"]);
+        reset_signals_on_exec(&mut cmd);
+        let out = cmd.output().unwrap();
+        // SAFETY: restores the mask saved above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        let text = String::from_utf8(out.stdout).unwrap();
+        let field = |name: &str| {
+            let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+            u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+        };
+        assert_eq!(field("SigBlk:"), 0, "{text}");
+        assert_eq!(field("SigIgn:") & (1 << (libc::SIGPIPE - 1)), 0, "{text}");
     }
 }

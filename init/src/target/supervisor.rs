@@ -35,7 +35,7 @@ pub trait Spawner {
 
 /// Real process creation: `argv` with exactly `env`, stdin from /dev/null, stdout and stderr
 /// inherited (the console), in a new process group so stop signals reach the whole service.
-/// std's `Command` resets the signal mask and dispositions PID 1 changed.
+/// The child's signal mask is emptied and SIGPIPE restored ([`signals::reset_signals_on_exec`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CommandSpawner;
 
@@ -45,16 +45,37 @@ impl Spawner for CommandSpawner {
             .argv
             .split_first()
             .ok_or_else(|| std::io::Error::other("empty argv"))?;
-        let child = Command::new(program)
-            .args(args)
+        let mut cmd = Command::new(program);
+        cmd.args(args)
             .env_clear()
             .envs(&service.env)
             .current_dir("/")
             .stdin(Stdio::null())
-            .process_group(0)
-            .spawn()?;
+            .process_group(0);
+        signals::reset_signals_on_exec(&mut cmd);
+        let child = cmd.spawn()?;
         // The child is reaped by waitpid(-1), never through this handle.
         i32::try_from(child.id()).map_err(std::io::Error::other)
+    }
+}
+
+/// The process state and signal masks of `pid` from `/proc/<pid>/status` (`State`, `SigBlk`,
+/// `SigIgn`, `SigCgt`), for the log line of a service that ignored SIGTERM.
+fn signal_state(pid: i32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let fields: Vec<&str> = status
+        .lines()
+        .filter(|l| {
+            ["State:", "SigBlk:", "SigIgn:", "SigCgt:"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(str::trim)
+        .collect();
+    if fields.is_empty() {
+        "no /proc status".to_owned()
+    } else {
+        fields.join(" ").replace('\t', " ")
     }
 }
 
@@ -308,8 +329,10 @@ impl<C: Clock, S: Spawner> Supervisor<C, S> {
                 if !*killed && now >= *deadline {
                     let unit = &self.units[*i];
                     log::line(&format!(
-                        "service {} did not stop in {}ms, sending SIGKILL",
-                        unit.service.name, unit.service.stop_timeout_ms
+                        "service {} did not stop in {}ms ({}), sending SIGKILL",
+                        unit.service.name,
+                        unit.service.stop_timeout_ms,
+                        signal_state(*pid)
                     ));
                     if let Err(e) = signals::signal_group(*pid, libc::SIGKILL) {
                         log::line(&format!(
