@@ -107,7 +107,7 @@ class Lan:
         ip("link", "set", "tap0", "up")
         w = s.work
         self.spawn(["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--interface=br0", "--bind-interfaces",
-                    "--except-interface=lo", "--dhcp-range=192.0.2.100,192.0.2.199,255.255.255.0,12h",
+                    "--except-interface=lo", "--no-ping", "--dhcp-range=192.0.2.100,192.0.2.199,255.255.255.0,12h",
                     f"--dhcp-leasefile={w}/boot-leases", "--pid-file=", "--port=0", "--user=root"], "dnsmasq")
         self.boot_addr = None
         dht = []
