@@ -232,7 +232,7 @@ bench-baseline: $(BUILD)/initramfs.cpio bench-deps
 	BUSYBOX=$(BUSYBOX) KVER=$(KVER) bench/baseline/build.sh $(BUILD)/initramfs.cpio $(BUILD)/bench/baseline
 bench: deps bench-deps release bench-baseline
 	python3 bench/bench.py
-bench-smoke: bench-deps build
+bench-smoke: bench-deps build bench-baseline
 	BENCH_SMOKE=1 python3 bench/bench.py --smoke --only $(BENCH_SMOKE_SECTIONS) \
 	  --md $(BUILD)/bench-smoke/benchmarks.md --json $(BUILD)/bench-smoke/results.json
 ## --- end bench ---

@@ -6,7 +6,7 @@
 # baseline /init and the udhcpc hook, and writes <out dir>/initramfs.cpio.zst (zstd -19, like
 # the phase initramfs). Env: BUSYBOX (/bin/busybox), KEXEC (/usr/sbin/kexec).
 set -euo pipefail
-src=${1:?usage: build.sh PHASE_INITRAMFS_CPIO OUT_DIR}
+src=$(realpath "${1:?usage: build.sh PHASE_INITRAMFS_CPIO OUT_DIR}")
 out=${2:?usage: build.sh PHASE_INITRAMFS_CPIO OUT_DIR}
 here=$(cd "$(dirname "$0")" && pwd)
 busybox=${BUSYBOX:-/bin/busybox}
@@ -16,7 +16,7 @@ file -L "$busybox" | grep -q static || { echo "baseline: $busybox is not static 
 mkdir -p "$out"
 tree=$(mktemp -d "$out/tree.XXXXXX")
 trap 'rm -rf "$tree"' EXIT
-(cd "$tree" && cpio -idm --quiet 'lib/modules/*' './lib/modules/*' 'etc/phase/modules.list' './etc/phase/modules.list' < "$(realpath "$src")")
+(cd "$tree" && cpio -idm --quiet 'lib/modules/*' './lib/modules/*' 'etc/phase/modules.list' './etc/phase/modules.list' < "$src")
 [ -f "$tree/etc/phase/modules.list" ] || { echo "baseline: no etc/phase/modules.list in $src" >&2; exit 1; }
 mkdir -p "$tree"/{bin,sbin,dev,proc,sys,run,tmp,etc,usr/bin,usr/sbin}
 install -m 0755 "$busybox" "$tree/bin/busybox"
