@@ -4,9 +4,9 @@
 //! half of nginx's throughput. Here each trip reads one large chunk with `pread`
 //! (`FileExt::read_at`) on a blocking thread. The chunk size follows a memory budget shared by
 //! all downloads: [`READ_BUDGET_BYTES`] / (2 × active downloads), clamped to
-//! [[`MIN_CHUNK`], [`MAX_CHUNK`]]. One download gets 2 MiB reads; 64 concurrent downloads get
-//! 128 KiB reads, so about two chunks per download (one being read, one being written) stay
-//! within the RSS target of seed 001 / issue 3 (< 32 MB with 64 downloads).
+//! [[`MIN_CHUNK`], [`MAX_CHUNK`]]. One or two downloads get 2 MiB reads; 64 concurrent downloads
+//! get 64 KiB reads, so about two chunks per download (one being read, one being written) stay
+//! within 8 MiB, for the RSS target of seed 001 / issue 3 (< 32 MB with 64 downloads).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -17,10 +17,10 @@ use bytes::{Bytes, BytesMut};
 
 use crate::metrics::{GaugeGuard, Metrics};
 
-/// Bytes of read buffers shared by all downloads (16 MiB).
-pub const READ_BUDGET_BYTES: u64 = 16 << 20;
-/// Smallest read per trip to the blocking pool (128 KiB).
-pub const MIN_CHUNK: u64 = 128 << 10;
+/// Bytes of read buffers shared by all downloads (8 MiB).
+pub const READ_BUDGET_BYTES: u64 = 8 << 20;
+/// Smallest read per trip to the blocking pool (64 KiB).
+pub const MIN_CHUNK: u64 = 64 << 10;
 /// Largest read per trip to the blocking pool (2 MiB).
 pub const MAX_CHUNK: u64 = 2 << 20;
 

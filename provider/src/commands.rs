@@ -104,7 +104,7 @@ pub fn run(cli: Cli) -> Result<u8, CommandError> {
 fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
-        .max_blocking_threads(64)
+        .max_blocking_threads(8)
         .enable_all()
         .build()
         .map_err(CommandError::Runtime)
