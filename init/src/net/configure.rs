@@ -63,28 +63,26 @@ impl Drop for Netlink {
     }
 }
 
+/// Maps an rtnetlink error to [`ConfigureError::Netlink`] naming the `ip` command it stood for.
+fn netlink_err(op: String) -> impl FnOnce(rtnetlink::Error) -> ConfigureError {
+    move |source| ConfigureError::Netlink {
+        op,
+        source: Box::new(source),
+    }
+}
+
 /// `ip link set lo up`, so services can use 127.0.0.1. Errors: [`ConfigureError::Netlink`].
 pub async fn loopback_up(handle: &rtnetlink::Handle) -> Result<(), ConfigureError> {
     let op = || "ip link set lo up".to_owned();
     let mut links = handle.link().get().match_name("lo".into()).execute();
-    if let Some(msg) = links
-        .try_next()
-        .await
-        .map_err(|source| ConfigureError::Netlink {
-            op: op(),
-            source: Box::new(source),
-        })?
-    {
+    if let Some(msg) = links.try_next().await.map_err(netlink_err(op()))? {
         handle
             .link()
             .set(msg.header.index)
             .up()
             .execute()
             .await
-            .map_err(|source| ConfigureError::Netlink {
-                op: op(),
-                source: Box::new(source),
-            })?;
+            .map_err(netlink_err(op()))?;
     }
     Ok(())
 }
@@ -104,10 +102,9 @@ pub async fn add_address(
         .replace()
         .execute()
         .await
-        .map_err(|source| ConfigureError::Netlink {
-            op: format!("ip addr replace {addr}/{prefix_len} dev {iface}"),
-            source: Box::new(source),
-        })
+        .map_err(netlink_err(format!(
+            "ip addr replace {addr}/{prefix_len} dev {iface}"
+        )))
 }
 
 /// `ip addr del <addr> dev <iface>`; an address that is already gone is fine.
@@ -125,23 +122,13 @@ pub async fn remove_address(
         .set_link_index_filter(index)
         .set_address_filter(IpAddr::V4(addr))
         .execute();
-    while let Some(msg) = found
-        .try_next()
-        .await
-        .map_err(|source| ConfigureError::Netlink {
-            op: op(),
-            source: Box::new(source),
-        })?
-    {
+    while let Some(msg) = found.try_next().await.map_err(netlink_err(op()))? {
         handle
             .address()
             .del(msg)
             .execute()
             .await
-            .map_err(|source| ConfigureError::Netlink {
-                op: op(),
-                source: Box::new(source),
-            })?;
+            .map_err(netlink_err(op()))?;
     }
     Ok(())
 }
@@ -163,10 +150,9 @@ pub async fn set_default_route(
         .replace()
         .execute()
         .await
-        .map_err(|source| ConfigureError::Netlink {
-            op: format!("ip route replace default via {router} dev {iface}"),
-            source: Box::new(source),
-        })
+        .map_err(netlink_err(format!(
+            "ip route replace default via {router} dev {iface}"
+        )))
 }
 
 /// The text of a resolv.conf naming `dns` (at most the first 3: glibc and musl read no more).
