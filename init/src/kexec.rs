@@ -357,23 +357,28 @@ mod tests {
         )
     }
 
-    #[test]
-    fn initrd_is_initramfs_padded_then_cpio_the_cpio_tool_extracts() {
-        let (k, i, r, m) = handoff_files();
-        let h = Handoff {
-            manifest_raw: &m,
+    /// The handoff of [`handoff_files`] with all three artifacts at their true sizes.
+    fn full_handoff<'a>(k: &'a File, i: &'a File, r: &'a File, m: &'a [u8]) -> Handoff<'a> {
+        Handoff {
+            manifest_raw: m,
             artifacts: vec![
-                ("kernel", Verified { file: &k, size: 12 }),
-                ("initramfs", Verified { file: &i, size: 11 }),
+                ("kernel", Verified { file: k, size: 12 }),
+                ("initramfs", Verified { file: i, size: 11 }),
                 (
                     "rootfs",
                     Verified {
-                        file: &r,
+                        file: r,
                         size: 5000,
                     },
                 ),
             ],
-        };
+        }
+    }
+
+    #[test]
+    fn initrd_is_initramfs_padded_then_cpio_the_cpio_tool_extracts() {
+        let (k, i, r, m) = handoff_files();
+        let h = full_handoff(&k, &i, &r, &m);
         let mut out = Vec::new();
         let size = compose_initrd(&mut out, &h).unwrap();
         assert_eq!(size, out.len() as u64);
@@ -424,20 +429,7 @@ mod tests {
     #[test]
     fn initrd_is_reproducible() {
         let (k, i, r, m) = handoff_files();
-        let h = Handoff {
-            manifest_raw: &m,
-            artifacts: vec![
-                ("kernel", Verified { file: &k, size: 12 }),
-                ("initramfs", Verified { file: &i, size: 11 }),
-                (
-                    "rootfs",
-                    Verified {
-                        file: &r,
-                        size: 5000,
-                    },
-                ),
-            ],
-        };
+        let h = full_handoff(&k, &i, &r, &m);
         let (mut a, mut b) = (Vec::new(), Vec::new());
         compose_initrd(&mut a, &h).unwrap();
         compose_initrd(&mut b, &h).unwrap();
@@ -520,20 +512,7 @@ mod tests {
     #[test]
     fn boot_dir_gets_manifest_and_artifacts() {
         let (k, i, r, m) = handoff_files();
-        let h = Handoff {
-            manifest_raw: &m,
-            artifacts: vec![
-                ("kernel", Verified { file: &k, size: 12 }),
-                ("initramfs", Verified { file: &i, size: 11 }),
-                (
-                    "rootfs",
-                    Verified {
-                        file: &r,
-                        size: 5000,
-                    },
-                ),
-            ],
-        };
+        let h = full_handoff(&k, &i, &r, &m);
         let d = tempfile::tempdir().unwrap();
         write_boot_dir(&d.path().join("phase/boot"), &h).unwrap();
         assert_eq!(
