@@ -6,7 +6,8 @@
 //! left the loop stops accepting, so further clients wait in the kernel's listen backlog
 //! instead of costing memory. Each connection is served by hyper's HTTP/1.1 server with a
 //! Tokio timer, so a client that does not finish its request head within `header_timeout` is
-//! disconnected (slowloris). On shutdown the listener closes, idle keep-alive connections end
+//! disconnected (slowloris), and hyper buffers at most [`CONNECTION_BUFFER_BYTES`] per
+//! connection. On shutdown the listener closes, idle keep-alive connections end
 //! at once, in-flight responses get `shutdown_timeout` to finish and are then aborted.
 
 use std::future::Future;
@@ -24,6 +25,15 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use crate::metrics::Metrics;
+
+/// hyper's per-connection buffer limit (bytes): the request head it reads, and the body
+/// chunks it queues for the socket before it asks the body for the next one (hyper's default
+/// is about 400 KiB). At 64 KiB a download holds one queued chunk plus the one being read;
+/// with hyper's default, 64 slow downloads held ~25 MiB of queued chunks (issue 3 RSS target,
+/// measured in `make bench`), and throughput to one client did not change. A request head
+/// over about 64 KiB is refused (431; hyper checks between reads, so the cut is not exact), as
+/// nginx refuses one over 32 KiB by default.
+pub const CONNECTION_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -208,7 +218,8 @@ where
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_timeout)
-        .keep_alive(true);
+        .keep_alive(true)
+        .max_buf_size(CONNECTION_BUFFER_BYTES);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
