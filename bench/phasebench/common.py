@@ -36,7 +36,7 @@ class Settings:
         self.wrk_secs = int(env("BENCH_WRK_SECS", "1" if smoke else "5"))
         self.discovery_runs = int(env("BENCH_DISCOVERY_RUNS", "3" if smoke else "50"))
         self.boot_runs = int(env("BENCH_BOOT_RUNS", "5"))
-        self.boot_timeout = int(env("BENCH_BOOT_TIMEOUT", "900"))
+        self.boot_timeout = int(env("BENCH_BOOT_TIMEOUT", "120"))
         # Scratch on tmpfs so fsync and disk speed do not enter the numbers of either side.
         base = env("BENCH_WORK", "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp")
         self.work = os.path.join(base, f"phase-bench-{os.getpid()}")
