@@ -154,37 +154,40 @@ async fn probe_lease(iface: &str) {
         .expect("bring_up");
     println!(
         "PROBE bound addr={} prefix={} router={:?} dns={:?} ntp={:?} server={} lease={} t1={} t2={}",
-        lease.addr, lease.prefix_len, lease.router, lease.dns, lease.ntp, lease.server_id, lease.lease_secs,
-        lease.t1_secs, lease.t2_secs
+        lease.granted.addr, lease.granted.prefix_len, lease.granted.router, lease.granted.dns, lease.granted.ntp, lease.granted.server_id, lease.granted.lease_secs,
+        lease.granted.t1_secs, lease.granted.t2_secs
     );
     let server: Ipv4Addr = SERVER.parse().unwrap();
     assert_eq!(lease.iface, iface);
-    assert_eq!(lease.prefix_len, 24);
-    assert_eq!(lease.router, Some(server));
-    assert_eq!(lease.dns, vec![server]);
-    assert_eq!(lease.ntp, vec![server]);
-    assert_eq!(lease.server_id, server);
-    assert_eq!(lease.lease_secs, 120);
-    assert!(lease.t1_secs < lease.t2_secs && lease.t2_secs < lease.lease_secs);
+    assert_eq!(lease.granted.prefix_len, 24);
+    assert_eq!(lease.granted.router, Some(server));
+    assert_eq!(lease.granted.dns, vec![server]);
+    assert_eq!(lease.granted.ntp, vec![server]);
+    assert_eq!(lease.granted.server_id, server);
+    assert_eq!(lease.granted.lease_secs, 120);
+    assert!(
+        lease.granted.t1_secs < lease.granted.t2_secs
+            && lease.granted.t2_secs < lease.granted.lease_secs
+    );
 
     let before = lease.acquired_at;
-    let addr = lease.addr;
+    let addr = lease.granted.addr;
     net::renew_once(&mut lease, Duration::from_secs(15))
         .await
         .expect("renew_once");
-    assert_eq!(lease.addr, addr, "dnsmasq renews the same address");
+    assert_eq!(lease.granted.addr, addr, "dnsmasq renews the same address");
     assert!(
         lease.acquired_at > before,
         "renewal restarts the lease clock"
     );
     println!(
         "PROBE renewed addr={} lease={}",
-        lease.addr, lease.lease_secs
+        lease.granted.addr, lease.granted.lease_secs
     );
 
     // maintain() renews at T1; pull T1 in to 1 s after acquisition (T2 at 2 s) so it runs now.
-    lease.t1_secs = 1;
-    lease.t2_secs = 2;
+    lease.granted.t1_secs = 1;
+    lease.granted.t2_secs = 2;
     let ran = tokio::time::timeout(Duration::from_secs(8), net::maintain(lease)).await;
     match ran {
         Err(_elapsed) => println!("PROBE maintain running"),

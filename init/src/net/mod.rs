@@ -90,77 +90,34 @@ pub enum NetError {
 pub struct Lease {
     /// Interface name (`eth0`).
     pub iface: String,
-    /// Our address (`yiaddr`).
-    pub addr: Ipv4Addr,
-    /// Prefix length from the subnet mask (24 for 255.255.255.0).
-    pub prefix_len: u8,
-    /// Default gateway (first router of option 3).
-    pub router: Option<Ipv4Addr>,
-    /// DNS servers (option 6).
-    pub dns: Vec<Ipv4Addr>,
-    /// NTP servers (option 42).
-    pub ntp: Vec<Ipv4Addr>,
-    /// Host name offered by the server (option 12); not applied (the caller decides).
-    pub hostname: Option<String>,
-    /// The server that granted the lease (option 54); renewals are unicast to it.
-    pub server_id: Ipv4Addr,
-    /// Lease duration, seconds (`u32::MAX` = infinite).
-    pub lease_secs: u32,
-    /// Renewal time T1, seconds after `acquired_at`.
-    pub t1_secs: u32,
-    /// Rebinding time T2, seconds after `acquired_at`.
-    pub t2_secs: u32,
+    /// What the ACK granted: address, prefix, router, DNS, lease times (seconds).
+    pub granted: Granted,
     /// When the REQUEST that got the ACK was sent; lease times count from here.
     pub acquired_at: Instant,
 }
 
 impl Lease {
-    fn from_granted(iface: &str, g: Granted, acquired_at: Instant) -> Lease {
+    fn from_granted(iface: &str, granted: Granted, acquired_at: Instant) -> Lease {
         Lease {
             iface: iface.to_owned(),
-            addr: g.addr,
-            prefix_len: g.prefix_len,
-            router: g.router,
-            dns: g.dns,
-            ntp: g.ntp,
-            hostname: g.hostname,
-            server_id: g.server_id,
-            lease_secs: g.lease_secs,
-            t1_secs: g.t1_secs,
-            t2_secs: g.t2_secs,
+            granted,
             acquired_at,
-        }
-    }
-
-    /// The lease parameters as the state machine sees them.
-    pub fn granted(&self) -> Granted {
-        Granted {
-            addr: self.addr,
-            prefix_len: self.prefix_len,
-            router: self.router,
-            dns: self.dns.clone(),
-            ntp: self.ntp.clone(),
-            hostname: self.hostname.clone(),
-            server_id: self.server_id,
-            lease_secs: self.lease_secs,
-            t1_secs: self.t1_secs,
-            t2_secs: self.t2_secs,
         }
     }
 
     /// When to start renewing (T1); for an infinite lease, about 68 years from now.
     pub fn next_renewal(&self) -> Instant {
-        self.at(self.t1_secs)
+        self.at(self.granted.t1_secs)
     }
 
     /// When to start rebinding (T2).
     pub fn rebind_at(&self) -> Instant {
-        self.at(self.t2_secs)
+        self.at(self.granted.t2_secs)
     }
 
     /// When the lease expires.
     pub fn expires_at(&self) -> Instant {
-        self.at(self.lease_secs)
+        self.at(self.granted.lease_secs)
     }
 
     fn at(&self, secs: u32) -> Instant {
@@ -208,7 +165,7 @@ pub async fn bring_up(iface: Option<&str>, timeout: Duration) -> Result<Lease, N
         Ok(lease) => {
             stage.ok(format!(
                 "{} {}/{}",
-                lease.iface, lease.addr, lease.prefix_len
+                lease.iface, lease.granted.addr, lease.granted.prefix_len
             ));
             Ok(lease)
         }
@@ -274,7 +231,7 @@ pub(crate) async fn apply(
         iface: lease.iface.clone(),
         source,
     };
-    if let Some(old) = old.filter(|o| *o != lease.addr) {
+    if let Some(old) = old.filter(|o| *o != lease.granted.addr) {
         configure::remove_address(&nl.handle, index, &lease.iface, old)
             .await
             .map_err(cfg)?;
@@ -283,18 +240,22 @@ pub(crate) async fn apply(
         &nl.handle,
         index,
         &lease.iface,
-        lease.addr,
-        lease.prefix_len,
+        lease.granted.addr,
+        lease.granted.prefix_len,
     )
     .await
     .map_err(cfg)?;
-    if let Some(router) = lease.router {
+    if let Some(router) = lease.granted.router {
         configure::set_default_route(&nl.handle, index, &lease.iface, router)
             .await
             .map_err(cfg)?;
     }
-    configure::write_resolv_conf(Path::new(configure::RESOLV_CONF), &lease.dns, &lease.iface)
-        .map_err(cfg)
+    configure::write_resolv_conf(
+        Path::new(configure::RESOLV_CONF),
+        &lease.granted.dns,
+        &lease.iface,
+    )
+    .map_err(cfg)
 }
 
 #[cfg(test)]
@@ -320,10 +281,13 @@ mod tests {
         assert_eq!(lease.next_renewal() - t0, Duration::from_secs(60));
         assert_eq!(lease.rebind_at() - t0, Duration::from_secs(105));
         assert_eq!(lease.expires_at() - t0, Duration::from_secs(120));
-        assert_eq!(lease.granted(), g);
+        assert_eq!(lease.granted, g);
         let infinite = Lease {
-            lease_secs: u32::MAX,
-            t1_secs: u32::MAX / 2,
+            granted: Granted {
+                lease_secs: u32::MAX,
+                t1_secs: u32::MAX / 2,
+                ..g
+            },
             ..lease
         };
         assert!(infinite.expires_at() > t0 + Duration::from_secs(3600 * 24 * 365));

@@ -65,7 +65,7 @@ pub async fn maintain(lease: Lease) -> Result<Infallible, NetError> {
         match renew_until(&nl, &link, &mut lease, expires_at).await {
             Ok(()) => log::line(&format!(
                 "dhcp renewed {} {}/{} lease={}s",
-                lease.iface, lease.addr, lease.prefix_len, lease.lease_secs
+                lease.iface, lease.granted.addr, lease.granted.prefix_len, lease.granted.lease_secs
             )),
             Err(
                 e @ (NetError::Nak { .. } | NetError::Expired { .. } | NetError::Timeout { .. }),
@@ -76,8 +76,13 @@ pub async fn maintain(lease: Lease) -> Result<Infallible, NetError> {
                     log::error_chain(&e)
                 ));
                 // Idempotent: a NAK or expiry already removed it.
-                let _ = configure::remove_address(&nl.handle, link.index, &lease.iface, lease.addr)
-                    .await;
+                let _ = configure::remove_address(
+                    &nl.handle,
+                    link.index,
+                    &lease.iface,
+                    lease.granted.addr,
+                )
+                .await;
                 lease = reacquire(&nl, &link).await?;
             }
             Err(e) => return Err(e),
@@ -99,7 +104,7 @@ async fn renew_until(
     };
     let sock = DhcpSocket::open(&link.name).map_err(sock_err)?;
     let mut client = Client::new(link.mac, Config::default(), rand::random(), now);
-    let first = client.renew(lease.granted(), lease.acquired_at, now);
+    let first = client.renew(lease.granted.clone(), lease.acquired_at, now);
     let outcome = socket::exchange(&sock, &mut client, first, give_up)
         .await
         .map_err(sock_err)?;
@@ -114,24 +119,24 @@ async fn renew_until(
             requested_at,
         } => {
             let new = Lease::from_granted(&lease.iface, granted, requested_at);
-            apply(nl, link.index, &new, Some(lease.addr)).await?;
+            apply(nl, link.index, &new, Some(lease.granted.addr)).await?;
             *lease = new;
             Ok(())
         }
         Outcome::Lost(lost) => {
-            configure::remove_address(&nl.handle, link.index, &lease.iface, lease.addr)
+            configure::remove_address(&nl.handle, link.index, &lease.iface, lease.granted.addr)
                 .await
                 .map_err(cfg_err)?;
             Err(match lost {
                 Lost::Nak(message) => NetError::Nak {
                     iface: lease.iface.clone(),
-                    addr: lease.addr,
-                    server: lease.server_id,
+                    addr: lease.granted.addr,
+                    server: lease.granted.server_id,
                     message: message.unwrap_or_else(|| "-".into()),
                 },
                 Lost::Expired => NetError::Expired {
                     iface: lease.iface.clone(),
-                    addr: lease.addr,
+                    addr: lease.granted.addr,
                 },
             })
         }
@@ -153,7 +158,7 @@ async fn reacquire(nl: &Netlink, link: &Link) -> Result<Lease, NetError> {
             Ok(lease) => {
                 stage.ok(format!(
                     "{} {}/{}",
-                    lease.iface, lease.addr, lease.prefix_len
+                    lease.iface, lease.granted.addr, lease.granted.prefix_len
                 ));
                 return Ok(lease);
             }
