@@ -19,18 +19,27 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs an async subcommand on a small multi-threaded runtime; an error is printed as
-/// `phase: <stage> failed after <N>ms: <chain>` and gives exit status 1.
+/// Runs an async subcommand; an error is printed as `phase: <stage> failed after <N>ms:
+/// <chain>` and gives exit status 1.
+///
+/// The runtime follows the CPUs this process may use (its affinity mask, so `taskset` counts):
+/// with one, a current-thread runtime, so a download's connection task and its hashing task
+/// do not hand every chunk between two threads that share that CPU; with more, two workers, so
+/// receiving overlaps with hashing and writing.
 fn run_async(
     name: &'static str,
     fut: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> ExitCode {
     let stage = log::Stage::start(name);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut builder = if cpus > 1 {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             stage.failed(&e);
