@@ -29,10 +29,12 @@ def machine():
 
 
 def commit():
-    """HEAD commit (short) plus +dirty when the tree has changes."""
+    """HEAD commit (short) plus +dirty when tracked files other than the report's own differ."""
     try:
         c = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
+        # The report's own outputs do not count: they are about to be rewritten.
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":!docs/benchmarks.md", ":!bench/results.json"],
                                capture_output=True, text=True).stdout.strip()
         return c + ("+dirty" if dirty else "")
     except OSError:
