@@ -119,14 +119,47 @@ pub fn custom_kernel() -> PathBuf {
 
 /// Scratch directory for one test run: build/qemu-tests/<name>-<pid>, created fresh.
 ///
+/// Earlier runs of the same test are pruned first ([`prune_old_runs`]): only the newest one
+/// stays, so the consoles of the last failure can still be read, and the disk images (512 MiB
+/// each) of older runs do not pile up.
+///
 /// Errors: the directory cannot be created.
 pub fn work_dir(name: &str) -> Result<PathBuf> {
-    let d = repo_root()
-        .join("build/qemu-tests")
-        .join(format!("{name}-{}", std::process::id()));
+    let root = repo_root().join("build/qemu-tests");
+    prune_old_runs(&root, name, 1);
+    let d = root.join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).with_context(|| format!("create {}", d.display()))?;
     Ok(d)
+}
+
+/// Removes `<root>/<name>-<pid>` directories of finished runs (no process `<pid>` alive),
+/// keeping the `keep` most recently modified ones. Best effort: errors are ignored, and
+/// directories of live processes or with other names are never touched.
+pub fn prune_old_runs(root: &Path, name: &str, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    let prefix = format!("{name}-");
+    let mut finished: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let file_name = e.file_name();
+            let pid = file_name.to_str()?.strip_prefix(&prefix)?;
+            if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+                return None; // another test whose name starts with ours, or not a run dir
+            }
+            if Path::new("/proc").join(pid).exists() {
+                return None; // still running (or the pid was reused: keep it to be safe)
+            }
+            let meta = e.metadata().ok().filter(std::fs::Metadata::is_dir)?;
+            Some((meta.modified().ok()?, e.path()))
+        })
+        .collect();
+    finished.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
+    for (_, dir) in finished.into_iter().skip(keep) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// True when env `CI` is `true` (or `1`): missing prerequisites then fail instead of skipping.
@@ -201,4 +234,41 @@ pub fn ready(test: &str, inputs: &[PathBuf]) -> Result<bool> {
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mkdir_aged(root: &Path, name: &str, age_secs: u64) -> PathBuf {
+        let d = root.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("console.log"), b"x").unwrap();
+        let t = std::time::SystemTime::now() - std::time::Duration::from_secs(age_secs);
+        std::fs::File::open(&d).unwrap().set_modified(t).unwrap();
+        d
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_finished_run_live_runs_and_other_tests() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        // pids far above pid_max (4194304) cannot be alive.
+        let newest = mkdir_aged(r, "local-99999991", 10);
+        let older = mkdir_aged(r, "local-99999992", 100);
+        let oldest = mkdir_aged(r, "local-99999993", 1000);
+        let live = mkdir_aged(r, &format!("local-{}", std::process::id()), 5000);
+        let other = mkdir_aged(r, "local-mdns-99999994", 5000);
+        let image = r.join("local-cache.img");
+        std::fs::write(&image, b"disk").unwrap();
+        prune_old_runs(r, "local", 1);
+        assert!(newest.exists(), "the newest finished run is kept");
+        assert!(
+            !older.exists() && !oldest.exists(),
+            "older finished runs are removed"
+        );
+        assert!(live.exists(), "a live process's directory is never removed");
+        assert!(other.exists(), "another test's directory is not touched");
+        assert!(image.exists(), "files are not touched");
+    }
 }
