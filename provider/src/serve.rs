@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -154,6 +155,9 @@ impl Running {
                     tracing::warn!("background hashing stopped");
                 }
                 advertise_all(&state, &cfg, &slot).await;
+                if cfg.key.is_some() {
+                    resign_loop(&state.store, cfg.expires_in).await;
+                }
             })
         };
         let metrics = Arc::clone(&state.metrics);
@@ -166,6 +170,27 @@ impl Running {
         }
         tracing::info!(aborted = report.aborted, "plasmd stopped");
         report
+    }
+}
+
+/// How often a `--key` provider checks whether a generated manifest is due to be signed
+/// again: a quarter of its lifetime, between 1 second and 1 hour.
+pub fn resign_check_interval(expires_in: Duration) -> Duration {
+    (expires_in / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600))
+}
+
+/// Signs generated manifests again after half their lifetime ([`Store::resign_due`]), for as
+/// long as the server runs.
+async fn resign_loop(store: &Arc<Store>, expires_in: Duration) {
+    let every = resign_check_interval(expires_in);
+    loop {
+        tokio::time::sleep(every).await;
+        let store = Arc::clone(store);
+        match tokio::task::spawn_blocking(move || store.resign_due(chrono::Utc::now())).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(manifests = n, "generated manifests signed again"),
+            Err(_) => tracing::warn!("signing generated manifests again failed"),
+        }
     }
 }
 
@@ -207,5 +232,24 @@ async fn advertise_all(state: &AppState, cfg: &ServeConfig, slot: &Mutex<Option<
             }
         }
         Err(e) => tracing::warn!(error = %crate::error_chain(&e), "advertisement not started"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resign_interval_is_a_quarter_of_the_lifetime_within_bounds() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(resign_check_interval(30 * day), Duration::from_secs(3600));
+        assert_eq!(
+            resign_check_interval(Duration::from_secs(2400)),
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            resign_check_interval(Duration::from_secs(2)),
+            Duration::from_secs(1)
+        );
     }
 }

@@ -65,6 +65,8 @@ pub enum ManifestState {
         bytes: Bytes,
         /// Its `version`.
         version: String,
+        /// Its `created_at`; [`Store::resign_due`] signs it again after half its lifetime.
+        signed_at: chrono::DateTime<chrono::Utc>,
     },
     /// Being generated (hashing in progress).
     Pending,
@@ -305,7 +307,7 @@ impl Store {
                 }
             }
             if matches!(release.manifest, ManifestState::Pending) {
-                let state = self.generate(release);
+                let state = self.generate(release, chrono::Utc::now());
                 self.update(key, |r| r.manifest = state);
             }
         }
@@ -315,7 +317,40 @@ impl Store {
         self.hashing.store(false, Ordering::Relaxed);
     }
 
-    fn generate(&self, release: &Release) -> ManifestState {
+    /// Signs again every generated manifest that has used half of its lifetime
+    /// (`expires_in`) at `now`, so a long-running `plasmd serve --key` never serves an expired
+    /// manifest. Artifact hashes come from the hash cache (a file whose size or mtime changed
+    /// is hashed again). A release that cannot be signed any more (a file went missing) gets
+    /// the 404 reason instead of a manifest that no longer matches. Blocking; returns how many
+    /// manifests were signed again.
+    pub fn resign_due(&self, now: chrono::DateTime<chrono::Utc>) -> usize {
+        let half_life =
+            chrono::Duration::from_std(self.opts.expires_in / 2).unwrap_or(chrono::Duration::MAX);
+        let snap = self.snapshot();
+        let mut n = 0;
+        for (key, release) in &snap.releases {
+            let ManifestState::Generated { signed_at, .. } = &release.manifest else {
+                continue;
+            };
+            if now - *signed_at < half_life {
+                continue;
+            }
+            let state = self.generate(release, now);
+            if let ManifestState::Absent { reason } = &state {
+                tracing::warn!(channel = %release.channel, arch = %release.arch, %reason, "manifest not signed again");
+            }
+            self.update(key, |r| r.manifest = state);
+            n += 1;
+        }
+        if n > 0 {
+            if let Err(e) = self.hashes.save() {
+                tracing::info!(error = %crate::error_chain(&e), "hash cache not saved");
+            }
+        }
+        n
+    }
+
+    fn generate(&self, release: &Release, now: chrono::DateTime<chrono::Utc>) -> ManifestState {
         let Some(key) = &self.opts.key else {
             return ManifestState::Absent {
                 reason: "no --key to sign a manifest".into(),
@@ -328,7 +363,6 @@ impl Store {
             expires_in: self.opts.expires_in,
             cmdline: self.opts.cmdline.clone(),
         };
-        let now = chrono::Utc::now();
         let signed = build_manifest(&release.dir, &info, &self.hashes, now)
             .and_then(|m| sign_to_text(unsigned_json(&m)?, key, now));
         match signed {
@@ -337,6 +371,7 @@ impl Store {
                 ManifestState::Generated {
                     bytes: Bytes::from(text),
                     version: info.version.to_string(),
+                    signed_at: now,
                 }
             }
             Err(e) => ManifestState::Absent {
@@ -629,6 +664,60 @@ mod tests {
             .clone();
         let trust = phase_protocol::TrustRoot::new([key.verifying_key()], 1).unwrap();
         phase_protocol::verify(&bytes, &trust, chrono::Utc::now(), &Default::default()).unwrap();
+    }
+
+    #[test]
+    fn generated_manifest_is_signed_again_after_half_its_lifetime() {
+        let dir = tempfile::tempdir().unwrap();
+        let rel = dir.path().join("stable/x86_64");
+        std::fs::create_dir_all(&rel).unwrap();
+        std::fs::write(rel.join("kernel"), b"k").unwrap();
+        std::fs::write(rel.join("initramfs"), b"i").unwrap();
+        let key = phase_protocol::signing::generate_key();
+        let store = Store::scan(StoreOptions {
+            key: Some(key.clone()),
+            expires_in: std::time::Duration::from_secs(3600),
+            ..opts(dir.path())
+        });
+        store.complete();
+        let served = |store: &Store| {
+            store
+                .snapshot()
+                .release("stable", "x86_64")
+                .unwrap()
+                .manifest
+                .bytes()
+                .unwrap()
+                .clone()
+        };
+        let first = served(&store);
+        let trust = phase_protocol::TrustRoot::new([key.verifying_key()], 1).unwrap();
+        let t0 = chrono::Utc::now();
+        // Before half the lifetime: nothing to do.
+        assert_eq!(store.resign_due(t0 + chrono::Duration::minutes(29)), 0);
+        assert_eq!(served(&store), first);
+        // At 40 minutes the first one still verifies; at 61 minutes it would be expired.
+        let later = t0 + chrono::Duration::minutes(40);
+        assert_eq!(store.resign_due(later), 1);
+        let second = served(&store);
+        assert_ne!(second, first);
+        let opts = Default::default();
+        assert!(
+            phase_protocol::verify(&first, &trust, t0 + chrono::Duration::minutes(61), &opts)
+                .is_err()
+        );
+        let m = phase_protocol::verify(&second, &trust, t0 + chrono::Duration::minutes(61), &opts)
+            .unwrap();
+        assert_eq!(
+            m.manifest().artifacts["kernel"].hash,
+            Sha256Digest::of(b"k")
+        );
+        // A file that vanished: no stale manifest, a 404 reason instead.
+        std::fs::remove_file(rel.join("kernel")).unwrap();
+        assert_eq!(store.resign_due(later + chrono::Duration::minutes(40)), 1);
+        let snap = store.snapshot();
+        let state = &snap.release("stable", "x86_64").unwrap().manifest;
+        assert!(matches!(state, ManifestState::Absent { .. }), "{state:?}");
     }
 
     #[test]

@@ -253,3 +253,101 @@ fn serve_with_key_generates_a_manifest_and_provider_commands_read_it() {
     let st = exited.expect("plasmd did not exit within 5 s of SIGTERM");
     assert!(st.success(), "{st:?}");
 }
+
+/// GET `path` from 127.0.0.1:`port` over a raw socket; returns the body.
+fn get_body(port: u16, path: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).unwrap();
+    let at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    out.split_off(at + 4)
+}
+
+#[test]
+fn serve_with_key_signs_its_manifest_again_before_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let rel = dir.path().join("stable/x86_64");
+    std::fs::create_dir_all(&rel).unwrap();
+    std::fs::write(rel.join("kernel"), b"kernel").unwrap();
+    std::fs::write(rel.join("initramfs"), b"initramfs").unwrap();
+    let key = dir.path().join("k");
+    assert!(plasmd(&["keygen", "--out", s(&key)]).status.success());
+    let pubkey = std::fs::read_to_string(dir.path().join("k.pub")).unwrap();
+    let trust = dir.path().join("trust.toml");
+    std::fs::write(
+        &trust,
+        format!("threshold = 1\nkeys = [\"{}\"]\n", pubkey.trim()),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _child = Child(
+        Command::new(env!("CARGO_BIN_EXE_plasmd"))
+            .args(["serve", "-a", s(dir.path()), "-b", "127.0.0.1"])
+            .args(["-p", &port.to_string(), "--no-dht", "--no-mdns"])
+            .args(["--key", s(&key), "--expires-in", "4s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let manifest = "/stable/x86_64/manifest.json";
+    let mut first = None;
+    for _ in 0..100 {
+        if plasmd(&[
+            "provider",
+            "list",
+            "-a",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .status
+        .success()
+        {
+            let body = get_body(port, manifest);
+            if body.starts_with(b"{") {
+                first = Some(body);
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let first = first.expect("no generated manifest within 10 s");
+    // Half of 4 s is 2 s, checked every second: a new signature within about 3 s.
+    let mut second = first.clone();
+    for _ in 0..80 {
+        std::thread::sleep(Duration::from_millis(100));
+        second = get_body(port, manifest);
+        if second != first {
+            break;
+        }
+    }
+    assert_ne!(second, first, "manifest not signed again within 8 s");
+    let created = |b: &[u8]| {
+        let v: serde_json::Value = serde_json::from_slice(b).unwrap();
+        v["created_at"].as_str().unwrap().to_owned()
+    };
+    assert!(created(&second) > created(&first), "created_at moved on");
+    let path = dir.path().join("second.json");
+    std::fs::write(&path, &second).unwrap();
+    let out = plasmd(&["manifest", "verify", "--trust", s(&trust), s(&path)]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
