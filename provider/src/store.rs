@@ -637,18 +637,26 @@ mod tests {
         assert_eq!(r.files["kernel"].sha256, Some(Sha256Digest::of(b"k")));
     }
 
-    #[test]
-    fn tree_without_manifest_and_with_key_gets_a_signed_manifest() {
-        let dir = tempfile::tempdir().unwrap();
-        let rel = dir.path().join("stable/x86_64");
+    /// A `stable/x86_64` release (kernel `k`, initramfs `i`) without a manifest under `root`,
+    /// scanned with a fresh key and a manifest lifetime of `expires_in`: (store, key, release).
+    fn keyed_store(root: &Path, expires_in: std::time::Duration) -> (Store, SigningKey, PathBuf) {
+        let rel = root.join("stable/x86_64");
         std::fs::create_dir_all(&rel).unwrap();
         std::fs::write(rel.join("kernel"), b"k").unwrap();
         std::fs::write(rel.join("initramfs"), b"i").unwrap();
         let key = phase_protocol::signing::generate_key();
         let store = Store::scan(StoreOptions {
             key: Some(key.clone()),
-            ..opts(dir.path())
+            expires_in,
+            ..opts(root)
         });
+        (store, key, rel)
+    }
+
+    #[test]
+    fn tree_without_manifest_and_with_key_gets_a_signed_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, key, _) = keyed_store(dir.path(), std::time::Duration::from_secs(86_400));
         assert!(matches!(
             store.snapshot().releases.values().next().unwrap().manifest,
             ManifestState::Pending
@@ -669,16 +677,7 @@ mod tests {
     #[test]
     fn generated_manifest_is_signed_again_after_half_its_lifetime() {
         let dir = tempfile::tempdir().unwrap();
-        let rel = dir.path().join("stable/x86_64");
-        std::fs::create_dir_all(&rel).unwrap();
-        std::fs::write(rel.join("kernel"), b"k").unwrap();
-        std::fs::write(rel.join("initramfs"), b"i").unwrap();
-        let key = phase_protocol::signing::generate_key();
-        let store = Store::scan(StoreOptions {
-            key: Some(key.clone()),
-            expires_in: std::time::Duration::from_secs(3600),
-            ..opts(dir.path())
-        });
+        let (store, key, rel) = keyed_store(dir.path(), std::time::Duration::from_secs(3600));
         store.complete();
         let served = |store: &Store| {
             store

@@ -175,14 +175,14 @@ impl Drop for Child {
     }
 }
 
-#[test]
-fn serve_with_key_generates_a_manifest_and_provider_commands_read_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let rel = dir.path().join("stable/x86_64");
+/// A `stable/x86_64` release without a manifest under `root`, a key made by `plasmd keygen`
+/// (`root/k`, `root/k.pub`) and a free port for `plasmd serve`: (key path, port).
+fn keyed_tree(root: &Path) -> (std::path::PathBuf, u16) {
+    let rel = root.join("stable/x86_64");
     std::fs::create_dir_all(&rel).unwrap();
     std::fs::write(rel.join("kernel"), b"kernel").unwrap();
     std::fs::write(rel.join("initramfs"), b"initramfs").unwrap();
-    let key = dir.path().join("k");
+    let key = root.join("k");
     assert!(plasmd(&["keygen", "--out", s(&key)]).status.success());
     // Pick a free port, then hand it to plasmd.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -190,6 +190,13 @@ fn serve_with_key_generates_a_manifest_and_provider_commands_read_it() {
         .local_addr()
         .unwrap()
         .port();
+    (key, port)
+}
+
+#[test]
+fn serve_with_key_generates_a_manifest_and_provider_commands_read_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, port) = keyed_tree(dir.path());
     let port_s = port.to_string();
     let child = Child(
         Command::new(env!("CARGO_BIN_EXE_plasmd"))
@@ -277,12 +284,7 @@ fn get_body(port: u16, path: &str) -> Vec<u8> {
 #[test]
 fn serve_with_key_signs_its_manifest_again_before_it_expires() {
     let dir = tempfile::tempdir().unwrap();
-    let rel = dir.path().join("stable/x86_64");
-    std::fs::create_dir_all(&rel).unwrap();
-    std::fs::write(rel.join("kernel"), b"kernel").unwrap();
-    std::fs::write(rel.join("initramfs"), b"initramfs").unwrap();
-    let key = dir.path().join("k");
-    assert!(plasmd(&["keygen", "--out", s(&key)]).status.success());
+    let (key, port) = keyed_tree(dir.path());
     let pubkey = std::fs::read_to_string(dir.path().join("k.pub")).unwrap();
     let trust = dir.path().join("trust.toml");
     std::fs::write(
@@ -290,11 +292,6 @@ fn serve_with_key_signs_its_manifest_again_before_it_expires() {
         format!("threshold = 1\nkeys = [\"{}\"]\n", pubkey.trim()),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let _child = Child(
         Command::new(env!("CARGO_BIN_EXE_plasmd"))
             .args(["serve", "-a", s(dir.path()), "-b", "127.0.0.1"])
