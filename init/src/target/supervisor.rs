@@ -1,8 +1,8 @@
 //! The PID 1 supervisor of the target stage (issue 7 §3, Yelp/dumb-init): starts the services
 //! of `/etc/phase/services/*.toml`, reaps every zombie with `waitpid(-1, WNOHANG)` on SIGCHLD,
-//! restarts exited services per their policy with exponential backoff ([`super::backoff`]), runs
-//! and stops the services in `stop_order` at
-//! shutdown (SIGTERM to the service's process group, wait `stop_timeout_ms`, SIGKILL).
+//! restarts exited services per their policy with exponential backoff ([`super::backoff`]), and
+//! stops the services in `stop_order` at shutdown (SIGTERM to the service's process group, wait
+//! `stop_timeout_ms`, SIGKILL). DHCP lease upkeep runs on its own thread (`target::network`).
 //!
 //! Process creation goes through [`Spawner`] and time through [`Clock`], so restart decisions
 //! are unit-tested with fakes; reaping and stopping are tested with real children.
