@@ -185,6 +185,7 @@ test: test-build bench-smoke test-qemu
 test-build: deps
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 	if cargo nextest --version >/dev/null 2>&1; then \
 	  cargo nextest run --workspace --exclude phase-qemu-tests --no-fail-fast; \
 	else cargo test --workspace --exclude phase-qemu-tests --no-fail-fast; fi

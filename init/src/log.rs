@@ -121,7 +121,7 @@ pub fn init_tracing(debug: bool) {
         .try_init();
 }
 
-/// A `tracing_subscriber` writer that sends each formatted event through [`line`]-style output
+/// A `tracing_subscriber` writer that sends each formatted event through [`line()`]-style output
 /// (kmsg when available, else stderr), so library logs (libp2p, mdns-sd) reach the console too.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ConsoleWriter;

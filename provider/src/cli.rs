@@ -3,6 +3,10 @@
 //! `main.rs` only parses [`Cli`] and calls [`crate::commands::run`]. The Makefile calls
 //! `keygen` and `manifest build|sign|verify` with exactly these names and flags.
 
+// These doc comments are clap's --help text, where <placeholder> is the convention; rustdoc
+// would read the brackets as HTML tags.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 

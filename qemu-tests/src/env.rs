@@ -24,7 +24,7 @@ fn env_path(var: &str, default: impl FnOnce() -> PathBuf) -> PathBuf {
         .unwrap_or_else(default)
 }
 
-/// The newest kernel version in /lib/modules that has a matching /boot/vmlinuz-<kver>.
+/// The newest kernel version in /lib/modules that has a matching `/boot/vmlinuz-<kver>`.
 ///
 /// Errors: no such pair exists.
 pub fn kernel_version() -> Result<String> {
@@ -46,7 +46,7 @@ fn version_key(k: &str) -> Vec<u64> {
         .collect()
 }
 
-/// The first-stage kernel: `PHASE_KERNEL` or Debian's /boot/vmlinuz-<kver>.
+/// The first-stage kernel: `PHASE_KERNEL` or Debian's `/boot/vmlinuz-<kver>`.
 pub fn kernel() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("PHASE_KERNEL") {
         return Ok(PathBuf::from(p));
@@ -76,7 +76,7 @@ pub fn release_dir() -> PathBuf {
     env_path("PHASE_RELEASE", || repo_root().join("build/release"))
 }
 
-/// The manifest the publisher signed: <release>/stable/x86_64/manifest.json.
+/// The manifest the publisher signed: `<release>/stable/x86_64/manifest.json`.
 pub fn release_manifest() -> PathBuf {
     release_dir().join("stable/x86_64/manifest.json")
 }
@@ -117,7 +117,7 @@ pub fn custom_kernel() -> PathBuf {
     })
 }
 
-/// Scratch directory for one test run: build/qemu-tests/<name>-<pid>, created fresh.
+/// Scratch directory for one test run: `build/qemu-tests/<name>-<pid>`, created fresh.
 ///
 /// Earlier runs of the same test are pruned first ([`prune_old_runs`]): only the newest one
 /// stays, so the consoles of the last failure can still be read, and the disk images (512 MiB

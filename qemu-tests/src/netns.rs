@@ -3,7 +3,7 @@
 //! can leave it. Dropping the [`Lan`] kills every process started in it and deletes it.
 //!
 //! Topology (see docs/testing.md):
-//! host ── (nothing) ──  netns phase-<test>-<pid>: br0 192.0.2.1/24 ── tap0..tapN ── VMs
+//! host ── (nothing) ──  netns `phase-<test>-<pid>`: br0 192.0.2.1/24 ── tap0..tapN ── VMs
 
 use std::path::Path;
 use std::process::Command;

@@ -1,5 +1,5 @@
 //! The host side of the boot: `plasmd serve` over a release tree and `plasmd dht-node`s, all
-//! started inside the test [`Lan`](crate::netns::Lan) (issue 3 and 4 flags).
+//! started inside the test [`Lan`] (issue 3 and 4 flags).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@
 //! fill the routing table.
 //!
 //! How several providers of one key are all found: each provider
-//! 1. puts its [`ManifestRecord`] under the shared key `/phase/{channel}/{arch}/manifest`
+//! 1. puts its [`ManifestRecord`](phase_protocol::ManifestRecord) under the shared key `/phase/{channel}/{arch}/manifest`
 //!    (the closest nodes keep whichever copy reached them last),
 //! 2. puts the same record under its own per-peer key
 //!    `/phase/{channel}/{arch}/manifest/<peer id>` (nobody else overwrites it), and

@@ -1,5 +1,5 @@
 //! The `phase` tool: fetch and verify signed boot releases (issue 5), for scripts and
-//! debugging. Also runs as `phase-fetch`, `phase-verify`, `phase-discover` (argv[0] decides).
+//! debugging. Also runs as `phase-fetch`, `phase-verify`, `phase-discover` (`argv[0]` decides).
 //! Thin: parses arguments and calls [`phase_init::cli`].
 
 use std::process::ExitCode;

@@ -6,6 +6,10 @@
 //! for scripts and debugging. A URL printed here is not trusted: `phase fetch` verifies the
 //! manifest it points at.
 
+// These doc comments are clap's --help text, where <placeholder> is the convention; rustdoc
+// would read the brackets as HTML tags.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

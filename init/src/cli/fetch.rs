@@ -1,5 +1,9 @@
 //! `phase fetch`: the CLI face of [`crate::fetch::fetch_release`] (issue 5).
 
+// These doc comments are clap's --help text, where <placeholder> is the convention; rustdoc
+// would read the brackets as HTML tags.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //!
 //! Boot flow position: after discovery produced a manifest URL and before cache and kexec.
 //! [`fetch_release`] fetches the manifest (capped at 1 MiB), verifies it with
-//! [`phase_protocol::verify`] against the trust root, the expectation and the rollback state,
+//! [`phase_protocol::verify()`] against the trust root, the expectation and the rollback state,
 //! then fetches all artifacts concurrently, each streamed through SHA-256 into
 //! `<out>/<filename>.partial` and renamed only once its hash matched ([`download`]). What it
 //! returns holds the open descriptors of exactly the verified bytes, for `kexec_file_load`.

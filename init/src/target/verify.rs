@@ -1,6 +1,6 @@
 //! Step 1 of the target stage (issue 7 §1): verify again what the boot stage handed over in
 //! `/phase/boot`. The manifest is checked against the trust root built into the initramfs
-//! (`/etc/phase/trust.toml`) with [`phase_protocol::verify`], then each artifact's size and
+//! (`/etc/phase/trust.toml`) with [`phase_protocol::verify()`], then each artifact's size and
 //! SHA-256 unless `phase.reverify=0`. No rollback floor applies here: the boot stage enforced it.
 
 use std::fs::File;
