@@ -106,6 +106,25 @@ impl CacheDisk {
         Ok(data)
     }
 
+    /// Makes a directory in the partition (`mmd`), e.g. `::phase`.
+    ///
+    /// Errors: mmd fails (the directory exists, or not a FAT file system).
+    pub fn mkdir(&self, dir: &str) -> Result<()> {
+        run(&mut cmd("mmd", ["-i", &self.mtools_image(), dir]))?;
+        Ok(())
+    }
+
+    /// Copies the host file `src` into the partition as `file` (`mcopy -o`), e.g.
+    /// `::phase/manifest.json`.
+    ///
+    /// Errors: mcopy fails (missing directory, partition full).
+    pub fn write(&self, src: &Path, file: &str) -> Result<()> {
+        run(cmd("mcopy", ["-n", "-o", "-i", &self.mtools_image()])
+            .arg(src)
+            .arg(file))?;
+        Ok(())
+    }
+
     /// SHA-256 of the whole image, hex.
     ///
     /// Errors: the image cannot be read.

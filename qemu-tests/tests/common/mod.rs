@@ -154,11 +154,6 @@ pub fn powerdown(vm: &mut Vm) -> Result<()> {
     Ok(())
 }
 
-/// Where test 2 leaves the cache disk it filled, for test 4.
-pub fn internet_cache_path() -> PathBuf {
-    env::repo_root().join("build/qemu-tests/internet-cache.img")
-}
-
 /// Libp2p peer ids (`12D3KooW...`, ed25519 keys) that appear on the console.
 pub fn peer_ids(lines: &[String]) -> Vec<String> {
     // Only the boot's own DHT client line counts: `phase: INFO phase_discovery: dht client
