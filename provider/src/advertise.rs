@@ -21,7 +21,7 @@ use phase_protocol::Arch;
 pub const DEFAULT_DHT_LISTEN: &str = "/ip4/0.0.0.0/tcp/4001";
 
 /// One (channel, arch) that this provider serves.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Advert {
     /// Channel served.
     pub channel: String,
@@ -75,12 +75,47 @@ pub struct Advertiser {
     peer_id: Option<String>,
     mdns: Option<MdnsAdvertiser>,
     dht: Option<DhtNode>,
+    opts: AdvertiseOptions,
+    adverts: Vec<Advert>,
 }
 
 impl Advertiser {
     /// The libp2p peer id, when the DHT is on.
     pub fn peer_id(&self) -> Option<&str> {
         self.peer_id.as_deref()
+    }
+
+    /// What is advertised now.
+    pub fn adverts(&self) -> &[Advert] {
+        &self.adverts
+    }
+
+    /// Advertises `adverts` instead of what was advertised (after `plasmd serve` reloaded its
+    /// artifacts): the mDNS instances say goodbye and are announced again with the new TXT
+    /// records, and the DHT node (same peer id) publishes the new set at once and every half
+    /// TTL from then on. Returns false, doing nothing, when `adverts` equal the current ones.
+    ///
+    /// # Errors
+    /// [`AdvertiseError::Mdns`] when the new mDNS instances cannot start (none run then),
+    /// [`AdvertiseError::Dht`] when the DHT node has stopped.
+    pub async fn update(&mut self, adverts: Vec<Advert>) -> Result<bool, AdvertiseError> {
+        if adverts == self.adverts {
+            return Ok(false);
+        }
+        let dht = match &self.dht {
+            Some(node) => node
+                .publish(publications(&self.opts, &adverts))
+                .map_err(AdvertiseError::Dht),
+            None => Ok(()),
+        };
+        if let Some(m) = self.mdns.take() {
+            m.shutdown().await;
+        }
+        let mdns = start_mdns(&self.opts, &adverts).map(|m| self.mdns = m);
+        // Remembered only when both took, so the next update tries again otherwise.
+        dht.and(mdns)?;
+        self.adverts = adverts;
+        Ok(true)
     }
 
     /// Sends mDNS goodbyes (bounded, 2 s per instance) and stops the DHT node.
@@ -113,9 +148,48 @@ fn start_node(opts: &AdvertiseOptions) -> Result<DhtNode, AdvertiseError> {
     .map_err(AdvertiseError::Dht)
 }
 
+/// The mDNS instances for `adverts` (none when mDNS is off or there is nothing to announce).
+fn start_mdns(
+    opts: &AdvertiseOptions,
+    adverts: &[Advert],
+) -> Result<Option<MdnsAdvertiser>, AdvertiseError> {
+    if !opts.mdns || adverts.is_empty() {
+        return Ok(None);
+    }
+    let mdns_adverts: Vec<MdnsAdvert> = adverts
+        .iter()
+        .map(|a| MdnsAdvert {
+            channel: a.channel.clone(),
+            arch: a.arch,
+            manifest_url: a.manifest_url.clone(),
+            version: a.version.clone(),
+        })
+        .collect();
+    let host = mdns::default_host_label(opts.provider_name.as_deref());
+    MdnsAdvertiser::start(&mdns_adverts, &host, None)
+        .map(Some)
+        .map_err(AdvertiseError::Mdns)
+}
+
+/// The DHT records for `adverts`, with the default record TTL.
+fn publications(opts: &AdvertiseOptions, adverts: &[Advert]) -> Vec<Publication> {
+    let ttl = Duration::from_secs(phase_protocol::record::DEFAULT_TTL_SECS);
+    adverts
+        .iter()
+        .map(|a| Publication {
+            channel: a.channel.clone(),
+            arch: a.arch,
+            manifest_url: a.manifest_url.clone(),
+            version: a.version.clone(),
+            provider_name: opts.provider_name.clone(),
+            ttl,
+        })
+        .collect()
+}
+
 /// Starts advertising `adverts` as `opts` says: mDNS instances first, then the DHT node, which
 /// publishes every advert now and every half TTL (puts are confirmed in the log as
-/// `dht put ok /phase/<channel>/<arch>/manifest`).
+/// `dht put ok /phase/<channel>/<arch>/manifest`). [`Advertiser::update`] changes them later.
 ///
 /// # Errors
 /// [`AdvertiseError`] when the mDNS daemon or DHT node cannot start; nothing keeps running then.
@@ -123,21 +197,10 @@ pub async fn start(
     opts: AdvertiseOptions,
     adverts: Vec<Advert>,
 ) -> Result<Advertiser, AdvertiseError> {
-    let mut advertiser = Advertiser::default();
-    if opts.mdns && !adverts.is_empty() {
-        let mdns_adverts: Vec<MdnsAdvert> = adverts
-            .iter()
-            .map(|a| MdnsAdvert {
-                channel: a.channel.clone(),
-                arch: a.arch,
-                manifest_url: a.manifest_url.clone(),
-                version: a.version.clone(),
-            })
-            .collect();
-        let host = mdns::default_host_label(opts.provider_name.as_deref());
-        advertiser.mdns =
-            Some(MdnsAdvertiser::start(&mdns_adverts, &host, None).map_err(AdvertiseError::Mdns)?);
-    }
+    let mut advertiser = Advertiser {
+        mdns: start_mdns(&opts, &adverts)?,
+        ..Advertiser::default()
+    };
     if opts.dht {
         let node = match start_node(&opts) {
             Ok(n) => n,
@@ -146,19 +209,7 @@ pub async fn start(
                 return Err(e);
             }
         };
-        let ttl = Duration::from_secs(phase_protocol::record::DEFAULT_TTL_SECS);
-        let pubs = adverts
-            .iter()
-            .map(|a| Publication {
-                channel: a.channel.clone(),
-                arch: a.arch,
-                manifest_url: a.manifest_url.clone(),
-                version: a.version.clone(),
-                provider_name: opts.provider_name.clone(),
-                ttl,
-            })
-            .collect();
-        if let Err(e) = node.publish(pubs) {
+        if let Err(e) = node.publish(publications(&opts, &adverts)) {
             advertiser.shutdown().await;
             return Err(AdvertiseError::Dht(e));
         }
@@ -166,6 +217,8 @@ pub async fn start(
         tracing::info!(peer_id = %node.peer_id(), adverts = adverts.len(), "dht advertising");
         advertiser.dht = Some(node);
     }
+    advertiser.opts = opts;
+    advertiser.adverts = adverts;
     Ok(advertiser)
 }
 
@@ -269,6 +322,33 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].manifest_url, advert(7).manifest_url);
         assert_eq!(found[0].provider.as_deref(), Some(peer.as_str()));
+
+        // After a reload: the same adverts change nothing; a new version is found from the
+        // same peer id.
+        let mut a = a;
+        assert!(!a.update(vec![advert(7)]).await.unwrap());
+        let newer = Advert {
+            version: "0.2.0".into(),
+            ..advert(7)
+        };
+        assert!(a.update(vec![newer.clone()]).await.unwrap());
+        assert_eq!(a.adverts(), &[newer][..]);
+        let mut version = String::new();
+        for _ in 0..10 {
+            let found = client
+                .lookup("stable", Arch::X86_64, 1, Duration::from_secs(2))
+                .await
+                .unwrap();
+            if let Some(r) = found.first() {
+                assert_eq!(r.provider.as_deref(), Some(peer.as_str()));
+                version = r.version.to_string();
+                if version == "0.2.0" {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert_eq!(version, "0.2.0", "the updated record was not found");
         a.shutdown().await;
     }
 

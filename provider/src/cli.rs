@@ -68,6 +68,10 @@ A manifest.json found is served byte for byte. Without one, --key makes plasmd g
 one (hashes are cached by path, size and mtime); with neither, artifacts are served and the
 manifest endpoint answers 404 saying why.
 
+After adding or replacing files, send SIGHUP (kill -HUP <pid>): plasmd lists the directory
+again, hashes what changed, signs again with --key, swaps the new release in once it is complete
+and updates its mDNS and DHT adverts. Requests keep being served throughout.
+
 Examples:
   plasmd serve -a /srv/phase -c stable -c beta
   plasmd serve -a /srv/phase --key release.key --release-version 1.2.0 --expires-in 7d

@@ -3,8 +3,10 @@
 //!
 //! Order, chosen for a fast first `/health` (seed 001: < 100 ms): list the artifacts dir (stat
 //! only), bind, start serving; then hash in the background, generate manifests with `--key`,
-//! and only then advertise (an advert names a manifest version). On SIGTERM/SIGINT: stop
-//! accepting, drain with a deadline, send mDNS goodbyes and stop the DHT node.
+//! and only then advertise (an advert names a manifest version). On SIGHUP: list the artifacts
+//! again ([`Store::reload`]) and advertise what changed ([`Advertiser::update`]). On
+//! SIGTERM/SIGINT: stop accepting, drain with a deadline, send mDNS goodbyes and stop the DHT
+//! node.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::advertise::{self, Advert, AdvertiseOptions, Advertiser};
 use crate::config::{detect_advertise_url, ServeConfig};
@@ -134,7 +137,9 @@ impl Running {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves; hashes and advertises in the background meanwhile.
+    /// Serves until `shutdown` resolves; hashes and advertises in the background meanwhile,
+    /// and reloads the artifacts on SIGHUP (a SIGHUP that arrives while the first hashing runs
+    /// is handled after it).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> ShutdownReport {
         let Running {
             listener,
@@ -143,6 +148,14 @@ impl Running {
             server,
             advertiser,
         } = self;
+        // Registered now, so SIGHUP never takes its default action (exit) from here on.
+        let hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP handler not installed: no reload");
+                None
+            }
+        };
         let background = {
             let state = Arc::clone(&state);
             let slot = Arc::clone(&advertiser);
@@ -155,9 +168,12 @@ impl Running {
                     tracing::warn!("background hashing stopped");
                 }
                 advertise_all(&state, &cfg, &slot).await;
-                if cfg.key.is_some() {
-                    resign_loop(&state.store, cfg.expires_in).await;
-                }
+                let resign = async {
+                    if cfg.key.is_some() {
+                        resign_loop(&state.store, cfg.expires_in).await;
+                    }
+                };
+                tokio::join!(resign, reload_on_hangup(hangups, &state, &cfg, &slot));
             })
         };
         let metrics = Arc::clone(&state.metrics);
@@ -194,13 +210,55 @@ async fn resign_loop(store: &Arc<Store>, expires_in: Duration) {
     }
 }
 
-async fn advertise_all(state: &AppState, cfg: &ServeConfig, slot: &Mutex<Option<Advertiser>>) {
-    if !cfg.mdns && !cfg.dht {
+/// On every SIGHUP: [`Store::reload`], then advertise what changed. Runs until the server
+/// stops (or forever when `hangups` is `None`).
+async fn reload_on_hangup(
+    hangups: Option<Signal>,
+    state: &Arc<AppState>,
+    cfg: &ServeConfig,
+    slot: &Mutex<Option<Advertiser>>,
+) {
+    let Some(mut hangups) = hangups else {
         return;
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the artifacts directory");
+        let store = Arc::clone(&state.store);
+        let Ok(snap) = tokio::task::spawn_blocking(move || store.reload()).await else {
+            tracing::warn!("reload stopped; still serving the previous snapshot");
+            continue;
+        };
+        for p in &snap.problems {
+            tracing::warn!(problem = %p, "artifacts");
+        }
+        tracing::info!(releases = snap.releases.len(), "artifacts reloaded");
+        // Taken out of the slot while it changes: the slot's lock is not held across awaits.
+        let running = slot.lock().ok().and_then(|mut a| a.take());
+        match running {
+            Some(mut a) => {
+                match a.update(adverts(state)).await {
+                    Ok(true) => {
+                        tracing::info!(adverts = a.adverts().len(), "advertisement updated")
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %crate::error_chain(&e), "advertisement not updated")
+                    }
+                }
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(a);
+                }
+            }
+            // Advertising never started (it failed, or there was nothing to advertise): retry.
+            None => advertise_all(state, cfg, slot).await,
+        }
     }
+}
+
+/// One advert per release that has a manifest version to name.
+fn adverts(state: &AppState) -> Vec<Advert> {
     let snap = state.store.snapshot();
-    let adverts: Vec<Advert> = snap
-        .releases
+    snap.releases
         .values()
         .filter_map(|r| {
             Some(Advert {
@@ -213,7 +271,13 @@ async fn advertise_all(state: &AppState, cfg: &ServeConfig, slot: &Mutex<Option<
                 version: r.manifest.version()?.to_owned(),
             })
         })
-        .collect();
+        .collect()
+}
+
+async fn advertise_all(state: &AppState, cfg: &ServeConfig, slot: &Mutex<Option<Advertiser>>) {
+    if !cfg.mdns && !cfg.dht {
+        return;
+    }
     let opts = AdvertiseOptions {
         mdns: cfg.mdns,
         dht: cfg.dht,
@@ -222,7 +286,7 @@ async fn advertise_all(state: &AppState, cfg: &ServeConfig, slot: &Mutex<Option<
         identity: cfg.identity.clone(),
         provider_name: Some(state.info.name.clone()),
     };
-    match advertise::start(opts, adverts).await {
+    match advertise::start(opts, adverts(state)).await {
         Ok(a) => {
             if let Ok(mut p) = state.peer_id.lock() {
                 *p = a.peer_id().map(str::to_owned);

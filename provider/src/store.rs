@@ -14,12 +14,16 @@
 //! served byte for byte and parsed only to learn versions and hashes. Files are resolved again
 //! on every request ([`Store::open`]): canonicalised and checked to lie under the artifacts
 //! root, so a symlink that points out is refused even if it was swapped in after the scan.
+//!
+//! [`Store::reload`] (on SIGHUP) lists the directory again and swaps in the new snapshot only
+//! once it is hashed and signed, so a request sees the old release or the new one, never a
+//! half-read tree. One writer at a time changes the snapshot (hashing, reload, re-signing).
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
 use ed25519_dalek::SigningKey;
@@ -190,6 +194,9 @@ pub struct Store {
     snapshot: RwLock<Arc<Snapshot>>,
     hashes: HashCache,
     hashing: AtomicBool,
+    /// Held by whoever builds the next snapshot: [`Store::complete`], [`Store::reload`] and
+    /// [`Store::resign_due`] never interleave.
+    writer: Mutex<()>,
 }
 
 impl Store {
@@ -198,16 +205,7 @@ impl Store {
     pub fn scan(opts: StoreOptions) -> Store {
         let hashes = HashCache::load(&opts.hash_cache);
         let root = std::fs::canonicalize(&opts.artifacts).ok();
-        let snapshot = match &root {
-            Some(root) => scan_root(root, &opts, &hashes),
-            None => Snapshot {
-                problems: vec![format!(
-                    "artifacts directory {} cannot be read",
-                    opts.artifacts.display()
-                )],
-                ..Snapshot::default()
-            },
-        };
+        let snapshot = scan(root.as_deref(), &opts, &hashes);
         let pending = snapshot.releases.values().any(|r| {
             matches!(r.manifest, ManifestState::Pending)
                 || r.files.values().any(|f| f.sha256.is_none())
@@ -218,7 +216,22 @@ impl Store {
             snapshot: RwLock::new(Arc::new(snapshot)),
             hashes,
             hashing: AtomicBool::new(pending),
+            writer: Mutex::new(()),
         }
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, ()> {
+        self.writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn replace(&self, next: Snapshot) {
+        let mut guard = match self.snapshot.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = Arc::new(next);
     }
 
     /// The current snapshot.
@@ -287,34 +300,59 @@ impl Store {
     }
 
     /// Hashes files without an ETag and generates + signs manifests for releases that need one,
-    /// then saves the hash cache. Blocking; `serve` runs it on a blocking thread after it
-    /// starts listening.
+    /// then swaps in the completed snapshot and saves the hash cache. Blocking; `serve` runs it
+    /// on a blocking thread after it starts listening.
     pub fn complete(&self) {
-        let snap = self.snapshot();
-        for (key, release) in &snap.releases {
-            for (name, entry) in &release.files {
+        let _writer = self.lock_writer();
+        let mut next = Snapshot::clone(&self.snapshot());
+        self.fill(&mut next);
+        self.replace(next);
+        self.save_hashes();
+        self.hashing.store(false, Ordering::Relaxed);
+    }
+
+    /// Lists the artifacts directory again (`plasmd serve` does it on SIGHUP): new, replaced and
+    /// removed releases and files, a new `manifest.json`. Files whose size and mtime did not
+    /// change keep their hash (hash cache); others are hashed again, and with `--key` every
+    /// generated manifest is signed again. The new snapshot replaces the old one only when it
+    /// is complete. Blocking; returns the new snapshot (its `problems` are for the log).
+    pub fn reload(&self) -> Arc<Snapshot> {
+        let _writer = self.lock_writer();
+        // `hashing` stays false: what is served meanwhile (the old snapshot) is complete.
+        let mut next = scan(self.root.as_deref(), &self.opts, &self.hashes);
+        self.fill(&mut next);
+        self.replace(next);
+        self.save_hashes();
+        self.hashing.store(false, Ordering::Relaxed);
+        self.snapshot()
+    }
+
+    /// Hashes the files of `snap` that have no ETag yet and generates the manifests it still
+    /// needs (`ManifestState::Pending`).
+    fn fill(&self, snap: &mut Snapshot) {
+        for release in snap.releases.values_mut() {
+            for entry in release.files.values_mut() {
                 if entry.sha256.is_some() {
                     continue;
                 }
                 match self.hashes.hash(&entry.path) {
-                    Ok((digest, stamp)) => self.update(key, |r| {
-                        if let Some(f) = r.files.get_mut(name) {
-                            f.sha256 = Some(digest);
-                            f.stamp = stamp;
-                        }
-                    }),
+                    Ok((digest, stamp)) => {
+                        entry.sha256 = Some(digest);
+                        entry.stamp = stamp;
+                    }
                     Err(e) => tracing::warn!(error = %crate::error_chain(&e), "hashing failed"),
                 }
             }
             if matches!(release.manifest, ManifestState::Pending) {
-                let state = self.generate(release, chrono::Utc::now());
-                self.update(key, |r| r.manifest = state);
+                release.manifest = self.generate(release, chrono::Utc::now());
             }
         }
+    }
+
+    fn save_hashes(&self) {
         if let Err(e) = self.hashes.save() {
             tracing::info!(error = %crate::error_chain(&e), "hash cache not saved");
         }
-        self.hashing.store(false, Ordering::Relaxed);
     }
 
     /// Signs again every generated manifest that has used half of its lifetime
@@ -324,6 +362,7 @@ impl Store {
     /// the 404 reason instead of a manifest that no longer matches. Blocking; returns how many
     /// manifests were signed again.
     pub fn resign_due(&self, now: chrono::DateTime<chrono::Utc>) -> usize {
+        let _writer = self.lock_writer();
         let half_life =
             chrono::Duration::from_std(self.opts.expires_in / 2).unwrap_or(chrono::Duration::MAX);
         let snap = self.snapshot();
@@ -343,9 +382,7 @@ impl Store {
             n += 1;
         }
         if n > 0 {
-            if let Err(e) = self.hashes.save() {
-                tracing::info!(error = %crate::error_chain(&e), "hash cache not saved");
-            }
+            self.save_hashes();
         }
         n
     }
@@ -380,16 +417,29 @@ impl Store {
         }
     }
 
+    /// Changes one release in a copy of the snapshot and swaps it in (the caller holds the
+    /// writer lock).
     fn update(&self, key: &(String, Arch), change: impl FnOnce(&mut Release)) {
-        let mut guard = match self.snapshot.write() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let mut next = Snapshot::clone(&guard);
+        let mut next = Snapshot::clone(&self.snapshot());
         if let Some(r) = next.releases.get_mut(key) {
             change(r);
         }
-        *guard = Arc::new(next);
+        self.replace(next);
+    }
+}
+
+/// The snapshot of the artifacts directory (`root`: its canonical path, `None` when it could
+/// not be resolved), stat only.
+fn scan(root: Option<&Path>, opts: &StoreOptions, hashes: &HashCache) -> Snapshot {
+    match root {
+        Some(root) => scan_root(root, opts, hashes),
+        None => Snapshot {
+            problems: vec![format!(
+                "artifacts directory {} cannot be read",
+                opts.artifacts.display()
+            )],
+            ..Snapshot::default()
+        },
     }
 }
 
@@ -717,6 +767,78 @@ mod tests {
         let snap = store.snapshot();
         let state = &snap.release("stable", "x86_64").unwrap().manifest;
         assert!(matches!(state, ManifestState::Absent { .. }), "{state:?}");
+    }
+
+    #[test]
+    fn reload_picks_up_replaced_and_added_files_and_signs_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, key, rel) = keyed_store(dir.path(), std::time::Duration::from_secs(86_400));
+        store.complete();
+        let before = store.snapshot();
+        std::fs::write(rel.join("kernel"), b"k2").unwrap();
+        std::fs::write(rel.join("rootfs"), b"r").unwrap();
+        let after = store.reload();
+        assert!(!store.hashing());
+        // The snapshot taken before is untouched: requests in flight keep what they had.
+        let old = before.release("stable", "x86_64").unwrap();
+        assert_eq!(old.files["kernel"].sha256, Some(Sha256Digest::of(b"k")));
+        assert!(!old.files.contains_key("rootfs"));
+        let r = after.release("stable", "x86_64").unwrap();
+        assert_eq!(r.files["kernel"].sha256, Some(Sha256Digest::of(b"k2")));
+        assert_eq!(r.files["rootfs"].sha256, Some(Sha256Digest::of(b"r")));
+        let trust = phase_protocol::TrustRoot::new([key.verifying_key()], 1).unwrap();
+        let bytes = r.manifest.bytes().unwrap();
+        let m =
+            phase_protocol::verify(bytes, &trust, chrono::Utc::now(), &Default::default()).unwrap();
+        assert_eq!(
+            m.manifest().artifacts["kernel"].hash,
+            Sha256Digest::of(b"k2")
+        );
+        assert_eq!(
+            m.manifest().artifacts["rootfs"].hash,
+            Sha256Digest::of(b"r")
+        );
+    }
+
+    #[test]
+    fn reload_drops_an_oversized_manifest_and_a_removed_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let rel = dir.path().join("stable/x86_64");
+        std::fs::create_dir_all(&rel).unwrap();
+        std::fs::write(rel.join("kernel"), b"k").unwrap();
+        std::fs::write(rel.join("manifest.json"), b"{}").unwrap();
+        let store = Store::scan(opts(dir.path()));
+        store.complete();
+        assert!(store
+            .snapshot()
+            .release("stable", "x86_64")
+            .unwrap()
+            .manifest
+            .bytes()
+            .is_some());
+        // Replaced by a file over the cap: no longer served, and the reason is on /health.
+        std::fs::write(
+            rel.join("manifest.json"),
+            vec![b' '; MAX_MANIFEST_BYTES + 1],
+        )
+        .unwrap();
+        let snap = store.reload();
+        let state = &snap.release("stable", "x86_64").unwrap().manifest;
+        assert!(state.bytes().is_none(), "{state:?}");
+        assert!(
+            snap.problems.iter().any(|p| p.contains("cap")),
+            "{:?}",
+            snap.problems
+        );
+        // The release directory removed: the release is gone, not served from memory.
+        std::fs::remove_dir_all(&rel).unwrap();
+        let snap = store.reload();
+        assert!(snap.releases.is_empty());
+        assert!(
+            snap.problems.iter().any(|p| p.contains("no release under")),
+            "{:?}",
+            snap.problems
+        );
     }
 
     #[test]

@@ -281,6 +281,70 @@ fn get_body(port: u16, path: &str) -> Vec<u8> {
     out.split_off(at + 4)
 }
 
+/// The manifest a `plasmd serve --key` on `port` generated, once it is served (within 10 s).
+fn generated_manifest(port: u16) -> Vec<u8> {
+    let addr = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if plasmd(&["provider", "list", "-a", &addr]).status.success() {
+            let body = get_body(port, "/stable/x86_64/manifest.json");
+            if body.starts_with(b"{") {
+                return body;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no generated manifest within 10 s");
+}
+
+/// `artifacts.<name>.hash` of a manifest.
+fn artifact_hash(manifest: &[u8], name: &str) -> String {
+    let v: serde_json::Value = serde_json::from_slice(manifest).unwrap();
+    v["artifacts"][name]["hash"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn serve_reloads_its_artifacts_on_sighup_and_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, port) = keyed_tree(dir.path());
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_plasmd"))
+            .args(["serve", "-a", s(dir.path()), "-b", "127.0.0.1"])
+            .args(["-p", &port.to_string(), "--no-dht", "--no-mdns"])
+            .args(["--key", s(&key)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let first = generated_manifest(port);
+    let sha = |b: &[u8]| format!("sha256:{}", phase_protocol::Sha256Digest::of(b).hex());
+    assert_eq!(artifact_hash(&first, "kernel"), sha(b"kernel"));
+    // A new kernel is not served until the operator says so.
+    std::fs::write(dir.path().join("stable/x86_64/kernel"), b"kernel, take two").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get_body(port, "/stable/x86_64/manifest.json"), first);
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut now = first.clone();
+    for _ in 0..100 {
+        now = get_body(port, "/stable/x86_64/manifest.json");
+        if now != first {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(artifact_hash(&now, "kernel"), sha(b"kernel, take two"));
+    assert_eq!(get_body(port, "/stable/x86_64/kernel"), b"kernel, take two");
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "plasmd exited on SIGHUP"
+    );
+}
+
 #[test]
 fn serve_with_key_signs_its_manifest_again_before_it_expires() {
     let dir = tempfile::tempdir().unwrap();
@@ -303,26 +367,7 @@ fn serve_with_key_signs_its_manifest_again_before_it_expires() {
             .unwrap(),
     );
     let manifest = "/stable/x86_64/manifest.json";
-    let mut first = None;
-    for _ in 0..100 {
-        if plasmd(&[
-            "provider",
-            "list",
-            "-a",
-            &format!("http://127.0.0.1:{port}"),
-        ])
-        .status
-        .success()
-        {
-            let body = get_body(port, manifest);
-            if body.starts_with(b"{") {
-                first = Some(body);
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let first = first.expect("no generated manifest within 10 s");
+    let first = generated_manifest(port);
     // Half of 4 s is 2 s, checked every second: a new signature within about 3 s.
     let mut second = first.clone();
     for _ in 0..80 {
