@@ -211,7 +211,7 @@ async fn resign_loop(store: &Arc<Store>, expires_in: Duration) {
 }
 
 /// On every SIGHUP: [`Store::reload`], then advertise what changed. Runs until the server
-/// stops (or forever when `hangups` is `None`).
+/// stops; returns at once when `hangups` is `None` (no handler could be installed).
 async fn reload_on_hangup(
     hangups: Option<Signal>,
     state: &Arc<AppState>,
