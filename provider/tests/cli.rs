@@ -175,6 +175,16 @@ impl Drop for Child {
     }
 }
 
+/// Sends `sig` (`-HUP`, `-TERM`) to the plasmd this test started, by its PID.
+fn send_signal(child: &Child, sig: &str) {
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
 /// A `stable/x86_64` release without a manifest under `root`, a key made by `plasmd keygen`
 /// (`root/k`, `root/k.pub`) and a free port for `plasmd serve`: (key path, port).
 fn keyed_tree(root: &Path) -> (std::path::PathBuf, u16) {
@@ -243,12 +253,7 @@ fn serve_with_key_generates_a_manifest_and_provider_commands_read_it() {
 
     // SIGTERM: a clean exit (status 0) within a bounded time.
     let mut child = child;
-    let pid = child.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    send_signal(&child, "-TERM");
     let mut exited = None;
     for _ in 0..100 {
         if let Some(st) = child.0.try_wait().unwrap() {
@@ -323,12 +328,7 @@ fn serve_reloads_its_artifacts_on_sighup_and_keeps_serving() {
     std::fs::write(dir.path().join("stable/x86_64/kernel"), b"kernel, take two").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(get_body(port, "/stable/x86_64/manifest.json"), first);
-    let pid = child.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    send_signal(&child, "-HUP");
     let mut now = first.clone();
     for _ in 0..100 {
         now = get_body(port, "/stable/x86_64/manifest.json");
