@@ -232,26 +232,25 @@ async fn reload_on_hangup(
             tracing::warn!(problem = %p, "artifacts");
         }
         tracing::info!(releases = snap.releases.len(), "artifacts reloaded");
-        // Taken out of the slot while it changes: the slot's lock is not held across awaits.
-        let running = slot.lock().ok().and_then(|mut a| a.take());
-        match running {
-            Some(mut a) => {
-                match a.update(adverts(state)).await {
-                    Ok(true) => {
-                        tracing::info!(adverts = a.adverts().len(), "advertisement updated")
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %crate::error_chain(&e), "advertisement not updated")
-                    }
-                }
-                if let Ok(mut s) = slot.lock() {
-                    *s = Some(a);
-                }
-            }
-            // Advertising never started (it failed, or there was nothing to advertise): retry.
-            None => advertise_all(state, cfg, slot).await,
-        }
+        readvertise(state, cfg, slot).await;
+    }
+}
+
+/// Advertises the current snapshot's releases: updates the running advertiser, or tries to
+/// start one when none runs (it failed to start; with mDNS and the DHT both off this does
+/// nothing).
+async fn readvertise(state: &AppState, cfg: &ServeConfig, slot: &Mutex<Option<Advertiser>>) {
+    // Taken out of the slot while it changes: the slot's lock is not held across awaits.
+    let Some(mut a) = slot.lock().ok().and_then(|mut a| a.take()) else {
+        return advertise_all(state, cfg, slot).await;
+    };
+    match a.update(adverts(state)).await {
+        Ok(true) => tracing::info!(adverts = a.adverts().len(), "advertisement updated"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %crate::error_chain(&e), "advertisement not updated"),
+    }
+    if let Ok(mut s) = slot.lock() {
+        *s = Some(a);
     }
 }
 

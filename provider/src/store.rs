@@ -304,11 +304,7 @@ impl Store {
     /// on a blocking thread after it starts listening.
     pub fn complete(&self) {
         let _writer = self.lock_writer();
-        let mut next = Snapshot::clone(&self.snapshot());
-        self.fill(&mut next);
-        self.replace(next);
-        self.save_hashes();
-        self.hashing.store(false, Ordering::Relaxed);
+        self.fill_and_replace(Snapshot::clone(&self.snapshot()));
     }
 
     /// Lists the artifacts directory again (`plasmd serve` does it on SIGHUP): new, replaced and
@@ -319,17 +315,14 @@ impl Store {
     pub fn reload(&self) -> Arc<Snapshot> {
         let _writer = self.lock_writer();
         // `hashing` stays false: what is served meanwhile (the old snapshot) is complete.
-        let mut next = scan(self.root.as_deref(), &self.opts, &self.hashes);
-        self.fill(&mut next);
-        self.replace(next);
-        self.save_hashes();
-        self.hashing.store(false, Ordering::Relaxed);
+        self.fill_and_replace(scan(self.root.as_deref(), &self.opts, &self.hashes));
         self.snapshot()
     }
 
-    /// Hashes the files of `snap` that have no ETag yet and generates the manifests it still
-    /// needs (`ManifestState::Pending`).
-    fn fill(&self, snap: &mut Snapshot) {
+    /// Hashes the files of `snap` that have no ETag yet, generates the manifests it still
+    /// needs (`ManifestState::Pending`), swaps it in and saves the hash cache. The caller holds
+    /// the writer lock.
+    fn fill_and_replace(&self, mut snap: Snapshot) {
         for release in snap.releases.values_mut() {
             for entry in release.files.values_mut() {
                 if entry.sha256.is_some() {
@@ -347,6 +340,9 @@ impl Store {
                 release.manifest = self.generate(release, chrono::Utc::now());
             }
         }
+        self.replace(snap);
+        self.save_hashes();
+        self.hashing.store(false, Ordering::Relaxed);
     }
 
     fn save_hashes(&self) {
@@ -365,9 +361,9 @@ impl Store {
         let _writer = self.lock_writer();
         let half_life =
             chrono::Duration::from_std(self.opts.expires_in / 2).unwrap_or(chrono::Duration::MAX);
-        let snap = self.snapshot();
+        let mut next = Snapshot::clone(&self.snapshot());
         let mut n = 0;
-        for (key, release) in &snap.releases {
+        for release in next.releases.values_mut() {
             let ManifestState::Generated { signed_at, .. } = &release.manifest else {
                 continue;
             };
@@ -378,10 +374,11 @@ impl Store {
             if let ManifestState::Absent { reason } = &state {
                 tracing::warn!(channel = %release.channel, arch = %release.arch, %reason, "manifest not signed again");
             }
-            self.update(key, |r| r.manifest = state);
+            release.manifest = state;
             n += 1;
         }
         if n > 0 {
+            self.replace(next);
             self.save_hashes();
         }
         n
@@ -415,16 +412,6 @@ impl Store {
                 reason: format!("cannot generate a manifest: {}", crate::error_chain(&e)),
             },
         }
-    }
-
-    /// Changes one release in a copy of the snapshot and swaps it in (the caller holds the
-    /// writer lock).
-    fn update(&self, key: &(String, Arch), change: impl FnOnce(&mut Release)) {
-        let mut next = Snapshot::clone(&self.snapshot());
-        if let Some(r) = next.releases.get_mut(key) {
-            change(r);
-        }
-        self.replace(next);
     }
 }
 

@@ -203,30 +203,27 @@ fn keyed_tree(root: &Path) -> (std::path::PathBuf, u16) {
     (key, port)
 }
 
-#[test]
-fn serve_with_key_generates_a_manifest_and_provider_commands_read_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let (key, port) = keyed_tree(dir.path());
-    let port_s = port.to_string();
-    let child = Child(
+/// `plasmd serve -a root --key key` on 127.0.0.1:`port` without mDNS and DHT, plus `extra`
+/// flags; killed when dropped.
+fn serve_keyed(root: &Path, key: &Path, port: u16, extra: &[&str]) -> Child {
+    Child(
         Command::new(env!("CARGO_BIN_EXE_plasmd"))
-            .args([
-                "serve",
-                "-a",
-                s(dir.path()),
-                "-b",
-                "127.0.0.1",
-                "-p",
-                &port_s,
-                "--no-dht",
-                "--no-mdns",
-            ])
-            .args(["--key", s(&key), "--release-version", "2.0.0"])
+            .args(["serve", "-a", s(root), "-b", "127.0.0.1"])
+            .args(["-p", &port.to_string(), "--no-dht", "--no-mdns"])
+            .args(["--key", s(key)])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
-    );
+    )
+}
+
+#[test]
+fn serve_with_key_generates_a_manifest_and_provider_commands_read_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, port) = keyed_tree(dir.path());
+    let child = serve_keyed(dir.path(), &key, port, &["--release-version", "2.0.0"]);
     let addr = format!("http://127.0.0.1:{port}");
     let mut listed = String::new();
     for _ in 0..100 {
@@ -311,16 +308,7 @@ fn artifact_hash(manifest: &[u8], name: &str) -> String {
 fn serve_reloads_its_artifacts_on_sighup_and_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let (key, port) = keyed_tree(dir.path());
-    let mut child = Child(
-        Command::new(env!("CARGO_BIN_EXE_plasmd"))
-            .args(["serve", "-a", s(dir.path()), "-b", "127.0.0.1"])
-            .args(["-p", &port.to_string(), "--no-dht", "--no-mdns"])
-            .args(["--key", s(&key)])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = serve_keyed(dir.path(), &key, port, &[]);
     let first = generated_manifest(port);
     let sha = |b: &[u8]| format!("sha256:{}", phase_protocol::Sha256Digest::of(b).hex());
     assert_eq!(artifact_hash(&first, "kernel"), sha(b"kernel"));
@@ -356,16 +344,7 @@ fn serve_with_key_signs_its_manifest_again_before_it_expires() {
         format!("threshold = 1\nkeys = [\"{}\"]\n", pubkey.trim()),
     )
     .unwrap();
-    let _child = Child(
-        Command::new(env!("CARGO_BIN_EXE_plasmd"))
-            .args(["serve", "-a", s(dir.path()), "-b", "127.0.0.1"])
-            .args(["-p", &port.to_string(), "--no-dht", "--no-mdns"])
-            .args(["--key", s(&key), "--expires-in", "4s"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _child = serve_keyed(dir.path(), &key, port, &["--expires-in", "4s"]);
     let manifest = "/stable/x86_64/manifest.json";
     let first = generated_manifest(port);
     // Half of 4 s is 2 s, checked every second: a new signature within about 3 s.
