@@ -124,6 +124,12 @@ pub enum Ignored {
     },
     /// `chaddr` is not our hardware address.
     WrongChaddr,
+    /// `htype`/`hlen` do not describe an Ethernet address: `hlen` over the 16 bytes `chaddr`
+    /// holds (which `dhcproto`'s `chaddr()` would slice past and panic on) or not 6.
+    BadHardwareAddress {
+        /// The packet's `hlen`, bytes.
+        hlen: u8,
+    },
     /// A message type this state does not expect (an OFFER while requesting, a duplicate ACK).
     Unexpected(Option<MessageType>),
     /// An OFFER/ACK/NAK without option 54.
@@ -132,8 +138,30 @@ pub enum Ignored {
     OtherServer(Ipv4Addr),
     /// An OFFER or ACK with `yiaddr` 0.0.0.0.
     NoAddress,
+    /// An OFFER or ACK whose parameters no sane network has (see [`BadLease`]).
+    BadLease(BadLease),
     /// The client is not waiting for anything (INIT or BOUND).
     Idle,
+}
+
+/// Why the parameters of an OFFER or ACK were refused (a rogue or broken server). The honest
+/// server's reply is still waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadLease {
+    /// `yiaddr` is not a usable unicast host address (0.0.0.0, 255.255.255.255, multicast,
+    /// loopback, 240.0.0.0/4, or the network/broadcast address of its own subnet).
+    #[error("yiaddr {0} is not a unicast host address")]
+    Address(Ipv4Addr),
+    /// Option 1 is not a contiguous mask of /1../32.
+    #[error("subnet mask {0} is not a contiguous prefix of 1..=32 bits")]
+    Mask(Ipv4Addr),
+    /// Option 3's first router is not a unicast address in the leased subnet, or is the
+    /// leased address itself.
+    #[error("router {0} is not a unicast address in the leased subnet")]
+    Router(Ipv4Addr),
+    /// Option 54 is not a unicast address.
+    #[error("server identifier {0} is not a unicast address")]
+    ServerId(Ipv4Addr),
 }
 
 /// Why a bound lease was lost; the caller removes the address and starts over.
@@ -314,9 +342,11 @@ impl Client {
         }
     }
 
-    /// Decodes and checks op, xid and chaddr.
+    /// Decodes (only the options this client reads: [`retain_read_options`]) and checks op,
+    /// xid and chaddr.
     fn check(&self, bytes: &[u8]) -> Result<Message, Ignored> {
-        let msg = Message::from_bytes(bytes).map_err(|e| Ignored::Malformed(e.to_string()))?;
+        let bytes = retain_read_options(bytes)?;
+        let msg = Message::from_bytes(&bytes).map_err(|e| Ignored::Malformed(e.to_string()))?;
         if msg.opcode() != Opcode::BootReply {
             return Err(Ignored::NotReply);
         }
@@ -325,6 +355,11 @@ impl Client {
                 expected: self.xid,
                 got: msg.xid(),
             });
+        }
+        // dhcproto's chaddr() slices its 16-byte array by hlen: check hlen first (a hostile
+        // BOOTREPLY with our xid and hlen > 16 panicked PID 1 here, issue 15).
+        if usize::from(msg.hlen()) != self.mac.len() {
+            return Err(Ignored::BadHardwareAddress { hlen: msg.hlen() });
         }
         if msg.chaddr() != self.mac {
             return Err(Ignored::WrongChaddr);
@@ -337,11 +372,19 @@ impl Client {
         let Some(server) = server_id(msg) else {
             return self.wait(Ignored::MissingServerId);
         };
+        if !is_unicast(server) {
+            return self.wait(Ignored::BadLease(BadLease::ServerId(server)));
+        }
         match (self.state.clone(), kind) {
             (State::Selecting { .. }, Some(MessageType::Offer)) => {
                 let offered = msg.yiaddr();
                 if offered.is_unspecified() {
                     return self.wait(Ignored::NoAddress);
+                }
+                // An OFFER whose address, mask or router is insane is not taken: the honest
+                // server's OFFER may still come.
+                if let Err(bad) = granted(msg, server) {
+                    return self.wait(bad);
                 }
                 // First valid OFFER wins (RFC 2131 §4.4.1 lets the client choose; waiting for
                 // more only slows the boot).
@@ -383,11 +426,11 @@ impl Client {
 
     fn bind(&mut self, msg: &Message, server: Ipv4Addr) -> Step {
         match granted(msg, server) {
-            Some(g) => {
+            Ok(g) => {
                 self.state = State::Bound;
                 Step::Bound(g)
             }
-            None => self.wait(Ignored::NoAddress),
+            Err(ignored) => self.wait(ignored),
         }
     }
 
@@ -499,6 +542,52 @@ impl Client {
     }
 }
 
+/// Length of the fixed BOOTP header plus the magic cookie, bytes (RFC 2131 §3, figure 1).
+const OPTIONS_START: usize = 240;
+
+/// Options this client reads from a reply (RFC 2132): everything else is dropped before
+/// `dhcproto` decodes the packet.
+const READ_OPTIONS: [u8; 12] = [1, 3, 6, 12, 15, 42, 51, 53, 54, 56, 58, 59];
+
+/// A copy of the reply `bytes` whose options field holds only [`READ_OPTIONS`], ended by an
+/// End option. `dhcproto`'s decoder has `debug_assert!`s on the length of options this client
+/// never uses (91-94, 80, 81...), and an allowlist keeps any such decoder path out of PID 1's
+/// reach. A truncated option ends the walk (what came before it is kept).
+///
+/// # Errors
+/// [`Ignored::Malformed`] when `bytes` is shorter than the header and magic cookie.
+fn retain_read_options(bytes: &[u8]) -> Result<Vec<u8>, Ignored> {
+    let (Some(head), Some(mut rest)) = (bytes.get(..OPTIONS_START), bytes.get(OPTIONS_START..))
+    else {
+        return Err(Ignored::Malformed(format!(
+            "{} bytes, shorter than the {OPTIONS_START}-byte header",
+            bytes.len()
+        )));
+    };
+    let mut out = head.to_vec();
+    while let Some((&code, tail)) = rest.split_first() {
+        match code {
+            0 => rest = tail,
+            255 => break,
+            _ => {
+                let Some((&len, tail)) = tail.split_first() else {
+                    break;
+                };
+                let Some(value) = tail.get(..usize::from(len)) else {
+                    break;
+                };
+                if READ_OPTIONS.contains(&code) {
+                    out.extend_from_slice(&[code, len]);
+                    out.extend_from_slice(value);
+                }
+                rest = tail.get(usize::from(len)..).unwrap_or_default();
+            }
+        }
+    }
+    out.push(255);
+    Ok(out)
+}
+
 fn secs(s: u32) -> Duration {
     Duration::from_secs(u64::from(s))
 }
@@ -517,52 +606,109 @@ fn nak_message(msg: &Message) -> Option<String> {
     }
 }
 
-/// Reads the lease parameters of an ACK; `None` if `yiaddr` is 0.0.0.0.
-fn granted(msg: &Message, server_id: Ipv4Addr) -> Option<Granted> {
+/// Shortest lease accepted, seconds: a shorter option 51 (0 included) is raised to this, so a
+/// server cannot make the client renew in a tight loop.
+pub const MIN_LEASE_SECS: u32 = 60;
+
+/// Reads and checks the lease parameters of an OFFER or ACK (RFC 2132 options 1, 3, 6, 12, 42,
+/// 51, 58, 59).
+///
+/// Timers: option 51 below [`MIN_LEASE_SECS`] is raised to it; a T1 that is 0 or not below the
+/// lease, and a T2 that is not in `T1..=lease`, are replaced by the RFC 2131 §4.4.5 defaults
+/// (0.5 and 0.875 × lease).
+///
+/// # Errors
+/// [`Ignored::NoAddress`] for `yiaddr` 0.0.0.0; [`Ignored::BadLease`] for an address, mask or
+/// router no sane network has.
+fn granted(msg: &Message, server_id: Ipv4Addr) -> Result<Granted, Ignored> {
     let addr = msg.yiaddr();
     if addr.is_unspecified() {
-        return None;
+        return Err(Ignored::NoAddress);
     }
     let opts = msg.opts();
     let prefix_len = match opts.get(OptionCode::SubnetMask) {
-        Some(DhcpOption::SubnetMask(mask)) => u32::from(*mask).leading_ones() as u8,
+        Some(DhcpOption::SubnetMask(mask)) => {
+            mask_prefix(*mask).ok_or(Ignored::BadLease(BadLease::Mask(*mask)))?
+        }
         _ => classful_prefix(addr),
     };
+    if !is_host_in(addr, addr, prefix_len) {
+        return Err(Ignored::BadLease(BadLease::Address(addr)));
+    }
     let ips = |code| match opts.get(code) {
         Some(
             DhcpOption::Router(v) | DhcpOption::DomainNameServer(v) | DhcpOption::NtpServers(v),
         ) => v.clone(),
         _ => Vec::new(),
     };
+    let router = ips(OptionCode::Router).first().copied();
+    if let Some(r) = router {
+        if r == addr || !is_host_in(r, addr, prefix_len) {
+            return Err(Ignored::BadLease(BadLease::Router(r)));
+        }
+    }
     let u32_opt = |code| match opts.get(code) {
         Some(
             DhcpOption::AddressLeaseTime(n) | DhcpOption::Renewal(n) | DhcpOption::Rebinding(n),
         ) => Some(*n),
         _ => None,
     };
-    let lease_secs = u32_opt(OptionCode::AddressLeaseTime).unwrap_or(u32::MAX);
+    let lease_secs = u32_opt(OptionCode::AddressLeaseTime)
+        .unwrap_or(u32::MAX)
+        .max(MIN_LEASE_SECS);
     let t1_secs = u32_opt(OptionCode::Renewal)
-        .unwrap_or(lease_secs / 2)
-        .min(lease_secs);
+        .filter(|t1| (1..lease_secs).contains(t1))
+        .unwrap_or(lease_secs / 2);
     let t2_secs = u32_opt(OptionCode::Rebinding)
+        .filter(|t2| (t1_secs..=lease_secs).contains(t2))
         .unwrap_or((u64::from(lease_secs) * 7 / 8) as u32)
         .clamp(t1_secs, lease_secs);
     let hostname = match opts.get(OptionCode::Hostname) {
         Some(DhcpOption::Hostname(h)) if !h.is_empty() => Some(h.clone()),
         _ => None,
     };
-    Some(Granted {
+    let unicast = |v: Vec<Ipv4Addr>| v.into_iter().filter(|ip| is_unicast(*ip)).collect();
+    Ok(Granted {
         addr,
         prefix_len,
-        router: ips(OptionCode::Router).first().copied(),
-        dns: ips(OptionCode::DomainNameServer),
-        ntp: ips(OptionCode::NtpServers),
+        router,
+        dns: unicast(ips(OptionCode::DomainNameServer)),
+        ntp: unicast(ips(OptionCode::NtpServers)),
         hostname,
         server_id,
         lease_secs,
         t1_secs,
         t2_secs,
     })
+}
+
+/// A unicast IPv4 address: not 0.0.0.0, 255.255.255.255, multicast, loopback or 240.0.0.0/4.
+fn is_unicast(ip: Ipv4Addr) -> bool {
+    !(ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_loopback()
+        || ip.octets()[0] >= 240)
+}
+
+/// `ip` is a unicast host address of `subnet`/`prefix_len`: inside it and, below /31, neither
+/// its network nor its broadcast address (RFC 3021 lets /31 and /32 use every address).
+fn is_host_in(ip: Ipv4Addr, subnet: Ipv4Addr, prefix_len: u8) -> bool {
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(prefix_len))
+        .unwrap_or(0);
+    let (ip, net) = (u32::from(ip), u32::from(subnet) & mask);
+    let host = ip & !mask;
+    is_unicast(Ipv4Addr::from(ip))
+        && ip & mask == net
+        && (prefix_len >= 31 || (host != 0 && host != !mask))
+}
+
+/// The prefix length of a contiguous subnet mask of 1..=32 bits; `None` otherwise.
+fn mask_prefix(mask: Ipv4Addr) -> Option<u8> {
+    let bits = u32::from(mask);
+    let ones = bits.leading_ones();
+    (ones >= 1 && bits.count_ones() == ones).then_some(ones as u8)
 }
 
 /// Class A/B/C prefix for a server that sends no subnet mask.

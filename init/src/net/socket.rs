@@ -160,6 +160,7 @@ pub async fn exchange(
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut step = first;
     let mut requested_at = Instant::now();
+    let mut last_refused: Option<Ignored> = None;
     loop {
         let until = match step {
             Step::Send { packet, until } => {
@@ -169,7 +170,7 @@ pub async fn exchange(
                 until
             }
             Step::Wait { until, ignored } => {
-                log_ignored(&sock.iface, &ignored);
+                log_ignored(&sock.iface, &ignored, &mut last_refused);
                 until
             }
             Step::Bound(granted) => {
@@ -197,6 +198,18 @@ pub async fn exchange(
     }
 }
 
-fn log_ignored(iface: &str, ignored: &Ignored) {
+/// Traces every ignored packet at debug level; a reply refused as hostile or broken (a bad
+/// hardware address or insane lease parameters) also gets a console line, once per distinct
+/// reason in a row, so a flood cannot fill the console.
+fn log_ignored(iface: &str, ignored: &Ignored, last: &mut Option<Ignored>) {
     tracing::debug!(iface, ?ignored, "dhcp packet ignored");
+    let text = match ignored {
+        Ignored::BadHardwareAddress { hlen } => format!("hardware address length {hlen}"),
+        Ignored::BadLease(bad) => bad.to_string(),
+        _ => return,
+    };
+    if last.as_ref() != Some(ignored) {
+        crate::log::line(&format!("dhcp refused a reply on {iface}: {text}"));
+        *last = Some(ignored.clone());
+    }
 }
