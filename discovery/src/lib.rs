@@ -81,6 +81,9 @@ pub struct DiscoverOptions {
     pub want: usize,
     /// Browse mDNS on this interface only (e.g. `eth0`).
     pub iface: Option<String>,
+    /// Whether this host's clock can judge DHT records' TTL and `created_at` (false when the
+    /// init knows its clock is below its floors; issue 15 §3).
+    pub clock_trusted: bool,
 }
 
 impl DiscoverOptions {
@@ -97,6 +100,7 @@ impl DiscoverOptions {
             identity: None,
             want: 1,
             iface: None,
+            clock_trusted: true,
         }
     }
 }
@@ -179,7 +183,13 @@ async fn discover_dht(opts: &DiscoverOptions) -> Result<Vec<Found>, DiscoverErro
         }
     );
     let found = node
-        .lookup(&opts.channel, opts.arch, opts.want, opts.timeout)
+        .lookup_with_clock(
+            &opts.channel,
+            opts.arch,
+            opts.want,
+            opts.timeout,
+            opts.clock_trusted,
+        )
         .await;
     node.shutdown().await;
     found.map_err(DiscoverError::Dht)

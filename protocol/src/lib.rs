@@ -30,4 +30,6 @@ pub use manifest::{Artifact, BootManifest, ManifestError, SignatureEntry};
 pub use mode::BootMode;
 pub use record::ManifestRecord;
 pub use trust::TrustRoot;
-pub use verify::{verify, Expectation, VerifiedManifest, VerifyError, MAX_MANIFEST_BYTES};
+pub use verify::{
+    verify, ClockTrust, Expectation, VerifiedManifest, VerifyError, MAX_MANIFEST_BYTES,
+};

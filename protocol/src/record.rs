@@ -74,14 +74,14 @@ pub enum RecordError {
         found: String,
     },
     /// Past `created_at + ttl_secs`, or the TTL is longer than [`MAX_TTL_SECS`].
-    #[error("record expired or has an unacceptable ttl ({created_at} + {ttl_secs}s, now {now})")]
+    #[error("record expired or has an unacceptable ttl ({created_at} + {ttl_secs}s, now {now:?})")]
     Expired {
         /// The record's created_at.
         created_at: DateTime<Utc>,
         /// The record's ttl.
         ttl_secs: u64,
-        /// The clock used.
-        now: DateTime<Utc>,
+        /// The clock used (`None`: not trusted, only the TTL cap was checked).
+        now: Option<DateTime<Utc>>,
     },
     /// created_at is more than the skew in the future.
     #[error("record created_at {0} is in the future")]
@@ -110,14 +110,19 @@ impl ManifestRecord {
         serde_json::from_value(v).map_err(RecordError::Schema)
     }
 
-    /// When the record stops being valid.
+    /// When the record stops being valid: `created_at` + `ttl_secs` (capped at
+    /// [`MAX_TTL_SECS`]), saturating at chrono's latest date. `created_at` comes from the
+    /// network and chrono accepts years up to ±262142, so unchecked addition overflowed and
+    /// panicked (issue 15).
     pub fn expires_at(&self) -> DateTime<Utc> {
         let ttl = i64::try_from(self.ttl_secs.min(MAX_TTL_SECS)).unwrap_or(0);
-        self.created_at + Duration::seconds(ttl)
+        crate::verify::add_saturating(self.created_at, Duration::seconds(ttl))
     }
 
     /// Checks that the record is for `channel`/`arch`, within its TTL at `now`, and points at
-    /// an http(s) URL.
+    /// an http(s) URL. `now` is `None` when the caller's clock is known to be wrong (below its
+    /// floors, no SNTP; issue 15 §3): then neither the TTL nor a `created_at` in the future
+    /// is judged, since a record only points and the manifest it leads to is verified anyway.
     ///
     /// # Errors
     /// The first failing [`RecordError`].
@@ -125,7 +130,7 @@ impl ManifestRecord {
         &self,
         channel: &str,
         arch: Arch,
-        now: DateTime<Utc>,
+        now: Option<DateTime<Utc>>,
     ) -> Result<(), RecordError> {
         if self.channel != channel {
             return Err(RecordError::WrongChannel {
@@ -139,15 +144,26 @@ impl ManifestRecord {
                 found: self.arch.clone(),
             });
         }
-        if self.ttl_secs > MAX_TTL_SECS || self.expires_at() <= now {
+        if self.ttl_secs > MAX_TTL_SECS {
             return Err(RecordError::Expired {
                 created_at: self.created_at,
                 ttl_secs: self.ttl_secs,
                 now,
             });
         }
-        if self.created_at > now + crate::verify::DEFAULT_CLOCK_SKEW {
-            return Err(RecordError::FromTheFuture(self.created_at));
+        if let Some(now) = now {
+            if self.expires_at() <= now {
+                return Err(RecordError::Expired {
+                    created_at: self.created_at,
+                    ttl_secs: self.ttl_secs,
+                    now: Some(now),
+                });
+            }
+            if self.created_at
+                > crate::verify::add_saturating(now, crate::verify::DEFAULT_CLOCK_SKEW)
+            {
+                return Err(RecordError::FromTheFuture(self.created_at));
+            }
         }
         let url = &self.manifest_url;
         let rest = url
@@ -195,7 +211,7 @@ mod tests {
     fn record_round_trips_and_validates() {
         let r = ManifestRecord::from_bytes(&rec().to_bytes()).unwrap();
         assert_eq!(r, rec());
-        r.validate_for("stable", Arch::X86_64, now()).unwrap();
+        r.validate_for("stable", Arch::X86_64, Some(now())).unwrap();
     }
 
     #[test]
@@ -208,29 +224,69 @@ mod tests {
         ));
         let r = rec();
         assert!(matches!(
-            r.validate_for("testing", Arch::X86_64, now()),
+            r.validate_for("testing", Arch::X86_64, Some(now())),
             Err(RecordError::WrongChannel { .. })
         ));
         assert!(matches!(
-            r.validate_for("stable", Arch::Aarch64, now()),
+            r.validate_for("stable", Arch::Aarch64, Some(now())),
             Err(RecordError::WrongArch { .. })
         ));
         let later = now() + Duration::seconds(61);
         assert!(matches!(
-            r.validate_for("stable", Arch::X86_64, later),
+            r.validate_for("stable", Arch::X86_64, Some(later)),
             Err(RecordError::Expired { .. })
         ));
         let mut long = rec();
         long.ttl_secs = MAX_TTL_SECS + 1;
         assert!(matches!(
-            long.validate_for("stable", Arch::X86_64, now()),
+            long.validate_for("stable", Arch::X86_64, Some(now())),
             Err(RecordError::Expired { .. })
         ));
         let mut bad = rec();
         bad.manifest_url = "file:///etc/passwd".into();
         assert!(matches!(
-            bad.validate_for("stable", Arch::X86_64, now()),
+            bad.validate_for("stable", Arch::X86_64, Some(now())),
             Err(RecordError::BadUrl(_))
         ));
+    }
+
+    /// The issue-15 record: chrono parses the ± year form, and `created_at + ttl` overflowed
+    /// and panicked inside PID 1 for every machine on the channel.
+    #[test]
+    fn record_with_year_262142_is_refused_not_panicking() {
+        let mut v: serde_json::Value = serde_json::from_slice(&rec().to_bytes()).unwrap();
+        v["created_at"] = "+262142-12-31T23:59:59Z".into();
+        let r = ManifestRecord::from_bytes(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(r.expires_at(), DateTime::<Utc>::MAX_UTC);
+        assert!(matches!(
+            r.validate_for("stable", Arch::X86_64, Some(now())),
+            Err(RecordError::FromTheFuture(_))
+        ));
+        // The far past and a clock at chrono's limit do not panic either.
+        v["created_at"] = "-262143-01-01T00:00:00Z".into();
+        let r = ManifestRecord::from_bytes(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert!(matches!(
+            r.validate_for("stable", Arch::X86_64, Some(now())),
+            Err(RecordError::Expired { .. })
+        ));
+        assert!(rec()
+            .validate_for("stable", Arch::X86_64, Some(DateTime::<Utc>::MAX_UTC))
+            .is_err());
+    }
+
+    #[test]
+    fn an_untrusted_clock_judges_neither_ttl_nor_future_but_still_the_rest() {
+        let mut future = rec();
+        future.created_at = now() + Duration::days(400);
+        assert!(future
+            .validate_for("stable", Arch::X86_64, Some(now()))
+            .is_err());
+        future.validate_for("stable", Arch::X86_64, None).unwrap();
+        let mut long = rec();
+        long.ttl_secs = MAX_TTL_SECS + 1;
+        assert!(long.validate_for("stable", Arch::X86_64, None).is_err());
+        let mut bad = rec();
+        bad.manifest_url = "ftp://x".into();
+        assert!(bad.validate_for("stable", Arch::X86_64, None).is_err());
     }
 }

@@ -25,6 +25,32 @@ pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
 /// Default allowance for a provider clock ahead of ours when checking `created_at` (5 minutes).
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::minutes(5);
 
+/// `t + d`, or chrono's latest/earliest date where that overflows. Dates from the wire reach
+/// the year ±262142, where unchecked `+` panics (issue 15).
+pub fn add_saturating(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t.checked_add_signed(d).unwrap_or(if d < Duration::zero() {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    })
+}
+
+/// How far the verifier may believe the `now` it is given (issue 15 §3, DESIGN §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClockTrust {
+    /// `now` is plausible (an RTC at or above the floors, or SNTP): a `created_at` beyond
+    /// `now` + skew is refused as [`VerifyError::FromTheFuture`].
+    #[default]
+    Trusted,
+    /// `now` is known to be too low (the RTC read below the init's build time or the cached
+    /// floor, and no SNTP answered). A manifest signed by the trust root proves that the time
+    /// is at least its `created_at`, so the clock used is moved forward to it and expiry is
+    /// judged against that ([`VerifiedManifest::checked_at`]). A replayed manifest that is
+    /// old but not expired relative to its own `created_at` and the floors is accepted: see
+    /// docs/security.md "No clock".
+    BelowFloor,
+}
+
 /// What the verifier expects of a manifest besides a valid signature.
 #[derive(Debug, Clone)]
 pub struct Expectation {
@@ -39,6 +65,8 @@ pub struct Expectation {
     pub time_floor: Option<DateTime<Utc>>,
     /// How far `created_at` may lie in the future.
     pub clock_skew: Duration,
+    /// Whether `now` is believed; see [`ClockTrust`].
+    pub clock: ClockTrust,
 }
 
 impl Default for Expectation {
@@ -49,6 +77,7 @@ impl Default for Expectation {
             min_version: None,
             time_floor: None,
             clock_skew: DEFAULT_CLOCK_SKEW,
+            clock: ClockTrust::Trusted,
         }
     }
 }
@@ -195,6 +224,7 @@ pub struct VerifiedManifest {
     manifest: BootManifest,
     raw: Vec<u8>,
     signers: Vec<String>,
+    checked_at: DateTime<Utc>,
 }
 
 impl VerifiedManifest {
@@ -206,6 +236,13 @@ impl VerifiedManifest {
     /// The exact bytes that were verified.
     pub fn raw(&self) -> &[u8] {
         &self.raw
+    }
+
+    /// The time expiry was judged against: `now` raised to the time floor and, under
+    /// [`ClockTrust::BelowFloor`], to the signed `created_at`. A caller whose clock is below
+    /// it may set its clock forward to it (signed evidence; never backward).
+    pub fn checked_at(&self) -> DateTime<Utc> {
+        self.checked_at
     }
 
     /// Hex ids of the trusted keys whose signatures counted.
@@ -236,17 +273,20 @@ pub fn verify(
     let manifest: BootManifest = serde_json::from_value(document).map_err(VerifyError::Schema)?;
     manifest.validate()?;
 
-    let now = match expect.time_floor {
+    let mut now = match expect.time_floor {
         Some(floor) if floor > now => floor,
         _ => now,
     };
+    if expect.clock == ClockTrust::BelowFloor && manifest.created_at > now {
+        now = manifest.created_at;
+    }
     if manifest.expires_at <= now {
         return Err(VerifyError::Expired {
             expires_at: manifest.expires_at,
             now,
         });
     }
-    if manifest.created_at > now + expect.clock_skew {
+    if manifest.created_at > add_saturating(now, expect.clock_skew) {
         return Err(VerifyError::FromTheFuture {
             created_at: manifest.created_at,
             now,
@@ -281,6 +321,7 @@ pub fn verify(
         manifest,
         raw: bytes.to_vec(),
         signers,
+        checked_at: now,
     })
 }
 

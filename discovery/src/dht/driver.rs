@@ -57,6 +57,8 @@ struct Lookup {
     queries: HashSet<QueryId>,
     /// Keys whose bad record was already logged (each copy from another peer is not).
     skipped: HashSet<String>,
+    /// Whether records' TTL and created_at are judged against this host's clock.
+    clock_trusted: bool,
 }
 
 pub(super) struct Driver {
@@ -200,8 +202,9 @@ impl Driver {
                 arch,
                 want,
                 timeout,
+                clock_trusted,
                 reply,
-            } => self.start_lookup(channel, arch, want, timeout, reply),
+            } => self.start_lookup(channel, arch, want, timeout, clock_trusted, reply),
             Command::Shutdown(_) => {}
         }
     }
@@ -277,6 +280,7 @@ impl Driver {
         arch: Arch,
         want: usize,
         timeout: Duration,
+        clock_trusted: bool,
         reply: oneshot::Sender<Vec<Found>>,
     ) {
         let shared_key = dht_key(&channel, arch);
@@ -298,6 +302,7 @@ impl Driver {
             asked: HashSet::new(),
             queries,
             skipped: HashSet::new(),
+            clock_trusted,
         });
     }
 
@@ -430,7 +435,7 @@ impl Driver {
         let l = &mut self.lookups[i];
         let key = String::from_utf8_lossy(record.key.as_ref()).into_owned();
         let parsed = ManifestRecord::from_bytes(&record.value).and_then(|r| {
-            r.validate_for(&l.channel, l.arch, chrono::Utc::now())
+            r.validate_for(&l.channel, l.arch, l.clock_trusted.then(chrono::Utc::now))
                 .map(|()| r)
         });
         match parsed {

@@ -150,6 +150,7 @@ pub(crate) enum Command {
         arch: Arch,
         want: usize,
         timeout: Duration,
+        clock_trusted: bool,
         reply: oneshot::Sender<Vec<Found>>,
     },
     Shutdown(oneshot::Sender<()>),
@@ -261,12 +262,30 @@ impl DhtNode {
         want: usize,
         timeout: Duration,
     ) -> Result<Vec<Found>, DhtError> {
+        self.lookup_with_clock(channel, arch, want, timeout, true)
+            .await
+    }
+
+    /// [`DhtNode::lookup`] for a host whose clock may be wrong: with `clock_trusted` false,
+    /// records are not judged by TTL or `created_at` (a record only points; issue 15 §3).
+    ///
+    /// # Errors
+    /// [`DhtError::Stopped`] when the node's task has ended.
+    pub async fn lookup_with_clock(
+        &self,
+        channel: &str,
+        arch: Arch,
+        want: usize,
+        timeout: Duration,
+        clock_trusted: bool,
+    ) -> Result<Vec<Found>, DhtError> {
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Lookup {
             channel: channel.to_owned(),
             arch,
             want: want.max(1),
             timeout,
+            clock_trusted,
             reply,
         };
         self.commands.send(cmd).map_err(|_| DhtError::Stopped)?;

@@ -308,3 +308,60 @@ fn uppercase_hex_key_id_is_malformed() {
     .unwrap_err();
     assert!(err.to_string().contains("lowercase hex"), "{err}");
 }
+
+#[test]
+fn clock_below_floor_is_moved_forward_to_the_signed_created_at() {
+    let rtc_1970 = DateTime::<Utc>::UNIX_EPOCH;
+    // A trusted 1970 clock refuses the manifest as from the future (the issue-15 halt).
+    let err = verify(&signed(&[1]), &trust(&[1], 1), rtc_1970, &expect()).unwrap_err();
+    assert!(matches!(err, VerifyError::FromTheFuture { .. }), "{err}");
+    // Known to be below its floors: the signed created_at is evidence of the time.
+    let e = Expectation {
+        clock: ClockTrust::BelowFloor,
+        ..expect()
+    };
+    let m = verify(&signed(&[1]), &trust(&[1], 1), rtc_1970, &e).unwrap();
+    assert_eq!(m.checked_at(), sample().created_at);
+}
+
+#[test]
+fn clock_below_floor_still_refuses_expired_and_unsigned_manifests() {
+    let e = Expectation {
+        clock: ClockTrust::BelowFloor,
+        time_floor: Some("2028-01-01T00:00:00Z".parse().unwrap()),
+        ..expect()
+    };
+    let err = verify(
+        &signed(&[1]),
+        &trust(&[1], 1),
+        DateTime::<Utc>::UNIX_EPOCH,
+        &e,
+    )
+    .unwrap_err();
+    assert!(matches!(err, VerifyError::Expired { .. }), "{err}");
+    let e = Expectation {
+        clock: ClockTrust::BelowFloor,
+        ..expect()
+    };
+    let err = verify(
+        &signed(&[2]),
+        &trust(&[1], 1),
+        DateTime::<Utc>::UNIX_EPOCH,
+        &e,
+    )
+    .unwrap_err();
+    assert!(matches!(err, VerifyError::Threshold { .. }), "{err}");
+}
+
+#[test]
+fn clocks_at_chronos_limits_do_not_panic() {
+    for now in [DateTime::<Utc>::MAX_UTC, DateTime::<Utc>::MIN_UTC] {
+        assert!(verify(&signed(&[1]), &trust(&[1], 1), now, &expect()).is_err());
+    }
+    let mut v = sample().to_value().unwrap();
+    v["created_at"] = "+262142-12-31T23:59:59Z".into();
+    v["expires_at"] = "+262142-12-31T23:59:59.999Z".into();
+    let bytes = signed_value(v, &[1]);
+    let err = verify(&bytes, &trust(&[1], 1), now(), &expect()).unwrap_err();
+    assert!(matches!(err, VerifyError::FromTheFuture { .. }), "{err}");
+}
