@@ -68,6 +68,12 @@ A manifest.json found is served byte for byte. Without one, --key makes plasmd g
 one (hashes are cached by path, size and mtime); with neither, artifacts are served and the
 manifest endpoint answers 404 saying why.
 
+Limits against abusive clients: at most --max-connections connections at once (more wait in
+the listen backlog), at most --max-connections-per-ip from one address (more are closed at
+once), --header-timeout to send a request head, and --write-timeout while sending: a client
+that stops reading is dropped once no byte could be sent to it for that long. /health answers
+503 with \"reason\":\"hashing\" until every release's manifest can be served.
+
 After adding or replacing files, send SIGHUP (kill -HUP <pid>): plasmd lists the directory
 again, hashes what changed, signs again with --key, swaps the new release in once it is complete
 and updates its mDNS and DHT adverts. Requests keep being served throughout.
@@ -127,12 +133,20 @@ pub struct ServeArgs {
     /// libp2p identity key file (created 0600 if absent) [default: a fresh key].
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
-    /// Maximum simultaneous connections [default: 512].
+    /// Maximum simultaneous connections; more wait in the listen backlog [default: 512].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Maximum simultaneous connections from one client IP address; more are closed at once
+    /// (a booting machine opens about 4) [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
     /// Time a client gets to send its request head [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub header_timeout: Option<String>,
+    /// Drop a client that stops reading once no byte could be sent to it for this long; a
+    /// slow but steady reader is never dropped [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub write_timeout: Option<String>,
     /// Deadline for in-flight downloads on SIGTERM/SIGINT [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub shutdown_timeout: Option<String>,
@@ -275,5 +289,37 @@ mod tests {
         assert_eq!(args.port, Some(9000));
         assert!(args.no_dht && !args.no_mdns);
         assert!(Cli::try_parse_from(["plasmd", "serve", "--tls-cert", "c.pem"]).is_err());
+    }
+
+    #[test]
+    fn serve_help_documents_the_abuse_limits_with_defaults() {
+        let cli = Cli::parse_from([
+            "plasmd",
+            "serve",
+            "--write-timeout",
+            "45s",
+            "--max-connections-per-ip",
+            "8",
+        ]);
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.write_timeout.as_deref(), Some("45s"));
+        assert_eq!(args.max_connections_per_ip, Some(8));
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("serve")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        use crate::config::{DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_WRITE_TIMEOUT};
+        for want in [
+            "--write-timeout <DURATION>".to_owned(),
+            format!("[default: {}s]", DEFAULT_WRITE_TIMEOUT.as_secs()),
+            "--max-connections-per-ip <N>".to_owned(),
+            format!("[default: {DEFAULT_MAX_CONNECTIONS_PER_IP}]"),
+        ] {
+            assert!(help.contains(&want), "{want:?} missing from:\n{help}");
+        }
     }
 }

@@ -151,8 +151,14 @@ pub fn serve_config(args: ServeArgs) -> Result<ServeConfig, CommandError> {
     if let Some(v) = args.max_connections {
         cfg.max_connections = v;
     }
+    if let Some(v) = args.max_connections_per_ip {
+        cfg.max_connections_per_ip = v;
+    }
     if let Some(v) = args.header_timeout {
         cfg.header_timeout = parse_duration(&v)?;
+    }
+    if let Some(v) = args.write_timeout {
+        cfg.write_timeout = parse_duration(&v)?;
     }
     if let Some(v) = args.shutdown_timeout {
         cfg.shutdown_timeout = parse_duration(&v)?;

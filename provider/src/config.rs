@@ -117,8 +117,12 @@ pub struct FileConfig {
     pub identity: Option<PathBuf>,
     /// Maximum simultaneous connections.
     pub max_connections: Option<usize>,
+    /// Maximum simultaneous connections from one client IP address.
+    pub max_connections_per_ip: Option<usize>,
     /// Header read timeout (`10s`).
     pub header_timeout: Option<String>,
+    /// Write timeout: longest time without write progress (`30s`).
+    pub write_timeout: Option<String>,
     /// Deadline for in-flight downloads on shutdown (`10s`).
     pub shutdown_timeout: Option<String>,
     /// Hash cache file.
@@ -154,8 +158,19 @@ impl FileConfig {
 pub const DEFAULT_PORT: u16 = 8080;
 /// Default connection limit.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Default connection limit per client IP address. A booting machine opens about four
+/// connections at once (the manifest, then kernel, initramfs and rootfs in parallel, plus a
+/// retry or a resume now and then), so 64 leaves room for several machines behind one NAT
+/// address and for load tests from one host (docs/benchmarks.md runs 64 downloads from
+/// 127.0.0.1), while one address can still take at most an eighth of the default 512.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
 /// Default header read timeout (slowloris guard).
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default write timeout: a client whose receive window stays full this long is dropped. The
+/// same as the fetch client's idle timeout (`phase fetch --idle-timeout-ms`, 30 s): a client
+/// that has not taken a byte for that long has given up on this connection itself. A slow but
+/// steady reader is never dropped: each byte the kernel accepts restarts the clock.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default deadline for in-flight downloads after SIGTERM/SIGINT.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default lifetime of a generated manifest (30 days).
@@ -192,8 +207,13 @@ pub struct ServeConfig {
     pub identity: Option<PathBuf>,
     /// Maximum simultaneous connections; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Maximum simultaneous connections from one client IP address; more are closed at once.
+    pub max_connections_per_ip: usize,
     /// Time a client gets to send a complete request head.
     pub header_timeout: Duration,
+    /// Longest time writes to a client may make no progress (its receive window stays full)
+    /// before the connection is dropped.
+    pub write_timeout: Duration,
     /// Deadline for in-flight requests after a shutdown signal.
     pub shutdown_timeout: Duration,
     /// Hash cache file (`<artifacts>/.plasmd-hashes.json` if `None`).
@@ -226,7 +246,9 @@ impl ServeConfig {
             bootstrap: Vec::new(),
             identity: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             hash_cache: None,
             release_version: semver::Version::new(0, 1, 0),
@@ -280,8 +302,14 @@ impl ServeConfig {
         if let Some(v) = file.max_connections {
             self.max_connections = v;
         }
+        if let Some(v) = file.max_connections_per_ip {
+            self.max_connections_per_ip = v;
+        }
         if let Some(v) = file.header_timeout {
             self.header_timeout = parse_duration(&v)?;
+        }
+        if let Some(v) = file.write_timeout {
+            self.write_timeout = parse_duration(&v)?;
         }
         if let Some(v) = file.shutdown_timeout {
             self.shutdown_timeout = parse_duration(&v)?;
@@ -378,7 +406,8 @@ mod tests {
     #[test]
     fn file_values_replace_defaults_and_unknown_keys_are_refused() {
         let file: FileConfig = toml::from_str(
-            "port = 9000\nchannels = [\"beta\"]\nexpires_in = \"2d\"\narch = \"arm64\"",
+            "port = 9000\nchannels = [\"beta\"]\nexpires_in = \"2d\"\narch = \"arm64\"\n\
+             write_timeout = \"45s\"\nmax_connections_per_ip = 8",
         )
         .unwrap();
         let mut cfg = ServeConfig::with_defaults("/srv");
@@ -387,6 +416,8 @@ mod tests {
         assert_eq!(cfg.default_channel(), "beta");
         assert_eq!(cfg.arch, phase_protocol::Arch::Aarch64);
         assert_eq!(cfg.expires_in, Duration::from_secs(2 * 86_400));
+        assert_eq!(cfg.write_timeout, Duration::from_secs(45));
+        assert_eq!(cfg.max_connections_per_ip, 8);
         assert!(toml::from_str::<FileConfig>("prot = 1").is_err());
     }
 

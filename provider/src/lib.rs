@@ -6,7 +6,8 @@
 //! Modules: [`config`] (flags + TOML), [`store`] (what exists and may be served),
 //! [`hashcache`] and [`generate`] (hashes, generated manifests), [`routes`] (the axum API),
 //! [`range`] and [`body`] (Range requests, large-chunk file bodies), [`server`] (connections,
-//! limits, TLS, shutdown), [`metrics`], [`serve`] (wiring), [`cli`] and [`commands`] (the CLI),
+//! limits, TLS, shutdown) with [`connections`] (open connections, per-IP cap) and
+//! [`write_timeout`] (dropping clients that stop reading), [`metrics`], [`serve`] (wiring), [`cli`] and [`commands`] (the CLI),
 //! [`client`] (`plasmd provider status|list`), [`advertise`] (mDNS + DHT).
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod connections;
 pub mod generate;
 pub mod hashcache;
 pub mod metrics;
@@ -24,6 +26,7 @@ pub mod routes;
 pub mod serve;
 pub mod server;
 pub mod store;
+pub mod write_timeout;
 
 /// `err` and its `source()` chain joined by `: ` (cloud-hypervisor `cli_print_error_chain`).
 pub fn error_chain(err: &dyn std::error::Error) -> String {

@@ -29,6 +29,8 @@ pub struct Metrics {
     bytes_served: AtomicU64,
     active_connections: AtomicU64,
     connections_total: AtomicU64,
+    connections_refused: AtomicU64,
+    write_timeouts: AtomicU64,
     active_downloads: AtomicU64,
     not_found: AtomicU64,
     artifacts: Mutex<BTreeMap<String, ArtifactCounters>>,
@@ -42,6 +44,8 @@ impl Default for Metrics {
             bytes_served: AtomicU64::new(0),
             active_connections: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            write_timeouts: AtomicU64::new(0),
             active_downloads: AtomicU64::new(0),
             not_found: AtomicU64::new(0),
             artifacts: Mutex::new(BTreeMap::new()),
@@ -62,6 +66,10 @@ pub struct MetricsSnapshot {
     pub active_connections: u64,
     /// Connections accepted since start.
     pub connections_total: u64,
+    /// Connections closed at once because their address was at `--max-connections-per-ip`.
+    pub connections_refused: u64,
+    /// Connections dropped because the client stopped reading (`--write-timeout`).
+    pub write_timeouts: u64,
     /// Artifact bodies being sent.
     pub active_downloads: u64,
     /// 404 answers.
@@ -119,6 +127,16 @@ impl Metrics {
         }
     }
 
+    /// Counts a connection refused by the per-IP cap.
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection dropped by the write timeout.
+    pub fn write_timeout(&self) {
+        self.write_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a body download of `artifact` until the guard drops.
     pub fn download(self: &Arc<Self>, artifact: &str) -> GaugeGuard {
         self.active_downloads.fetch_add(1, Ordering::Relaxed);
@@ -154,6 +172,8 @@ impl Metrics {
             bytes_served: self.bytes_served.load(Ordering::Relaxed),
             active_connections: self.active_connections.load(Ordering::Relaxed),
             connections_total: self.connections_total.load(Ordering::Relaxed),
+            connections_refused: self.connections_refused.load(Ordering::Relaxed),
+            write_timeouts: self.write_timeouts.load(Ordering::Relaxed),
             active_downloads: self.active_downloads.load(Ordering::Relaxed),
             not_found: self.not_found.load(Ordering::Relaxed),
             artifacts: self.artifacts.lock().map(|t| t.clone()).unwrap_or_default(),
@@ -199,6 +219,18 @@ impl Metrics {
             "counter",
             "Connections accepted.",
             s.connections_total,
+        );
+        metric(
+            "plasmd_connections_refused_total",
+            "counter",
+            "Connections closed at once: their address was at --max-connections-per-ip.",
+            s.connections_refused,
+        );
+        metric(
+            "plasmd_write_timeouts_total",
+            "counter",
+            "Connections dropped: the client stopped reading for --write-timeout.",
+            s.write_timeouts,
         );
         metric(
             "plasmd_active_downloads",
@@ -250,7 +282,10 @@ mod tests {
             assert_eq!(m.snapshot().active_connections, 1);
             assert_eq!(m.active_downloads(), 1);
         }
+        m.connection_refused();
+        m.write_timeout();
         let s = m.snapshot();
+        assert_eq!((s.connections_refused, s.write_timeouts), (1, 1));
         assert_eq!(
             (
                 s.active_connections,
@@ -262,6 +297,11 @@ mod tests {
         assert_eq!(s.artifacts["stable/x86_64/kernel"].bytes, 10);
         let text = m.prometheus();
         assert!(text.contains("plasmd_bytes_served_total 10\n"), "{text}");
+        assert!(
+            text.contains("plasmd_connections_refused_total 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("plasmd_write_timeouts_total 1\n"), "{text}");
         assert!(
             text.contains("plasmd_artifact_bytes_total{artifact=\"stable/x86_64/kernel\"} 10\n")
         );

@@ -130,14 +130,24 @@ async fn info(State(state): State<Arc<AppState>>) -> Response {
     .into_response()
 }
 
+/// `GET /health`: `200` when every release can be served, `503` otherwise, as JSON
+/// `{"status","reason","hashing","releases","problems"}`.
+///
+/// `503` with `"status":"unavailable"` and a sentence as `reason` when the artifacts directory
+/// cannot be read or holds no release; `503` with `"status":"starting","reason":"hashing"`
+/// while any release's manifest is still being generated (its manifest URL answers `503` too),
+/// so a load balancer or test waiting for `200` never sends a client to a manifest that cannot
+/// be served yet (issue 15 §7). `200` with `"status":"starting"` while only ETags are still
+/// being hashed (every manifest can be served), else `"status":"ok"`.
 async fn health(State(state): State<Arc<AppState>>) -> Response {
+    use crate::store::ManifestState;
     state.metrics.request();
     let snap = state.store.snapshot();
     let root_ok = state
         .store
         .root()
         .is_some_and(|r| std::fs::read_dir(r).is_ok());
-    let reason = if !root_ok {
+    let unavailable = if !root_ok {
         Some("artifacts directory cannot be read".to_owned())
     } else if snap.releases.is_empty() {
         Some(
@@ -149,11 +159,20 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
     } else {
         None
     };
+    let manifest_pending = snap
+        .releases
+        .values()
+        .any(|r| matches!(r.manifest, ManifestState::Pending));
     let hashing = state.store.hashing();
-    let (code, status) = match &reason {
-        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-        None if hashing => (StatusCode::OK, "starting"),
-        None => (StatusCode::OK, "ok"),
+    let (code, status, reason) = match unavailable {
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", Some(why)),
+        None if manifest_pending => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting",
+            Some("hashing".to_owned()),
+        ),
+        None if hashing => (StatusCode::OK, "starting", None),
+        None => (StatusCode::OK, "ok", None),
     };
     let body = json!({
         "status": status,
@@ -177,6 +196,8 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
         "bytes_served": m.bytes_served,
         "active_connections": m.active_connections,
         "connections_total": m.connections_total,
+        "connections_refused": m.connections_refused,
+        "write_timeouts": m.write_timeouts,
         "active_downloads": m.active_downloads,
         "not_found": m.not_found,
         "artifacts": m.artifacts,
@@ -351,6 +372,25 @@ async fn files(State(state): State<Arc<AppState>>, req: Request) -> Response {
     artifact_response(&state, req.headers(), &method, file, size, etag, counter)
 }
 
+/// How to answer the `Range` and `If-Range` headers of a request for a representation of
+/// `size` bytes whose ETag is `etag` (`"<sha256 hex>"`, if known). `If-Range` (RFC 9110
+/// §13.1.5): the range only applies while the ETag still matches (strong comparison); a date or
+/// a stale tag means "send it all". `Range`: [`decide`]. A header that is not visible ASCII is
+/// treated as absent. Untrusted network input: also the entry point of the `http_range` fuzz
+/// target (fuzz/).
+pub fn range_for(headers: &HeaderMap, etag: Option<&str>, size: u64) -> RangeDecision {
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let if_range_ok = match headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(v) => etag == Some(v.trim()),
+    };
+    if if_range_ok {
+        decide(range_header, size)
+    } else {
+        RangeDecision::Full
+    }
+}
+
 fn artifact_response(
     state: &AppState,
     headers: &HeaderMap,
@@ -372,19 +412,7 @@ fn artifact_response(
                 .unwrap_or_default();
         }
     }
-    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    // If-Range (RFC 9110 §13.1.5): the range only applies while the ETag still matches (strong
-    // comparison); a date or a stale tag means "send it all".
-    let if_range_ok = match headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
-        None => true,
-        Some(v) => etag.as_deref() == Some(v.trim()),
-    };
-    let decision = if if_range_ok {
-        decide(range_header, size)
-    } else {
-        RangeDecision::Full
-    };
-    let (status, start, len) = match decision {
+    let (status, start, len) = match range_for(headers, etag.as_deref(), size) {
         RangeDecision::Full => (StatusCode::OK, 0, size),
         RangeDecision::Partial { start, end } => {
             builder = builder.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));

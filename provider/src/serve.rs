@@ -115,7 +115,9 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     );
     let server = ServerOptions {
         max_connections: cfg.max_connections,
+        max_connections_per_ip: cfg.max_connections_per_ip,
         header_timeout: cfg.header_timeout,
+        write_timeout: cfg.write_timeout,
         shutdown_timeout: cfg.shutdown_timeout,
         tls,
     };

@@ -1,16 +1,23 @@
-//! The connection layer of `plasmd serve`: accept loop, connection limit, header-read timeout,
-//! optional TLS and graceful shutdown (issue 3 "Must have" 3; axum `examples/graceful-shutdown`,
-//! hyper's `header_read_timeout`).
+//! The connection layer of `plasmd serve`: accept loop, connection limits, header-read and
+//! write timeouts, optional TLS and graceful shutdown (issue 3 "Must have" 3, issue 15 §7;
+//! axum `examples/graceful-shutdown`, hyper's `header_read_timeout`).
 //!
 //! Each accepted connection takes a permit of a semaphore of `max_connections`; when none is
 //! left the loop stops accepting, so further clients wait in the kernel's listen backlog
-//! instead of costing memory. Each connection is served by hyper's HTTP/1.1 server with a
-//! Tokio timer, so a client that does not finish its request head within `header_timeout` is
-//! disconnected (slowloris), and hyper buffers at most [`CONNECTION_BUFFER_BYTES`] per
-//! connection. On shutdown the listener closes, idle keep-alive connections end
-//! at once, in-flight responses get `shutdown_timeout` to finish and are then aborted.
+//! instead of costing memory. The accepted connection then takes a slot of its client address
+//! ([`ConnectionTracker`], `max_connections_per_ip`); an address that already holds that many
+//! is closed at once, before any byte is read or written (the backlog cannot hold back one
+//! address only, and an answer would cost what the cap saves; the global cap gives no HTTP
+//! answer either). Each connection is served by hyper's HTTP/1.1 server with a Tokio timer,
+//! so a client that does not finish its request head within `header_timeout` is disconnected
+//! (slowloris), a client that stops reading is disconnected once writes have made no progress
+//! for `write_timeout` ([`WriteTimeout`], on the socket below TLS), and hyper buffers at most
+//! [`CONNECTION_BUFFER_BYTES`] per connection. On shutdown the listener closes, idle
+//! keep-alive connections end at once, in-flight responses get `shutdown_timeout` to finish
+//! and are then aborted.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +31,9 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
+use crate::connections::ConnectionTracker;
 use crate::metrics::Metrics;
+use crate::write_timeout::{WriteStalled, WriteTimeout};
 
 /// hyper's per-connection buffer limit (bytes): the request head it reads, and the body
 /// chunks it queues for the socket before it asks the body for the next one (hyper's default
@@ -64,10 +73,14 @@ pub enum ServerError {
 /// Connection-level settings.
 #[derive(Clone)]
 pub struct ServerOptions {
-    /// Maximum simultaneous connections.
+    /// Maximum simultaneous connections; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Maximum simultaneous connections from one client IP address; more are closed at once.
+    pub max_connections_per_ip: usize,
     /// Time allowed to send a complete request head (and to finish a TLS handshake).
     pub header_timeout: Duration,
+    /// Longest time writes to a client may make no progress before it is disconnected.
+    pub write_timeout: Duration,
     /// Deadline for in-flight responses after shutdown begins.
     pub shutdown_timeout: Duration,
     /// TLS, when `--tls-cert`/`--tls-key` were given.
@@ -78,7 +91,9 @@ impl std::fmt::Debug for ServerOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerOptions")
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("header_timeout", &self.header_timeout)
+            .field("write_timeout", &self.write_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("tls", &self.tls.is_some())
             .finish()
@@ -88,6 +103,9 @@ impl std::fmt::Debug for ServerOptions {
 /// What happened at shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
+    /// Connections open when shutdown began (the `draining connections=N` log line),
+    /// idle keep-alive connections included.
+    pub draining: usize,
     /// Connections still open at the deadline and aborted.
     pub aborted: usize,
 }
@@ -148,6 +166,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> ShutdownReport {
     let limit = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let tracker = ConnectionTracker::new(opts.max_connections_per_ip);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
@@ -160,8 +179,8 @@ pub async fn serve(
             a = listener.accept() => a,
             () = &mut shutdown => break,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
             Err(e) => {
                 // EMFILE and friends: back off briefly rather than spin.
                 tracing::warn!(error = %e, "accept failed");
@@ -169,17 +188,34 @@ pub async fn serve(
                 continue;
             }
         };
+        let slot = match tracker.try_open(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                // Dropping the socket unread closes it (RST if the request already arrived);
+                // the global permit goes back with it. One line per episode, not per attempt.
+                metrics.connection_refused();
+                if refused.first {
+                    tracing::warn!(peer = %refused.ip, limit = refused.limit, "connection refused: per-IP connection limit reached");
+                } else {
+                    tracing::debug!(peer = %refused.ip, limit = refused.limit, "connection refused: per-IP connection limit reached");
+                }
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
+        let stream = WriteTimeout::new(stream, opts.write_timeout);
         let guard = metrics.connection();
         let (router, opts, stop) = (router.clone(), opts.clone(), stop_rx.clone());
+        let metrics = Arc::clone(&metrics);
         tasks.spawn(async move {
             let _permit = permit;
+            let _slot = slot;
             let _guard = guard;
             match opts.tls.clone() {
-                None => drive(stream, router, &opts, stop).await,
+                None => drive(stream, peer, router, &opts, &metrics, stop).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(opts.header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => drive(tls, router, &opts, stop).await,
+                        Ok(Ok(tls)) => drive(tls, peer, router, &opts, &metrics, stop).await,
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
@@ -190,10 +226,12 @@ pub async fn serve(
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    let in_flight = tasks.len();
-    if in_flight > 0 {
+    // Counted by the slots, which each connection gives back as its task ends: `tasks.len()`
+    // would also count finished tasks not yet joined (downloads that are already over).
+    let draining = tracker.open();
+    if draining > 0 {
         tracing::info!(
-            connections = in_flight,
+            connections = draining,
             deadline_ms = opts.shutdown_timeout.as_millis() as u64,
             "draining"
         );
@@ -202,14 +240,20 @@ pub async fn serve(
         while tasks.join_next().await.is_some() {}
     })
     .await;
-    let aborted = if drained.is_err() { tasks.len() } else { 0 };
+    let aborted = if drained.is_err() { tracker.open() } else { 0 };
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
-    ShutdownReport { aborted }
+    ShutdownReport { draining, aborted }
 }
 
-async fn drive<I>(io: I, router: Router, opts: &ServerOptions, mut stop: watch::Receiver<bool>)
-where
+async fn drive<I>(
+    io: I,
+    peer: SocketAddr,
+    router: Router,
+    opts: &ServerOptions,
+    metrics: &Metrics,
+    mut stop: watch::Receiver<bool>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
@@ -231,7 +275,16 @@ where
         }
     };
     if let Err(e) = result {
-        tracing::debug!(error = %e, "connection ended with an error");
+        if let Some(stall) = WriteStalled::find(&e) {
+            metrics.write_timeout();
+            tracing::info!(
+                peer = %peer,
+                ms = stall.after.as_millis() as u64,
+                "client stopped reading: connection dropped after the write timeout"
+            );
+        } else {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
     }
 }
 
@@ -248,5 +301,87 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = term => tracing::info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    fn options() -> ServerOptions {
+        ServerOptions {
+            max_connections: 16,
+            max_connections_per_ip: 16,
+            header_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
+            tls: None,
+        }
+    }
+
+    /// Polls `cond` every 10 ms until it holds; false after 10 s.
+    async fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
+            if cond() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cond()
+    }
+
+    #[tokio::test]
+    async fn draining_counts_connections_still_open_not_finished_ones() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route("/", axum::routing::get(|| async { "hi" }));
+        let metrics = Arc::new(Metrics::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            router,
+            options(),
+            Arc::clone(&metrics),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        // Open 2: one kept alive after its answer...
+        let mut kept = TcpStream::connect(addr).await.unwrap();
+        kept.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = kept.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "kept-alive answered");
+        // ...and one accepted after it that finishes: answered, then closed by the server.
+        let mut done = TcpStream::connect(addr).await.unwrap();
+        done.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        done.read_to_end(&mut out).await.unwrap();
+        assert!(out.starts_with(b"HTTP/1.1 200"), "finished one answered");
+        // Finish 1: wait until the server has let go of it (its task has ended, unjoined).
+        assert!(
+            wait_until(|| metrics.snapshot().active_connections == 1).await,
+            "finished connection still counted as active"
+        );
+        stop.send(()).unwrap();
+        let report = tokio::time::timeout(Duration::from_secs(20), server)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            report,
+            ShutdownReport {
+                draining: 1,
+                aborted: 0
+            }
+        );
+        drop(kept);
     }
 }

@@ -1,6 +1,6 @@
 //! Real-socket tests of `plasmd serve` on 127.0.0.1: the Range table (RFC 9110 §14), If-Range,
-//! the slowloris header timeout, the request head limit, graceful shutdown, and 32 concurrent
-//! 64 MiB downloads.
+//! the slowloris header timeout, the request head limit, graceful shutdown, 32 concurrent
+//! 64 MiB downloads, the write timeout and the per-IP connection cap (issue 15 §7).
 
 mod common;
 
@@ -289,5 +289,177 @@ async fn thirty_two_concurrent_clients_each_get_64_mib_with_matching_hash() {
         status["artifacts"]["stable/x86_64/kernel"]["bytes"],
         32 * SIZE as u64
     );
+    server.stop().await;
+}
+
+/// `/status` of `server` as JSON (over a fresh `Connection: close` request); `None` when the
+/// request fails (e.g. refused by the per-IP cap).
+async fn status_json(server: &common::Server) -> Option<serde_json::Value> {
+    let resp = reqwest::Client::new()
+        .get(server.url("/status"))
+        .header("connection", "close")
+        .send()
+        .await
+        .ok()?;
+    serde_json::from_slice(&resp.bytes().await.ok()?).ok()
+}
+
+/// Polls `/status` every 25 ms until `cond` holds on it; panics naming `what` after 20 s.
+async fn wait_for_status(
+    server: &common::Server,
+    what: &str,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = status_json(server).await.unwrap_or_default();
+        if cond(&v) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within 20 s; /status {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn client_that_stops_reading_is_dropped_after_the_write_timeout() {
+    const SIZE: usize = 16 << 20; // more than every socket buffer on the way
+    let limit = Duration::from_millis(500);
+    let dir = tempfile::tempdir().unwrap();
+    common::tree(dir.path(), &common::pattern(SIZE, 3), b"i");
+    let server = common::serve(dir.path(), |c| c.write_timeout = limit).await;
+    // A small receive buffer, so the window is full after a few KiB.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(server.addr).await.unwrap();
+    let started = tokio::time::Instant::now();
+    stalled
+        .write_all(b"GET /stable/x86_64/kernel HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    stalled.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // Never read again: the server must give up on this download by itself.
+    let v = wait_for_status(&server, "stalled download dropped", |v| {
+        v["write_timeouts"] == 1 && v["active_downloads"] == 0
+    })
+    .await;
+    assert!(started.elapsed() >= limit, "dropped before the limit: {v}");
+    // What the kernel had queued still arrives, then the connection ends short of the body.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), stalled.read_to_end(&mut rest))
+        .await
+        .expect("connection still open after the write timeout");
+    assert!(
+        rest.len() < SIZE,
+        "whole body sent ({} bytes) to a client that stopped reading",
+        rest.len()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn slow_steady_reader_gets_the_whole_body_despite_the_write_timeout() {
+    const SIZE: usize = 16 << 20;
+    let limit = Duration::from_secs(1);
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::pattern(SIZE, 4);
+    common::tree(dir.path(), &data, b"i");
+    let server = common::serve(dir.path(), |c| c.write_timeout = limit).await;
+    let mut c = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let started = tokio::time::Instant::now();
+    c.write_all(b"GET /stable/x86_64/kernel HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    // At most 64 KiB per read, one read per 8 ms: at least 256 reads, about 2 s in all (twice
+    // the limit), while the server's writes wait only milliseconds each time.
+    let mut out = Vec::with_capacity(SIZE + 512);
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = c.read(&mut buf).await.expect("slow reader was cut");
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        // The reader's pace, not a wait for a condition.
+        tokio::time::sleep(Duration::from_millis(8)).await;
+    }
+    assert!(
+        started.elapsed() > limit,
+        "transfer did not outlast the limit"
+    );
+    let at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(out.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(out.len() - at, SIZE, "whole body received");
+    assert_eq!(Sha256::digest(&out[at..]), Sha256::digest(&data));
+    assert_eq!(status_json(&server).await.unwrap()["write_timeouts"], 0);
+    server.stop().await;
+}
+
+/// Connects, sends `GET /health` (keep-alive) and reads the answer's first bytes: `None` when
+/// the server closed the connection without answering.
+async fn health_on_new_connection(
+    addr: std::net::SocketAddr,
+) -> (tokio::net::TcpStream, Option<Vec<u8>>) {
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may already have closed it; then the write or the read fails.
+    let _ = c
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut buf = vec![0u8; 4096];
+    let got = match tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => Some(buf[..n].to_vec()),
+        Ok(_) => None,
+        Err(_) => panic!("neither answered nor closed within 10 s"),
+    };
+    (c, got)
+}
+
+#[tokio::test]
+async fn connection_over_the_per_ip_cap_is_closed_and_a_freed_slot_is_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tree(dir.path(), BODY, b"i");
+    let cap = 2;
+    let server = common::serve(dir.path(), |c| c.max_connections_per_ip = cap).await;
+    // `cap` connections from 127.0.0.1, answered and held open (keep-alive).
+    let mut held = Vec::new();
+    for i in 0..cap {
+        let (c, got) = health_on_new_connection(server.addr).await;
+        let got = got.unwrap_or_else(|| panic!("connection {i} under the cap was refused"));
+        assert!(got.starts_with(b"HTTP/1.1 "), "connection {i} answered");
+        held.push(c);
+    }
+    // One more: closed without an answer.
+    let (_extra, got) = health_on_new_connection(server.addr).await;
+    assert!(
+        got.is_none(),
+        "connection over the cap was answered: {:?}",
+        String::from_utf8_lossy(&got.unwrap_or_default())
+    );
+    // Positive control: once one closes, a new connection is served (retried until the
+    // server has seen the close, within a deadline).
+    drop(held.remove(0));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_c, got) = health_on_new_connection(server.addr).await;
+        if let Some(got) = got {
+            assert!(got.starts_with(b"HTTP/1.1 "), "freed slot served");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no connection accepted within 20 s after one closed"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    drop(held);
+    wait_for_status(&server, "refusal counted on /status", |v| {
+        v["connections_refused"].as_u64() >= Some(1)
+    })
+    .await;
     server.stop().await;
 }

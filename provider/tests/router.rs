@@ -235,3 +235,48 @@ async fn traversal_attempts_never_reach_files_outside() {
     let (status, _, body) = get(&state, "/stable/x86_64/kernel").await;
     assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"k"[..]));
 }
+
+#[tokio::test]
+async fn health_is_503_hashing_until_every_manifest_can_be_served() {
+    use phase_provider::routes::ProviderInfo;
+    use phase_provider::store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    common::tree(dir.path(), b"kernel-bytes", b"initramfs-bytes");
+    let mut opts = common::store_opts(dir.path());
+    opts.key = Some(phase_protocol::signing::generate_key());
+    // Listed but not hashed yet: the manifest is still to be generated.
+    let store = Arc::new(Store::scan(opts));
+    let state = AppState::new(
+        Arc::clone(&store),
+        ProviderInfo {
+            name: "test".into(),
+            advertise_url: "http://192.0.2.1:8080".into(),
+        },
+    );
+    let (status, _, _) = get(&state, "/stable/x86_64/manifest.json").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "manifest pending");
+    let (status, _, body) = get(&state, "/health").await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(
+        (&v["status"], &v["reason"], &v["hashing"], &v["releases"]),
+        (
+            &serde_json::json!("starting"),
+            &serde_json::json!("hashing"),
+            &serde_json::json!(true),
+            &serde_json::json!(1)
+        ),
+        "{v}"
+    );
+    // Positive control: once hashed and signed, the manifest and /health are both 200.
+    store.complete();
+    let (status, _, _) = get(&state, "/stable/x86_64/manifest.json").await;
+    assert_eq!(status, StatusCode::OK, "manifest generated");
+    let (status, _, body) = get(&state, "/health").await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        (&v["status"], &v["reason"]),
+        (&serde_json::json!("ok"), &serde_json::Value::Null)
+    );
+}
