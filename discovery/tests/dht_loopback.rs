@@ -209,3 +209,47 @@ async fn poisoned_records_are_skipped_and_the_good_one_found() {
     // Want more than exist, so the lookup reads every record before it ends.
     assert_eq!(urls(&boot, 10, Duration::from_secs(10)).await, [url(44)]);
 }
+
+/// Issue 15 §4: a hostile peer that publishes a newer record in an honest provider's name (its
+/// peer id, a higher version, the attacker's URL) and floods junk channels is not believed: the
+/// storing nodes refuse records not bound to their authenticated sender, clients skip them, and
+/// the honest provider's record is found. Without the binding the lie is a valid record for
+/// this channel and arch and would be found first (higher version).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_in_another_peers_name_are_refused_and_a_junk_flood_keeps_nothing_out() {
+    let (_nodes, boot) = network().await;
+    let hour = Duration::from_secs(3600);
+    let honest = provider(&boot, 55, hour).await;
+    let attacker = DhtNode::start(DhtConfig {
+        keypair: identity::ephemeral(),
+        listen: listen(),
+        bootstrap: vec![boot.clone()],
+        role: Role::Server,
+    })
+    .unwrap();
+    attacker.listen_addrs(Duration::from_secs(5)).await;
+    let lie = ManifestRecord {
+        channel: "stable".into(),
+        arch: "x86_64".into(),
+        manifest_url: url(66),
+        peer_id: honest.peer_id().to_string(),
+        provider_name: Some("p55".into()),
+        version: "99.0.0".into(),
+        created_at: chrono::Utc::now(),
+        ttl_secs: 3600,
+    };
+    let key = dht_key("stable", Arch::X86_64);
+    attacker.publish_raw(key, lie.to_bytes(), hour).unwrap();
+    for n in 0..20 {
+        let junk = ManifestRecord {
+            channel: format!("junk{n}"),
+            peer_id: attacker.peer_id().to_string(),
+            ..lie.clone()
+        };
+        attacker
+            .publish_raw(dht_key(&junk.channel, Arch::X86_64), junk.to_bytes(), hour)
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(urls(&boot, 10, Duration::from_secs(10)).await, [url(55)]);
+}

@@ -16,7 +16,8 @@ use phase_protocol::Arch;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    per_peer_key, Command, DhtConfig, DhtError, Publication, Role, IDENTIFY_PROTOCOL, KAD_PROTOCOL,
+    binding, per_peer_key, Command, DhtConfig, DhtError, Publication, Role, IDENTIFY_PROTOCOL,
+    KAD_PROTOCOL,
 };
 use crate::{Found, FoundSource};
 
@@ -105,7 +106,15 @@ impl Driver {
                     .set_provider_publication_interval(None)
                     .set_record_filtering(kad::StoreInserts::FilterBoth)
                     .set_caching(kad::Caching::Disabled);
-                let mut kad = kad::Behaviour::with_config(peer, MemoryStore::new(peer), cfg);
+                let store = MemoryStore::with_config(
+                    peer,
+                    kad::store::MemoryStoreConfig {
+                        max_records: binding::MAX_STORED_RECORDS,
+                        max_value_bytes: MAX_RECORD_BYTES,
+                        ..Default::default()
+                    },
+                );
+                let mut kad = kad::Behaviour::with_config(peer, store, cfg);
                 kad.set_mode(Some(match role {
                     Role::Server => kad::Mode::Server,
                     Role::Client => kad::Mode::Client,
@@ -366,14 +375,33 @@ impl Driver {
         }
     }
 
-    /// Stores a record another peer put here: only `/phase/` keys up to the record size cap.
-    /// Contents are not judged here; clients validate every record they read.
-    fn store_inbound(&mut self, source: PeerId, record: kad::Record) {
+    /// Stores a record another peer put here: only `/phase/` keys up to the record size cap,
+    /// bound to the authenticated sender ([`binding::check`]) and within its quota
+    /// ([`binding::within_quota`]). Clients still validate every record they read.
+    fn store_inbound(&mut self, source: PeerId, mut record: kad::Record) {
         let key = String::from_utf8_lossy(record.key.as_ref()).into_owned();
         if !key.starts_with("/phase/") || record.value.len() > MAX_RECORD_BYTES {
             tracing::warn!(key, %source, bytes = record.value.len(), "dht refused inbound record");
             return;
         }
+        if record.publisher.is_some_and(|p| p != source) {
+            tracing::warn!(key, %source, "dht refused inbound record: publisher is not the sender");
+            return;
+        }
+        if let Err(e) = binding::check(&key, &record.value, Some(&source)) {
+            tracing::warn!(key, %source, error = %crate::error_chain(&e), "dht refused inbound record");
+            return;
+        }
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        let stored = store
+            .records()
+            .map(|r| (r.key.to_vec(), r.publisher))
+            .collect::<Vec<_>>();
+        if !binding::within_quota(stored, record.key.as_ref(), &source) {
+            tracing::warn!(key, %source, quota = binding::MAX_RECORDS_PER_PUBLISHER, "dht refused inbound record: publisher over its quota");
+            return;
+        }
+        record.publisher = Some(source);
         let bytes = record.value.len();
         match self.swarm.behaviour_mut().kad.store_mut().put(record) {
             Ok(()) => tracing::info!(key, %source, bytes, "dht stored record"),
@@ -434,10 +462,13 @@ impl Driver {
     fn consider(&mut self, i: usize, record: &kad::Record, from: &str) {
         let l = &mut self.lookups[i];
         let key = String::from_utf8_lossy(record.key.as_ref()).into_owned();
-        let parsed = ManifestRecord::from_bytes(&record.value).and_then(|r| {
-            r.validate_for(&l.channel, l.arch, l.clock_trusted.then(chrono::Utc::now))
-                .map(|()| r)
-        });
+        let parsed = binding::check(&key, &record.value, record.publisher.as_ref())
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
+            .and_then(|r| {
+                r.validate_for(&l.channel, l.arch, l.clock_trusted.then(chrono::Utc::now))
+                    .map(|()| r)
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
+            });
         match parsed {
             Ok(r) => {
                 if l.seen.insert((r.peer_id.clone(), r.manifest_url.clone())) {
@@ -451,7 +482,7 @@ impl Driver {
                 }
             }
             Err(e) if l.skipped.insert(key.clone()) => {
-                tracing::warn!(key, from, error = %crate::error_chain(&e), "dht record skipped");
+                tracing::warn!(key, from, error = %crate::error_chain(e.as_ref()), "dht record skipped");
             }
             Err(_) => {}
         }

@@ -16,9 +16,11 @@
 //! 3. announces itself with `start_providing(shared key)`.
 //!
 //! A lookup runs `get_providers(shared key)` and `get_record(shared key)` together and, for
-//! every provider peer id that comes back, `get_record(per-peer key)`. Every record is parsed
-//! and validated (`ManifestRecord::from_bytes` + `validate_for(channel, arch, now)`); a bad one
-//! is skipped with a log line. The lookup ends as soon as it holds `want` valid records, when
+//! every provider peer id that comes back, `get_record(per-peer key)`. Every record is parsed,
+//! bound to its publisher ([`binding`]: `peer_id`, per-peer key suffix and publisher agree) and
+//! validated (`validate_for(channel, arch, now)`); a bad one is skipped with a log line.
+//! Storing nodes keep a `/phase/` record only when it is bound to the authenticated peer that
+//! put it, within a per-publisher quota. The lookup ends as soon as it holds `want` valid records, when
 //! all its queries are done, or at its deadline, whichever comes first: never Kademlia's 60 s
 //! query timeout.
 //!
@@ -27,6 +29,7 @@
 //! expiry travels with the put), and clients check `created_at + ttl_secs` themselves, so a
 //! provider that stops republishing disappears within one TTL.
 
+pub mod binding;
 mod driver;
 
 use std::time::Duration;
