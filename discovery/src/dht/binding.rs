@@ -27,7 +27,7 @@ pub const MAX_STORED_RECORDS: usize = 16_384;
 pub enum BindingError {
     /// The value is not a manifest record (size cap, JSON, shape).
     #[error("value is not a manifest record")]
-    NotARecord(#[source] RecordError),
+    NotARecord(#[source] Box<RecordError>),
     /// The record carries no publisher (a client cannot tell who put it).
     #[error("record has no publisher")]
     NoPublisher,
@@ -37,7 +37,7 @@ pub enum BindingError {
         /// `peer_id` inside the record.
         named: String,
         /// The publisher (the authenticated sender, for a storing node).
-        publisher: PeerId,
+        publisher: String,
     },
     /// The key is neither the record's shared key nor its publisher's per-peer key.
     #[error("key {key} is not {shared} or its per-peer key for {publisher}")]
@@ -47,7 +47,7 @@ pub enum BindingError {
         /// The shared key of the record's channel and arch.
         shared: String,
         /// The publisher.
-        publisher: PeerId,
+        publisher: String,
     },
     /// The record's arch is no architecture this project knows.
     #[error("record arch {0:?} is unknown")]
@@ -66,12 +66,13 @@ pub fn check(
     value: &[u8],
     publisher: Option<&PeerId>,
 ) -> Result<ManifestRecord, BindingError> {
-    let record = ManifestRecord::from_bytes(value).map_err(BindingError::NotARecord)?;
+    let record =
+        ManifestRecord::from_bytes(value).map_err(|e| BindingError::NotARecord(Box::new(e)))?;
     let publisher = publisher.ok_or(BindingError::NoPublisher)?;
     if record.peer_id != publisher.to_string() {
         return Err(BindingError::PeerMismatch {
             named: record.peer_id,
-            publisher: *publisher,
+            publisher: publisher.to_string(),
         });
     }
     let arch: Arch = record
@@ -83,7 +84,7 @@ pub fn check(
         return Err(BindingError::KeyMismatch {
             key: key.to_owned(),
             shared,
-            publisher: *publisher,
+            publisher: publisher.to_string(),
         });
     }
     Ok(record)
