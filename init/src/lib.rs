@@ -12,6 +12,7 @@
 pub mod boot;
 pub mod cache;
 pub mod cli;
+pub mod clock;
 pub mod cmdline;
 pub mod fetch;
 pub mod kexec;

@@ -15,6 +15,7 @@ pub mod configure;
 pub mod dhcp;
 pub mod link;
 pub mod renew;
+pub mod sntp;
 pub mod socket;
 
 use std::net::Ipv4Addr;

@@ -103,6 +103,10 @@ impl Syscalls for Recording {
     fn reboot(&self, cmd: RebootCmd) -> Result<(), SysError> {
         self.record(format!("reboot {cmd:?}"))
     }
+
+    fn set_realtime(&self, secs: i64, nanos: u32) -> Result<(), SysError> {
+        self.record(format!("clock_settime REALTIME {secs}.{nanos}"))
+    }
 }
 
 #[cfg(test)]

@@ -126,6 +126,19 @@ impl Syscalls for Linux {
         rustix::fs::sync();
     }
 
+    fn set_realtime(&self, secs: i64, nanos: u32) -> Result<(), SysError> {
+        let ts = rustix::time::Timespec {
+            tv_sec: secs,
+            tv_nsec: i64::from(nanos),
+        };
+        rustix::time::clock_settime(rustix::time::ClockId::Realtime, ts).map_err(|e| {
+            SysError::new(
+                format!("clock_settime(CLOCK_REALTIME, {secs}.{nanos:09})"),
+                e,
+            )
+        })
+    }
+
     fn reboot(&self, cmd: RebootCmd) -> Result<(), SysError> {
         let c = match cmd {
             RebootCmd::Kexec => RebootCommand::Kexec,

@@ -95,6 +95,10 @@ pub trait Syscalls {
     /// `sync(2)`.
     fn sync(&self);
 
+    /// `clock_settime(CLOCK_REALTIME, {secs, nanos})`: sets the system clock (issue 15 §3:
+    /// only ever forward, to a floor, an SNTP reading or signed evidence).
+    fn set_realtime(&self, secs: i64, nanos: u32) -> Result<(), SysError>;
+
     /// `reboot(2)` with `cmd`; returns only on failure.
     fn reboot(&self, cmd: RebootCmd) -> Result<(), SysError>;
 }

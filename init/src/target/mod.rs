@@ -90,11 +90,16 @@ pub fn run(params: &BootParams) -> Result<Infallible, TargetError> {
     // Before any thread exists, so every thread inherits the blocked mask.
     let signals = SignalFd::new().map_err(TargetError::Signals)?;
 
+    // The kexec'd kernel read the RTC again: judge it against the build floor as the boot
+    // stage did; the handed-over manifest is the signed evidence.
+    let sys = &crate::sys::linux::Linux;
+    let mut clock = crate::clock::settle(sys, None);
     let stage = Stage::start("verify");
     let verified = verify::reverify(
         Path::new("/phase/boot"),
         Path::new(TRUST_FILE),
         chrono::Utc::now(),
+        clock.trust,
         params.channel.as_deref(),
         Some(params.arch),
         params.reverify,
@@ -106,6 +111,14 @@ pub fn run(params: &BootParams) -> Result<Infallible, TargetError> {
             return Err(TargetError::Verify(e));
         }
     };
+    if clock.trust == phase_protocol::ClockTrust::BelowFloor {
+        clock.advance(
+            sys,
+            verified.checked_at(),
+            crate::clock::Source::Signed,
+            false,
+        );
+    }
     let m = verified.manifest();
     let hashes = if params.reverify {
         ""

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use phase_protocol::{Arch, Expectation, Sha256Digest, TrustRoot, VerifiedManifest};
+use phase_protocol::{Arch, ClockTrust, Expectation, Sha256Digest, TrustRoot, VerifiedManifest};
 use sha2::{Digest, Sha256};
 
 /// Errors of the re-verification.
@@ -78,8 +78,9 @@ pub fn artifact_path(dir: &Path, name: &str, filename: &str) -> PathBuf {
     }
 }
 
-/// Verifies `dir/manifest.json` against the trust root in `trust_file` at `now` (channel and
-/// arch checked when given), then, when `hashes`, every artifact's size and SHA-256.
+/// Verifies `dir/manifest.json` against the trust root in `trust_file` at `now`, believed as
+/// `clock` says ([`ClockTrust`]; channel and arch checked when given), then, when `hashes`,
+/// every artifact's size and SHA-256.
 ///
 /// # Errors
 /// [`ReverifyError`] naming the file and the failed check.
@@ -87,6 +88,7 @@ pub fn reverify(
     dir: &Path,
     trust_file: &Path,
     now: DateTime<Utc>,
+    clock: ClockTrust,
     channel: Option<&str>,
     arch: Option<Arch>,
     hashes: bool,
@@ -103,6 +105,7 @@ pub fn reverify(
     let expect = Expectation {
         channel: channel.map(str::to_owned),
         arch,
+        clock,
         ..Expectation::default()
     };
     let verified = phase_protocol::verify(&bytes, &trust, now, &expect)

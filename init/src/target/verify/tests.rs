@@ -49,6 +49,7 @@ fn intact_boot_dir_is_verified() {
         dir.path(),
         &trust,
         Utc::now(),
+        ClockTrust::Trusted,
         Some("stable"),
         Some(Arch::X86_64),
         true,
@@ -62,7 +63,16 @@ fn tampered_rootfs_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let trust = signed_boot_dir(dir.path());
     std::fs::write(dir.path().join("rootfs"), b"squashfs BYTES").unwrap();
-    let err = reverify(dir.path(), &trust, Utc::now(), None, None, true).unwrap_err();
+    let err = reverify(
+        dir.path(),
+        &trust,
+        Utc::now(),
+        ClockTrust::Trusted,
+        None,
+        None,
+        true,
+    )
+    .unwrap_err();
     assert!(
         matches!(err, ReverifyError::Hash { ref name, .. } if name == "rootfs"),
         "{err}"
@@ -74,7 +84,16 @@ fn tampered_rootfs_of_same_size_passes_only_with_reverify_off() {
     let dir = tempfile::tempdir().unwrap();
     let trust = signed_boot_dir(dir.path());
     std::fs::write(dir.path().join("rootfs"), b"squashfs BYTES").unwrap();
-    assert!(reverify(dir.path(), &trust, Utc::now(), None, None, false).is_ok());
+    assert!(reverify(
+        dir.path(),
+        &trust,
+        Utc::now(),
+        ClockTrust::Trusted,
+        None,
+        None,
+        false
+    )
+    .is_ok());
 }
 
 #[test]
@@ -82,7 +101,16 @@ fn truncated_artifact_is_refused_even_with_reverify_off() {
     let dir = tempfile::tempdir().unwrap();
     let trust = signed_boot_dir(dir.path());
     std::fs::write(dir.path().join("kernel"), b"kernel").unwrap();
-    let err = reverify(dir.path(), &trust, Utc::now(), None, None, false).unwrap_err();
+    let err = reverify(
+        dir.path(),
+        &trust,
+        Utc::now(),
+        ClockTrust::Trusted,
+        None,
+        None,
+        false,
+    )
+    .unwrap_err();
     assert!(
         matches!(err, ReverifyError::Size { ref name, found: 6, .. } if name == "kernel"),
         "{err}"
@@ -101,7 +129,16 @@ fn manifest_signed_by_an_untrusted_key_is_refused() {
             .to_toml(),
     )
     .unwrap();
-    let err = reverify(dir.path(), &other, Utc::now(), None, None, true).unwrap_err();
+    let err = reverify(
+        dir.path(),
+        &other,
+        Utc::now(),
+        ClockTrust::Trusted,
+        None,
+        None,
+        true,
+    )
+    .unwrap_err();
     assert!(matches!(err, ReverifyError::Manifest { .. }), "{err}");
 }
 
@@ -109,7 +146,16 @@ fn manifest_signed_by_an_untrusted_key_is_refused() {
 fn manifest_for_another_channel_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let trust = signed_boot_dir(dir.path());
-    let err = reverify(dir.path(), &trust, Utc::now(), Some("beta"), None, true).unwrap_err();
+    let err = reverify(
+        dir.path(),
+        &trust,
+        Utc::now(),
+        ClockTrust::Trusted,
+        Some("beta"),
+        None,
+        true,
+    )
+    .unwrap_err();
     assert!(matches!(err, ReverifyError::Manifest { .. }), "{err}");
 }
 
@@ -121,10 +167,40 @@ fn missing_trust_file_is_reported() {
         dir.path(),
         Path::new("/nonexistent/trust.toml"),
         Utc::now(),
+        ClockTrust::Trusted,
         None,
         None,
         true,
     )
     .unwrap_err();
     assert!(matches!(err, ReverifyError::Trust { .. }), "{err}");
+}
+
+#[test]
+fn clock_of_1970_verifies_by_signed_evidence_only_when_known_below_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let trust = signed_boot_dir(dir.path());
+    let rtc = chrono::DateTime::<Utc>::UNIX_EPOCH;
+    let err = reverify(
+        dir.path(),
+        &trust,
+        rtc,
+        ClockTrust::Trusted,
+        None,
+        None,
+        false,
+    )
+    .unwrap_err();
+    assert!(matches!(err, ReverifyError::Manifest { .. }), "{err}");
+    let v = reverify(
+        dir.path(),
+        &trust,
+        rtc,
+        ClockTrust::BelowFloor,
+        None,
+        None,
+        false,
+    )
+    .unwrap();
+    assert_eq!(v.checked_at(), v.manifest().created_at);
 }
