@@ -15,11 +15,12 @@ use std::path::{Path, PathBuf};
 
 use phase_discovery::{DiscoverError, DiscoverOptions};
 use phase_protocol::trust::TrustError;
-use phase_protocol::{BootMode, Expectation, TrustRoot, VerifiedManifest, VerifyError};
+use phase_protocol::{BootMode, ClockTrust, Expectation, TrustRoot, VerifiedManifest, VerifyError};
 
 use crate::cache::{self, Cache, CacheError};
+use crate::clock::{self, Clock};
 use crate::cmdline::{self, BootParams, CmdlineError, KexecMode};
-use crate::fetch::{self, FetchError, FetchOptions, RollbackState, VerifiedFile};
+use crate::fetch::{self, FetchError, FetchOptions, VerifiedFile};
 use crate::kexec::{self, Handoff, KexecError, Verified};
 use crate::log::{self, Stage};
 use crate::modules::{self, ModulesError};
@@ -34,8 +35,8 @@ pub const TRUST_FILE: &str = "/etc/phase/trust.toml";
 pub const RELEASE_FILE: &str = "/etc/phase/release";
 /// Where artifacts are downloaded (tmpfs) before kexec.
 pub const FETCH_DIR: &str = "/run/phase/fetch";
-/// Longest second discovery round, after every provider of the first one failed.
-pub const SECOND_LOOK: std::time::Duration = std::time::Duration::from_secs(15);
+/// Pause before browsing again when a discovery round found only providers that failed.
+const RELOOK_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 /// The file whose presence selects the target stage.
 pub const TARGET_MARKER: &str = "/phase/boot/manifest.json";
 
@@ -281,8 +282,6 @@ fn release_from_cache(c: &Cache, trust: &TrustRoot, base: &Expectation) -> Optio
         Io(PathBuf, #[source] std::io::Error),
         #[error("cached manifest refused")]
         Verify(#[source] VerifyError),
-        #[error("rollback state")]
-        State(#[source] fetch::StateError),
         #[error("cached artifacts refused")]
         Artifacts(#[source] fetch::LocalVerifyError),
     }
@@ -291,7 +290,7 @@ fn release_from_cache(c: &Cache, trust: &TrustRoot, base: &Expectation) -> Optio
     let res = (|| {
         let path = c.manifest_path();
         let bytes = std::fs::read(&path).map_err(|e| CacheRead::Io(path.clone(), e))?;
-        let state = RollbackState::load(&c.dir()).map_err(CacheRead::State)?;
+        let state = fetch::recovery::recover(&c.dir(), trust).logged();
         let exp = state.expectation_for(
             base.channel.as_deref().unwrap_or("stable"),
             base.arch.map(|a| a.as_str()).unwrap_or("x86_64"),
@@ -372,6 +371,16 @@ pub fn boot_stage(
     } else {
         None
     };
+    // The cache's time floor, rebuilt from the signed cached manifest when state.json is lost
+    // (the recovery lines are printed where the state is used, not here).
+    let cached_floor = cache
+        .as_ref()
+        .and_then(|c| fetch::recovery::recover(&c.dir(), &trust).state.time_floor);
+    let mut clock = clock::settle(sys, cached_floor);
+    let base = Expectation {
+        clock: clock.trust,
+        ..base
+    };
     let cached = match (&cache, p.mode) {
         (Some(c), BootMode::Local) => release_from_cache(c, &trust, &base),
         _ => None,
@@ -384,9 +393,25 @@ pub fn boot_stage(
                 .enable_all()
                 .build()
                 .map_err(BootError::Runtime)?;
-            rt.block_on(network_release(early, &trust, &base, cache.as_ref()))?
+            rt.block_on(network_release(
+                sys,
+                &mut clock,
+                early,
+                &trust,
+                &base,
+                cache.as_ref(),
+            ))?
         }
     };
+    if clock.trust == ClockTrust::BelowFloor {
+        // Signed evidence: the verified manifest proves the time is at least its created_at.
+        clock.advance(
+            sys,
+            release.manifest.checked_at(),
+            clock::Source::Signed,
+            false,
+        );
+    }
     if let (Some(c), true) = (&cache, p.mode.writes_cache()) {
         let arts: Vec<(String, Verified<'_>)> = release
             .manifest
@@ -420,26 +445,32 @@ pub fn boot_stage(
 }
 
 async fn network_release(
+    sys: &dyn Syscalls,
+    clock: &mut Clock,
     early: &Early,
     trust: &TrustRoot,
     base: &Expectation,
     cache: Option<&Cache>,
 ) -> Result<Release, BootError> {
     let p = &early.params;
-    net::bring_up(p.iface.as_deref(), p.timeout)
+    let lease = net::bring_up(p.iface.as_deref(), p.timeout)
         .await
         .map_err(|e| BootError::Net(Box::new(e)))?;
+    sntp_clock(sys, clock, &lease.granted.ntp).await;
     let mut opts = FetchOptions::new(trust.clone(), FETCH_DIR.into());
-    opts.expectation = base.clone();
+    opts.expectation = Expectation {
+        clock: clock.trust,
+        ..base.clone()
+    };
     opts.connect_timeout = p.timeout.min(opts.connect_timeout);
+    opts.min_rate.bytes_per_sec = p.min_rate;
     match (cache, p.mode) {
         (Some(c), BootMode::Internet) if c.writable => opts.state_dir = Some(c.dir()),
         (Some(c), BootMode::Local) => {
-            // Read-only cache: enforce its floors without saving.
-            if let Ok(s) = RollbackState::load(&c.dir()) {
-                opts.expectation =
-                    s.expectation_for(early.channel(), p.arch.as_str(), &opts.expectation);
-            }
+            // Read-only cache: enforce its floors (recovered if need be) without saving.
+            let s = fetch::recovery::recover(&c.dir(), trust).logged();
+            opts.expectation =
+                s.expectation_for(early.channel(), p.arch.as_str(), &opts.expectation);
         }
         _ => {}
     }
@@ -460,16 +491,26 @@ async fn network_release(
             return Ok(r);
         }
     } else {
-        // Round 1 returns as soon as one provider answers (fast boot). Round 2 runs only if
-        // every provider of round 1 failed: it returns as soon as one more (not yet tried)
-        // provider answers, and looks for at most SECOND_LOOK, so a LAN with a single bad
-        // provider reaches phase.onfail quickly.
-        for round in 0..2 {
+        // Each round returns as soon as one provider not yet tried answers (fast boot). The
+        // unauthenticated advertised version only orders candidates: a provider whose release
+        // fails to verify is dropped and discovery keeps browsing for the next one until
+        // phase.timeout (issue 15 §4), so a liar with a higher version cannot win by answering
+        // first. Each round asks for one more provider than were tried, so memory stays bounded.
+        let deadline = std::time::Instant::now() + p.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                log::line(&format!(
+                    "discover: phase.timeout of {}s reached after trying {} provider(s)",
+                    p.timeout.as_secs(),
+                    tried.len()
+                ));
+                break;
+            }
             let st = Stage::start("discover");
             let mut o = discover_options(early, cache, tried.len() + 1);
-            if round == 1 {
-                o.timeout = o.timeout.min(SECOND_LOOK);
-            }
+            o.clock_trusted = clock.trust == ClockTrust::Trusted;
+            o.timeout = left;
             let mut res = phase_discovery::discover(&o).await;
             if let Err(DiscoverError::Identity(e)) = &res {
                 // A broken identity file must not stop the boot: use a fresh key this time.
@@ -498,8 +539,11 @@ async fn network_release(
             match found.first() {
                 Some((src, url)) => st.ok(format_args!("{src} {url}")),
                 None => {
-                    log::line("discover: no provider besides those that failed");
-                    break;
+                    // Only providers that already failed answered: look again shortly (a
+                    // lookup that ends early must not turn this into a busy loop).
+                    st.ok("no provider besides those that failed");
+                    tokio::time::sleep(RELOOK_PAUSE.min(left)).await;
+                    continue;
                 }
             }
             if let Some(r) = fetch_first(&found, &opts, &mut tried, &mut last).await {
@@ -515,6 +559,35 @@ async fn network_release(
         }),
         None => Err(BootError::Discover(Box::new(DiscoverError::NothingEnabled))),
     }
+}
+
+/// Time allowed for one SNTP server, and servers asked at most (DHCP option 42 may list many).
+const SNTP_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1500);
+const SNTP_SERVERS: usize = 3;
+
+/// Asks the lease's NTP servers (option 42) for the time, one after another, until one answers
+/// (each bounded by [`SNTP_TIMEOUT`]), and moves `clock` forward with the answer; prints an
+/// `sntp` stage line. Nothing happens when the lease names no server.
+async fn sntp_clock(sys: &dyn Syscalls, clock: &mut Clock, servers: &[std::net::Ipv4Addr]) {
+    if servers.is_empty() {
+        return;
+    }
+    let st = Stage::start("sntp");
+    let mut errors = Vec::new();
+    for server in servers.iter().take(SNTP_SERVERS) {
+        match net::sntp::query(*server, SNTP_TIMEOUT, clock::build_floor()).await {
+            Ok(t) => {
+                clock.advance(sys, t, clock::Source::Sntp(*server), true);
+                if clock.trust == ClockTrust::Trusted {
+                    st.ok(format_args!("{server} {}", t.to_rfc3339()));
+                    return;
+                }
+                errors.push(format!("{server}: {} is below the floor", t.to_rfc3339()));
+            }
+            Err(e) => errors.push(log::error_chain(&e)),
+        }
+    }
+    log::line(&format!("sntp failed: {}", errors.join("; ")));
 }
 
 /// Discovery options for this boot: the mode's mechanisms, `phase.bootstrap`, `phase.timeout`,
@@ -636,6 +709,19 @@ fn handoff(
     kexec::exec(sys).map_err(|e| BootError::Kexec(Box::new(e)))
 }
 
+/// Whether `err` is the target stage refusing the release handed over in `/phase/boot` (its
+/// re-verification failed): retrying the target stage would fail the same way forever
+/// (issue 15 §3), so the next attempt runs the boot stage.
+fn handed_over_release_refused(err: &BootError) -> bool {
+    match err {
+        BootError::Target(t) => matches!(
+            t.downcast_ref::<crate::target::TargetError>(),
+            Some(crate::target::TargetError::Verify(_))
+        ),
+        _ => false,
+    }
+}
+
 /// PID 1: [`early`], then the stages in a loop governed by `phase.onfail`. Never returns.
 pub fn pid1(sys: &'static (dyn Syscalls + Sync), target: Option<TargetStage>) -> ! {
     let mut attempt: u32 = 0;
@@ -660,6 +746,13 @@ pub fn pid1(sys: &'static (dyn Syscalls + Sync), target: Option<TargetStage>) ->
             boot_stage(sys, &e, target)
         })();
         let Err(err) = res;
+        if let Some(e) = early_done.as_mut().filter(|e| e.target) {
+            if handed_over_release_refused(&err) {
+                // Retrying the same refused /phase/boot would loop forever: fetch again.
+                log::line("target: the handed-over release was refused; the next attempt runs the boot stage and fetches again");
+                e.target = false;
+            }
+        }
         let policy = early_done
             .as_ref()
             .map_or(cmdline::OnFail::Rescue, |e| e.params.onfail());
@@ -678,6 +771,26 @@ pub fn pid1(sys: &'static (dyn Syscalls + Sync), target: Option<TargetStage>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_handover_sends_the_retry_to_the_boot_stage_and_nothing_else_does() {
+        let refused =
+            crate::target::TargetError::Verify(crate::target::verify::ReverifyError::Read {
+                path: "/phase/boot/manifest.json".into(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        assert!(handed_over_release_refused(&BootError::Target(Box::new(
+            refused
+        ))));
+        let other = crate::target::TargetError::Reboot(crate::sys::SysError::new(
+            "reboot",
+            std::io::Error::from(std::io::ErrorKind::Other),
+        ));
+        assert!(!handed_over_release_refused(&BootError::Target(Box::new(
+            other
+        ))));
+        assert!(!handed_over_release_refused(&BootError::NoTarget));
+    }
 
     #[test]
     fn release_channel_is_read_from_key_value_text() {
@@ -813,6 +926,29 @@ mod tests {
                 ..base()
             };
             assert!(release_from_cache(&f.cache, &f.trust, &e).is_none());
+        }
+
+        #[test]
+        fn cached_release_boots_despite_a_corrupt_state_file() {
+            let f = fixture("1.2.0");
+            std::fs::write(f.cache.dir().join("state.json"), b"{\"format\":1,").unwrap();
+            assert!(release_from_cache(&f.cache, &f.trust, &base()).is_some());
+        }
+
+        #[test]
+        fn backup_state_floor_still_refuses_an_older_cached_release() {
+            let f = fixture("1.2.0");
+            let mut s = crate::fetch::RollbackState::empty();
+            s.releases.insert(
+                "stable/x86_64".into(),
+                fetch::state::AcceptedRelease {
+                    version: semver::Version::new(2, 0, 0),
+                    created_at: chrono::Utc::now() - chrono::Duration::hours(2),
+                },
+            );
+            s.save(&f.cache.dir()).unwrap();
+            std::fs::write(f.cache.dir().join("state.json"), b"").unwrap();
+            assert!(release_from_cache(&f.cache, &f.trust, &base()).is_none());
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The cache partition (DESIGN §4, issue 6 §6): the verified manifest and artifacts of the last
-//! internet boot, the rollback state (`state.json`, see [`crate::fetch::state`]) and the stable
+//! internet boot, the rollback state (`state.json` and `state.json.bak`, see
+//! [`crate::fetch::state`]; lost copies are rebuilt by [`crate::fetch::recovery`]) and the stable
 //! libp2p identity (`identity.key`), in `<cache>/phase/`.
 //!
 //! Found by GPT PARTLABEL `phase-cache` (`PARTNAME=` in `/sys/class/block/*/uevent`) and mounted
@@ -160,7 +161,7 @@ impl Cache {
 
     /// The cached manifest path.
     pub fn manifest_path(&self) -> PathBuf {
-        self.dir().join("manifest.json")
+        self.dir().join(crate::fetch::recovery::CACHED_MANIFEST)
     }
 
     /// The stable libp2p identity key path.
@@ -321,7 +322,12 @@ pub fn write_release(
         .take(v.size);
         write_atomic(&dir, name, &mut rd, Some(v.size))?;
     }
-    write_atomic(&dir, "manifest.json", &mut &manifest_raw[..], None)?;
+    write_atomic(
+        &dir,
+        crate::fetch::recovery::CACHED_MANIFEST,
+        &mut &manifest_raw[..],
+        None,
+    )?;
     Ok(dir)
 }
 

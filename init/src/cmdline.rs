@@ -16,6 +16,10 @@ use phase_protocol::{Arch, BootMode};
 /// Default for `phase.timeout`: seconds allowed for each network wait (link, DHCP, discovery).
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
 
+/// Default for `phase.minrate`: bytes per second a fetch source must average over
+/// [`crate::fetch::rate::DEFAULT_WINDOW`] while another source is left (64 KiB/s).
+pub const DEFAULT_MIN_RATE: u64 = crate::fetch::rate::DEFAULT_MIN_RATE;
+
 /// Errors of parsing the command line.
 #[derive(Debug, thiserror::Error)]
 pub enum CmdlineError {
@@ -113,6 +117,10 @@ pub struct BootParams {
     /// `phase.reverify=0` skips the target stage's second hash check of `/phase/boot/*`
     /// (issue 7); default true. The signature of the manifest is always checked.
     pub reverify: bool,
+    /// `phase.minrate=BYTES_PER_SEC`: an artifact source slower than this on average over 10 s
+    /// is dropped for the next one (issue 15 §5); default [`DEFAULT_MIN_RATE`], 0 turns the
+    /// floor off (a liveness policy, not a check: nothing here turns a check off).
+    pub min_rate: u64,
 }
 
 impl Default for BootParams {
@@ -130,6 +138,7 @@ impl Default for BootParams {
             init: None,
             debug: false,
             reverify: true,
+            min_rate: DEFAULT_MIN_RATE,
         }
     }
 }
@@ -287,6 +296,16 @@ pub fn parse(cmdline: &str) -> Result<Parsed, CmdlineError> {
             "init" => p.init = Some(need(key, value)?.to_string()),
             "debug" => p.debug = parse_bool(key, value)?,
             "reverify" => p.reverify = parse_bool(key, value)?,
+            "minrate" => {
+                let v = need(key, value)?;
+                p.min_rate = v.parse().map_err(|_| {
+                    invalid(
+                        key,
+                        v,
+                        "expected whole bytes per second (0 turns the floor off)",
+                    )
+                })?;
+            }
             _ => unknown.push(key.to_string()),
         }
     }
@@ -355,6 +374,8 @@ mod tests {
                 BootParams { init: Some("/sbin/init --single".into()), ..def.clone() },
                 vec![],
             ),
+            ("phase.minrate=1048576", BootParams { min_rate: 1 << 20, ..def.clone() }, vec![]),
+            ("phase.minrate=0", BootParams { min_rate: 0, ..def.clone() }, vec![]),
             ("phase.colour=blue phase.verify=0", def.clone(), vec!["colour", "verify"]),
             ("-- phase.mode=local", def.clone(), vec![]),
             ("phase.mode=local -- phase.mode=private", BootParams { mode: BootMode::Local, ..def.clone() }, vec![]),
@@ -378,6 +399,10 @@ mod tests {
             "phase.kexec=maybe",
             "phase.debug=2",
             "phase.provider=",
+            "phase.minrate=fast",
+            "phase.minrate=-1",
+            "phase.minrate=64k",
+            "phase.minrate",
         ] {
             let e = parse(line).expect_err(line);
             let key = line
@@ -398,6 +423,15 @@ mod tests {
         let p = parse("phase.verify=0 phase.insecure=1").unwrap();
         assert_eq!(p.params, BootParams::default());
         assert_eq!(p.unknown, ["verify", "insecure"]);
+    }
+
+    #[test]
+    fn min_rate_defaults_to_64_kib_per_second() {
+        assert_eq!(BootParams::default().min_rate, 64 * 1024);
+        assert_eq!(
+            parse("phase.minrate=131072").unwrap().params.min_rate,
+            128 * 1024
+        );
     }
 
     #[test]

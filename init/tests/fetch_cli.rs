@@ -309,3 +309,139 @@ async fn enospc_in_the_output_dir_fails_and_removes_the_partial() {
         .unwrap_or("?");
     assert!(!listing.contains("kernel"), "left behind: {listing:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_drops_a_slow_source_naming_its_url_rate_and_window() {
+    let signer = Signer::new();
+    let (kernel, initramfs) = (data(300_000, 1), data(5_000, 2));
+    let server = serve_release(&signer, &kernel, &initramfs).await;
+    // 1 KiB/s from the manifest's own provider; the full rate from a second provider.
+    server.route(
+        "/stable/x86_64/kernel",
+        Behaviour::Paced(kernel.clone(), 256, std::time::Duration::from_millis(250)),
+    );
+    let mirror = Server::start().await;
+    mirror.route("/stable/x86_64/kernel", Behaviour::Serve(kernel.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("trust.toml"), signer.trust.to_toml()).unwrap();
+    let out = run(Command::new(PHASE)
+        .args(["fetch", "-q", "--manifest-url", &server.url(MANIFEST)])
+        .args(["--provider", &mirror.base()])
+        .args(["--min-rate", "65536", "--min-rate-window", "500"])
+        .args(["--total-timeout-ms", "20000"])
+        .arg("--trust")
+        .arg(d.join("trust.toml"))
+        .arg("--out")
+        .arg(d.join("out")))
+    .await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    let prefix = format!(
+        "phase: fetch kernel: dropping slow source {}: ",
+        server.url("/stable/x86_64/kernel")
+    );
+    let line = t
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no drop line in {t}"));
+    assert!(
+        line.contains(" KiB/s over ")
+            && line.contains("ms, minimum 64.0 KiB/s; resuming at byte ")
+            && line.ends_with(" from the next source"),
+        "{line}"
+    );
+    assert_eq!(std::fs::read(d.join("out/kernel")).unwrap(), *kernel);
+    let hits = mirror.hits_for("/stable/x86_64/kernel");
+    assert!(
+        hits.len() == 1 && hits[0].range.is_some(),
+        "the mirror resumed: {hits:?}"
+    );
+}
+
+#[tokio::test]
+async fn fetch_help_documents_the_minimum_rate_flags_and_defaults() {
+    let out = run(Command::new(PHASE).args(["fetch", "--help"])).await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    for needle in [
+        "--min-rate <BYTES_PER_SEC>",
+        "[default: 65536]",
+        "--min-rate-window <MS>",
+        "[default: 10000]",
+        "0 turns the floor off",
+    ] {
+        assert!(t.contains(needle), "missing {needle:?} in {t}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_cache_fails_the_state_save_but_not_the_fetch_and_keeps_the_old_state() {
+    if !can_unshare_mounts() {
+        return;
+    }
+    let signer = Signer::new();
+    let (kernel, initramfs) = (data(20_000, 1), data(1000, 2));
+    let server = serve_release(&signer, &kernel, &initramfs).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("trust.toml"), signer.trust.to_toml()).unwrap();
+    // The state the cache holds: 1.0.0 accepted. The fetch brings 1.2.3.
+    let prepared = d.join("prepared");
+    std::fs::create_dir(&prepared).unwrap();
+    let mut old = phase_init::fetch::RollbackState::empty();
+    old.releases.insert(
+        "stable/x86_64".into(),
+        phase_init::fetch::state::AcceptedRelease {
+            version: semver::Version::new(1, 0, 0),
+            created_at: chrono::Utc::now() - chrono::Duration::days(1),
+        },
+    );
+    old.save(&prepared).unwrap();
+    let state = d.join("state");
+    std::fs::create_dir(&state).unwrap();
+    // In a private mount namespace: a 64 KiB tmpfs as the cache, the old state copied in, the
+    // rest filled with zeros, then the fetch; the state is read back inside the namespace.
+    let script = format!(
+        "mount -t tmpfs -o size=64k phase-state {st} && cp {pre}/state.json {pre}/state.json.bak {st}/ && \
+         {{ dd if=/dev/zero of={st}/fill bs=4096 2>/dev/null; true; }} && \
+         {phase} fetch -q --manifest-url {url} --trust {trust} --out {out} --state {st}; rc=$?; \
+         echo \"STATE:$(tr -d ' \\n' < {st}/state.json)\"; echo \"LISTING:$(ls -A {st} | tr '\\n' ' ')\"; exit $rc",
+        st = state.display(),
+        pre = prepared.display(),
+        phase = PHASE,
+        url = server.url(MANIFEST),
+        trust = d.join("trust.toml").display(),
+        out = d.join("out").display(),
+    );
+    let out = run(Command::new("unshare").args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]))
+    .await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("phase: state save failed, the floors on disk stay as last saved; using the verified release: write ")
+            && t.contains("No space left on device"),
+        "{t}"
+    );
+    assert_eq!(std::fs::read(d.join("out/kernel")).unwrap(), *kernel);
+    let saved = t
+        .lines()
+        .find_map(|l| l.strip_prefix("STATE:"))
+        .unwrap_or("?");
+    assert!(
+        saved.contains("\"1.0.0\"") && !saved.contains("1.2.3"),
+        "{saved}"
+    );
+    let listing = t
+        .lines()
+        .find_map(|l| l.strip_prefix("LISTING:"))
+        .unwrap_or("?");
+    assert!(!listing.contains(".tmp"), "left behind: {listing:?}");
+}

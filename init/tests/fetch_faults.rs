@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fetch_support::{data, listing, Behaviour, Server, Signer};
-use phase_init::fetch::{fetch_release, FetchError, FetchOptions, FetchedRelease, SourceError};
+use phase_init::fetch::{
+    fetch_release, FetchError, FetchOptions, FetchedRelease, MinRate, SourceError,
+};
 use phase_protocol::Sha256Digest;
 
 const KERNEL: &str = "/stable/x86_64/kernel";
@@ -328,4 +330,146 @@ async fn mixed_sources_with_a_mismatch_fall_back_to_whole_file_fetches() {
     c.assert_kernel_verified(&r);
     let last = c.server.hits_for("/m2/kernel");
     assert_eq!(last.last().unwrap().range, None, "{last:?}");
+}
+
+// Liveness (issue 15 §5): a source below the minimum rate is dropped and the next one resumes.
+
+/// 1 KiB/s: 256 bytes every 250 ms.
+fn one_kib_per_sec(d: &Arc<Vec<u8>>) -> Behaviour {
+    Behaviour::Paced(d.clone(), 256, Duration::from_millis(250))
+}
+
+/// The byte a `Range: bytes=<n>-` header asks for.
+fn range_start(range: Option<&str>) -> Option<u64> {
+    range?
+        .strip_prefix("bytes=")?
+        .strip_suffix('-')?
+        .parse()
+        .ok()
+}
+
+#[tokio::test]
+async fn slow_source_is_dropped_and_the_next_resumes_from_the_verified_offset() {
+    let mut c = case(&["/m1/kernel"]).await;
+    c.opts.min_rate = MinRate {
+        bytes_per_sec: 64 * 1024,
+        window: Duration::from_millis(600),
+    };
+    // At 1 KiB/s the kernel alone would need 256 s: without the floor the 20 s deadline ends it.
+    c.opts.total_timeout = Duration::from_secs(20);
+    c.server.route(KERNEL, one_kib_per_sec(&c.kernel));
+    c.server
+        .route("/m1/kernel", Behaviour::Serve(c.kernel.clone()));
+    let started = std::time::Instant::now();
+    let r = c.fetch().await.unwrap();
+    let took = started.elapsed();
+    c.assert_kernel_verified(&r);
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    let cut_at = match r.failures.as_slice() {
+        [f] => match f.error {
+            SourceError::TooSlow {
+                rate,
+                min_rate,
+                offset,
+                window_ms,
+            } => {
+                assert!(rate < 8 * 1024, "measured {rate} B/s");
+                assert_eq!(min_rate, 64 * 1024);
+                assert!(window_ms >= 600, "{window_ms}");
+                offset
+            }
+            ref other => panic!("expected TooSlow, got {other}"),
+        },
+        other => panic!("expected one failure, got {other:?}"),
+    };
+    assert!(cut_at > 0, "the slow source delivered something first");
+    let hits = c.server.hits_for("/m1/kernel");
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(range_start(hits[0].range.as_deref()), Some(cut_at));
+    // The slow source is not asked again.
+    assert_eq!(c.server.hits_for(KERNEL).len(), 1);
+}
+
+#[tokio::test]
+async fn source_at_a_healthy_rate_is_not_dropped() {
+    // Positive control: the same floor and window, a second source to go to, but the first
+    // source runs at 640 KiB/s (32 KiB every 50 ms): it keeps the download.
+    let mut c = case(&["/m1/kernel"]).await;
+    c.opts.min_rate = MinRate {
+        bytes_per_sec: 64 * 1024,
+        window: Duration::from_millis(600),
+    };
+    c.server.route(
+        KERNEL,
+        Behaviour::Paced(c.kernel.clone(), 32 * 1024, Duration::from_millis(50)),
+    );
+    c.server
+        .route("/m1/kernel", Behaviour::Serve(c.kernel.clone()));
+    let r = c.fetch().await.unwrap();
+    c.assert_kernel_verified(&r);
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert!(c.server.hits_for("/m1/kernel").is_empty());
+}
+
+#[tokio::test]
+async fn slow_only_source_is_kept_rather_than_failing_the_fetch() {
+    // A floor far above what the only source can do: with nowhere else to go it is not cut.
+    let mut c = case(&[]).await;
+    c.opts.min_rate = MinRate {
+        bytes_per_sec: 100 * 1024 * 1024,
+        window: Duration::from_millis(100),
+    };
+    c.server.route(
+        KERNEL,
+        Behaviour::Paced(c.kernel.clone(), 32 * 1024, Duration::from_millis(50)),
+    );
+    let r = c.fetch().await.unwrap();
+    c.assert_kernel_verified(&r);
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert_eq!(c.server.hits_for(KERNEL).len(), 1);
+}
+
+#[tokio::test]
+async fn slow_source_is_used_again_when_every_other_source_failed() {
+    // The first source is dropped as slow while the mirror is left; the mirror is gone (404),
+    // so the next round goes back to the slow source, without the floor, from its offset.
+    let mut c = case(&["/m1/kernel"]).await;
+    c.opts.min_rate = MinRate {
+        bytes_per_sec: 100 * 1024 * 1024,
+        window: Duration::from_millis(100),
+    };
+    c.server.route(
+        KERNEL,
+        Behaviour::Paced(c.kernel.clone(), 32 * 1024, Duration::from_millis(50)),
+    );
+    c.server.route("/m1/kernel", Behaviour::Status(404));
+    let r = c.fetch().await.unwrap();
+    c.assert_kernel_verified(&r);
+    assert!(
+        matches!(r.failures[0].error, SourceError::TooSlow { .. }),
+        "{:?}",
+        r.failures
+    );
+    let hits = c.server.hits_for(KERNEL);
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    assert_eq!(hits[0].range, None);
+    assert!(range_start(hits[1].range.as_deref()).is_some_and(|o| o > 0));
+}
+
+#[tokio::test]
+async fn zero_min_rate_turns_the_floor_off() {
+    let mut c = case(&["/m1/kernel"]).await;
+    c.opts.min_rate = MinRate {
+        bytes_per_sec: 0,
+        window: Duration::from_millis(100),
+    };
+    c.server.route(
+        KERNEL,
+        Behaviour::Paced(c.kernel.clone(), 32 * 1024, Duration::from_millis(50)),
+    );
+    c.server
+        .route("/m1/kernel", Behaviour::Serve(c.kernel.clone()));
+    let r = c.fetch().await.unwrap();
+    c.assert_kernel_verified(&r);
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
 }

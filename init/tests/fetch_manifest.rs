@@ -8,7 +8,11 @@ use std::time::Duration;
 
 use chrono::{Duration as ChronoDuration, Utc};
 use fetch_support::{data, listing, Behaviour, Server, Signer};
-use phase_init::fetch::{fetch_manifest, fetch_release, FetchError, FetchOptions, RollbackState};
+use phase_init::fetch::recovery::CACHED_MANIFEST;
+use phase_init::fetch::state::{BACKUP_FILE, STATE_FILE};
+use phase_init::fetch::{
+    fetch_manifest, fetch_release, FetchError, FetchOptions, RollbackState, StateError,
+};
 use phase_protocol::{Arch, VerifyError};
 
 const MANIFEST: &str = "/stable/x86_64/manifest.json";
@@ -217,4 +221,127 @@ async fn manifest_503_storm_is_retried_then_reported() {
         phase_init::log::error_chain(&err)
     );
     assert_eq!(server.hits_for(MANIFEST).len(), 2);
+}
+
+// The cache never bricks a boot (issue 15 §6): a lost or unwritable state.json is reported and
+// recovered, and the rollback floor is not lowered.
+
+/// A state directory whose saved state accepted `version` (both copies).
+fn state_dir_at(version: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = RollbackState::empty();
+    s.releases.insert(
+        "stable/x86_64".into(),
+        phase_init::fetch::state::AcceptedRelease {
+            version: version.parse().unwrap(),
+            created_at: Utc::now() - ChronoDuration::hours(2),
+        },
+    );
+    s.save(dir.path()).unwrap();
+    dir
+}
+
+fn with_state(signer: &Signer, dir: &std::path::Path) -> FetchOptions {
+    let mut o = opts(signer, &dir.join("out"));
+    o.state_dir = Some(dir.to_owned());
+    o
+}
+
+#[tokio::test]
+async fn corrupt_state_json_does_not_stop_the_fetch_and_the_backup_floor_holds() {
+    let signer = Signer::new();
+    let dir = state_dir_at("2.0.0");
+    std::fs::write(dir.path().join(STATE_FILE), b"{\"format\":1,\"relea").unwrap();
+    let o = with_state(&signer, dir.path());
+    // The floor from state.json.bak still refuses a rollback ...
+    let old = serve(&signer, "1.9.9", "x86_64").await;
+    let err = fetch_release(&old.url(MANIFEST), &o).await.unwrap_err();
+    assert!(matches!(refused(err), VerifyError::Rollback { .. }));
+    // ... and the current release is fetched, verified and recorded: both copies are whole again.
+    let cur = serve(&signer, "2.0.0", "x86_64").await;
+    let r = fetch_release(&cur.url(MANIFEST), &o).await.unwrap();
+    assert!(r.state_error.is_none());
+    let copies = RollbackState::load_copies(dir.path());
+    assert!(copies.problems.is_empty(), "{:?}", copies.problems);
+    assert_eq!(copies.used.len(), 2);
+}
+
+#[tokio::test]
+async fn lost_state_is_rebuilt_from_the_cached_manifest_and_still_refuses_a_rollback() {
+    let signer = Signer::new();
+    let dir = state_dir_at("2.0.0");
+    std::fs::write(dir.path().join(STATE_FILE), b"").unwrap();
+    std::fs::write(dir.path().join(BACKUP_FILE), b"\0\0\0\0").unwrap();
+    // The cache still holds the verified manifest of the release it booted.
+    let k = data(10, 1);
+    let cached = signer.manifest(
+        "2.0.0",
+        "x86_64",
+        &[("kernel", &k, vec![]), ("initramfs", &k, vec![])],
+    );
+    std::fs::write(dir.path().join(CACHED_MANIFEST), cached).unwrap();
+    let o = with_state(&signer, dir.path());
+    let old = serve(&signer, "1.9.9", "x86_64").await;
+    let err = fetch_release(&old.url(MANIFEST), &o).await.unwrap_err();
+    assert!(matches!(refused(err), VerifyError::Rollback { .. }));
+    // Positive control: the rebuilt floor lets the same or a newer release through.
+    let new = serve(&signer, "2.1.0", "x86_64").await;
+    fetch_release(&new.url(MANIFEST), &o).await.unwrap();
+    let s = RollbackState::load(dir.path()).unwrap();
+    assert_eq!(
+        s.min_version("stable", "x86_64"),
+        Some(&semver::Version::new(2, 1, 0))
+    );
+}
+
+#[tokio::test]
+async fn lost_state_without_a_cached_manifest_does_not_stop_the_fetch() {
+    let signer = Signer::new();
+    let dir = state_dir_at("2.0.0");
+    std::fs::write(dir.path().join(STATE_FILE), b"garbage").unwrap();
+    std::fs::write(dir.path().join(BACKUP_FILE), b"garbage").unwrap();
+    let o = with_state(&signer, dir.path());
+    let server = serve(&signer, "1.0.0", "x86_64").await;
+    let r = fetch_release(&server.url(MANIFEST), &o).await.unwrap();
+    assert_eq!(r.artifacts.len(), 2);
+    assert_eq!(
+        RollbackState::load(dir.path())
+            .unwrap()
+            .min_version("stable", "x86_64"),
+        Some(&semver::Version::new(1, 0, 0))
+    );
+}
+
+#[tokio::test]
+async fn enospc_while_saving_the_state_keeps_the_release_and_the_old_state() {
+    let signer = Signer::new();
+    let dir = state_dir_at("1.0.0");
+    let before = std::fs::read(dir.path().join(STATE_FILE)).unwrap();
+    // Every write to the temporary copy fails with ENOSPC, as on a full vfat cache.
+    std::os::unix::fs::symlink("/dev/full", dir.path().join("state.json.tmp")).unwrap();
+    let o = with_state(&signer, dir.path());
+    let server = serve(&signer, "2.0.0", "x86_64").await;
+    let r = fetch_release(&server.url(MANIFEST), &o).await.unwrap();
+    assert_eq!(r.artifacts.len(), 2, "the verified release is still there");
+    let chain = phase_init::log::error_chain(r.state_error.as_ref().expect("save reported"));
+    assert!(
+        chain.contains("write ") && chain.contains("state.json.tmp"),
+        "{chain}"
+    );
+    assert!(
+        matches!(r.state_error, Some(StateError::Io { ref source, .. }) if source.raw_os_error() == Some(libc::ENOSPC)),
+        "{chain}"
+    );
+    assert_eq!(std::fs::read(dir.path().join(STATE_FILE)).unwrap(), before);
+    assert_eq!(std::fs::read(dir.path().join(BACKUP_FILE)).unwrap(), before);
+    assert!(std::fs::symlink_metadata(dir.path().join("state.json.tmp")).is_err());
+    // Positive control: with space again the same fetch records 2.0.0.
+    let r = fetch_release(&server.url(MANIFEST), &o).await.unwrap();
+    assert!(r.state_error.is_none());
+    assert_eq!(
+        RollbackState::load(dir.path())
+            .unwrap()
+            .min_version("stable", "x86_64"),
+        Some(&semver::Version::new(2, 0, 0))
+    );
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use phase_protocol::{Arch, Expectation, TrustRoot};
 
-use crate::fetch::{fetch_release, FetchOptions};
+use crate::fetch::{fetch_release, FetchOptions, MinRate};
 
 /// Arguments of `phase fetch`.
 #[derive(Debug, clap::Args)]
@@ -35,6 +35,8 @@ pub struct FetchArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Directory with state.json (rollback and time floors); read, then updated on success.
+    /// A corrupt or missing state.json falls back to state.json.bak, then to a signed
+    /// manifest.json in DIR; a failed save is reported and does not fail the fetch.
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
     /// Required channel of the manifest.
@@ -58,6 +60,19 @@ pub struct FetchArgs {
     /// Retries on 5xx per source, and extra rounds over all sources.
     #[arg(long, default_value_t = 4)]
     pub retries: u32,
+    /// Minimum rate of an artifact source in bytes per second, averaged over
+    /// --min-rate-window: a slower source is dropped and the next one resumes from the verified
+    /// offset (only while another source is left). 0 turns the floor off.
+    #[arg(long, value_name = "BYTES_PER_SEC", default_value_t = crate::fetch::rate::DEFAULT_MIN_RATE)]
+    pub min_rate: u64,
+    /// Window the minimum rate is averaged over, in milliseconds (at least 1).
+    #[arg(
+        long = "min-rate-window",
+        value_name = "MS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub min_rate_window_ms: u64,
     /// No progress lines.
     #[arg(long, short)]
     pub quiet: bool,
@@ -83,6 +98,10 @@ impl FetchArgs {
         opts.idle_timeout = Duration::from_millis(self.idle_timeout_ms);
         opts.total_timeout = Duration::from_millis(self.total_timeout_ms);
         opts.retries = self.retries;
+        opts.min_rate = MinRate {
+            bytes_per_sec: self.min_rate,
+            window: Duration::from_millis(self.min_rate_window_ms),
+        };
         opts.progress = !self.quiet;
         Ok(opts)
     }

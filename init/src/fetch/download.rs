@@ -12,6 +12,14 @@
 //! off for this artifact: each remaining source must then deliver the whole file alone, which
 //! pins the next mismatch on exactly one source. Splitting one artifact across providers is not
 //! done; it would need per-chunk hashes in a later manifest version to pin a bad range.
+//!
+//! Liveness (issue 15 §5): a source below the minimum rate ([`super::rate`], default 64 KiB/s
+//! over 10 s) is cut off and the next source resumes from the verified offset, so one slow
+//! source cannot spend the shared total deadline. The floor applies only while another source
+//! that is neither failed for good nor slow is left; a slow source is skipped from then on, and
+//! tried again without the floor only when nothing else is left (a slow source beats none).
+//! Each cut prints `fetch <artifact>: dropping slow source <url>: <r> KiB/s over <w>ms, minimum
+//! <m> KiB/s; resuming at byte <n> from the next source`.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -26,6 +34,8 @@ use tokio::time::{timeout_at, Instant};
 
 use super::partial::{LocalIoError, Partial};
 use super::progress::Meter;
+use super::rate::{kib, MinRate, RateWindow};
+use crate::log;
 
 /// Why one source failed for one attempt (listed in the final error).
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +69,22 @@ pub enum SourceError {
         /// The idle timeout in ms.
         ms: u128,
         /// Bytes received so far.
+        offset: u64,
+    },
+    /// The source stayed below the minimum rate over a whole window (issue 15 §5).
+    #[error(
+        "too slow: {} KiB/s over {window_ms}ms, minimum {} KiB/s (at byte {offset})",
+        kib(*.rate),
+        kib(*.min_rate)
+    )]
+    TooSlow {
+        /// Measured average in bytes per second.
+        rate: u64,
+        /// The window measured, in ms.
+        window_ms: u128,
+        /// The floor in bytes per second.
+        min_rate: u64,
+        /// Bytes verified-so-far when it was cut (the next source resumes there).
         offset: u64,
     },
     /// The total timeout for this artifact passed.
@@ -131,6 +157,8 @@ enum Fate {
     Drop,
     /// Never ask this source again; throw away all bytes (they may be poisoned).
     DropAndRestart,
+    /// Too slow: skip this source while a usable one is left; keep the offset.
+    Slow,
 }
 
 impl SourceError {
@@ -146,6 +174,7 @@ impl SourceError {
             | SourceError::ContentLength { .. }
             | SourceError::ContentRange { .. } => Fate::Drop,
             SourceError::TooLong { .. } | SourceError::HashMismatch { .. } => Fate::DropAndRestart,
+            SourceError::TooSlow { .. } => Fate::Slow,
         }
     }
 }
@@ -163,6 +192,9 @@ pub struct Limits {
     pub retries: u32,
     /// First backoff; doubles per retry, capped at 5 s.
     pub backoff: Duration,
+    /// The minimum-rate floor of each artifact source ([`super::rate`]); off for a source with
+    /// no usable alternative left, and not used for the manifest ([`fetch_capped`]).
+    pub min_rate: MinRate,
 }
 
 /// The outcome of [`download`].
@@ -261,6 +293,7 @@ pub async fn download(
     };
     let mut failures = Vec::new();
     let mut dropped = vec![false; sources.len()];
+    let mut slow = vec![false; sources.len()];
     let mut whole_file_only = false;
 
     for round in 0..=limits.retries {
@@ -276,6 +309,18 @@ pub async fn download(
             if dropped[i] {
                 continue;
             }
+            // Somewhere else to go: another source neither dropped nor found slow.
+            let alternative = (0..sources.len()).any(|j| j != i && !dropped[j] && !slow[j]);
+            if slow[i] && alternative {
+                continue;
+            }
+            if slow[i] {
+                log::line(&format!(
+                    "fetch {}: no other source left; retrying slow source {url} without the \
+                     rate floor",
+                    p.meter.name()
+                ));
+            }
             if Instant::now() >= limits.deadline {
                 failures.push(SourceFailure {
                     url: url.clone(),
@@ -290,7 +335,7 @@ pub async fn download(
                 p.restart()?;
             }
             let started_at = p.offset;
-            let result = attempt_with_5xx_retries(client, url, &mut p, &limits).await;
+            let result = attempt_with_5xx_retries(client, url, &mut p, &limits, alternative).await;
             if p.offset > started_at || p.offset == p.size {
                 p.contributors.insert(i);
             }
@@ -312,6 +357,24 @@ pub async fn download(
             match error.fate() {
                 Fate::Retry => {}
                 Fate::Drop => dropped[i] = true,
+                Fate::Slow => {
+                    slow[i] = true;
+                    if let SourceError::TooSlow {
+                        rate,
+                        window_ms,
+                        min_rate,
+                        offset,
+                    } = &error
+                    {
+                        log::line(&format!(
+                            "fetch {}: dropping slow source {url}: {} KiB/s over {window_ms}ms, \
+                             minimum {} KiB/s; resuming at byte {offset} from the next source",
+                            p.meter.name(),
+                            kib(*rate),
+                            kib(*min_rate)
+                        ));
+                    }
+                }
                 Fate::DropAndRestart => {
                     let blamed = p.contributors.len() <= 1 || whole_file_only;
                     if matches!(error, SourceError::HashMismatch { .. }) && !blamed {
@@ -340,11 +403,12 @@ async fn attempt_with_5xx_retries(
     url: &Url,
     p: &mut Progress<'_>,
     limits: &Limits,
+    rate_floor: bool,
 ) -> Result<(), AttemptError> {
     let mut tries = 0;
     loop {
         tries += 1;
-        match attempt(client, url, p, limits).await {
+        match attempt(client, url, p, limits, rate_floor).await {
             Err(AttemptError::Source(SourceError::Status(status))) if status.is_server_error() => {
                 let wait = backoff(limits, tries - 1);
                 if tries > limits.retries || Instant::now() + wait >= limits.deadline {
@@ -379,12 +443,48 @@ async fn bounded<T>(
     })
 }
 
-/// One request to one source, streaming into `p` (module docs).
+/// What [`next_chunk`] saw first.
+enum Next {
+    /// A chunk, or `None` at the end of the body.
+    Chunk(Option<bytes::Bytes>),
+    /// The rate window ended before any chunk arrived.
+    WindowEnd,
+}
+
+/// Waits for the next body chunk until `idle_at`, the total deadline or the end of the rate
+/// window `window_end`, whichever is first.
+async fn next_chunk(
+    resp: &mut reqwest::Response,
+    limits: &Limits,
+    idle_at: Instant,
+    window_end: Option<Instant>,
+    offset: u64,
+) -> Result<Next, SourceError> {
+    let at = idle_at.min(limits.deadline);
+    let wake = window_end.map_or(at, |w| w.min(at));
+    match timeout_at(wake, resp.chunk()).await {
+        Ok(Ok(chunk)) => Ok(Next::Chunk(chunk)),
+        Ok(Err(source)) => Err(SourceError::Body { offset, source }),
+        // Woken for the rate window only while the idle and total limits still hold.
+        Err(_) if Instant::now() < at => Ok(Next::WindowEnd),
+        Err(_) if at == limits.deadline && limits.deadline <= idle_at => Err(SourceError::Total {
+            ms: limits.total.as_millis(),
+        }),
+        Err(_) => Err(SourceError::Idle {
+            ms: limits.idle.as_millis(),
+            offset,
+        }),
+    }
+}
+
+/// One request to one source, streaming into `p` (module docs). With `rate_floor` the source
+/// is cut with [`SourceError::TooSlow`] when a window ends below `limits.min_rate`.
 async fn attempt(
     client: &reqwest::Client,
     url: &Url,
     p: &mut Progress<'_>,
     limits: &Limits,
+    rate_floor: bool,
 ) -> Result<(), AttemptError> {
     let mut req = client.get(url.clone());
     if p.offset > 0 {
@@ -424,26 +524,41 @@ async fn attempt(
             .into());
         }
     }
+    let mut window = if rate_floor {
+        RateWindow::start(limits.min_rate, Instant::now(), p.offset)
+    } else {
+        None
+    };
+    let mut idle_at = Instant::now() + limits.idle;
     loop {
-        let chunk = bounded(resp.chunk(), limits, p.offset).await?;
-        let chunk = match chunk {
-            Ok(Some(c)) => c,
-            Ok(None) => break,
-            Err(source) => {
-                return Err(SourceError::Body {
-                    offset: p.offset,
-                    source,
+        let window_end = window.as_ref().map(RateWindow::ends_at);
+        match next_chunk(&mut resp, limits, idle_at, window_end, p.offset).await? {
+            Next::Chunk(None) => break,
+            Next::Chunk(Some(chunk)) => {
+                if chunk.len() as u64 > p.size - p.offset {
+                    return Err(SourceError::TooLong { size: p.size }.into());
                 }
-                .into())
+                p.hasher.update(&chunk);
+                p.part.write(&chunk)?;
+                p.offset += chunk.len() as u64;
+                p.meter.tick(p.offset);
+                idle_at = Instant::now() + limits.idle;
             }
-        };
-        if chunk.len() as u64 > p.size - p.offset {
-            return Err(SourceError::TooLong { size: p.size }.into());
+            Next::WindowEnd => {}
         }
-        p.hasher.update(&chunk);
-        p.part.write(&chunk)?;
-        p.offset += chunk.len() as u64;
-        p.meter.tick(p.offset);
+        if p.offset == p.size {
+            // Every byte is here: the pace no longer matters (and a window left behind would
+            // wake the wait above at once, over and over, while the body's end is awaited).
+            window = None;
+        } else if let Some(w) = window.as_mut() {
+            w.check(Instant::now(), p.offset)
+                .map_err(|slow| SourceError::TooSlow {
+                    rate: slow.rate,
+                    window_ms: slow.window_ms,
+                    min_rate: slow.min_rate,
+                    offset: p.offset,
+                })?;
+        }
     }
     if p.offset < p.size {
         return Err(SourceError::Short {

@@ -10,13 +10,17 @@
 //!
 //! Console lines: `manifest ok version=<v> signers=<n> in <N>ms` (from [`fetch_release`]),
 //! progress at most once per second per artifact, then `fetch ok <artifact> <bytes> bytes in
-//! <N>ms` per artifact. Failure lines are the caller's (`log::Stage::failed`).
+//! <N>ms` per artifact. Failure lines are the caller's (`log::Stage::failed`). Also: a slow
+//! source dropped ([`download`], [`rate`]), a rollback state recovered ([`recovery`]) or not
+//! saved (`state save failed, ...`); none of these fails the fetch.
 
 pub mod client;
 pub mod download;
 pub mod local;
 pub mod partial;
 pub mod progress;
+pub mod rate;
+pub mod recovery;
 pub mod sources;
 pub mod state;
 
@@ -36,6 +40,7 @@ pub use client::ClientError;
 pub use download::{SourceError, SourceFailure};
 pub use local::{verify_artifacts_in_dir, LocalVerifyError};
 pub use partial::LocalIoError;
+pub use rate::MinRate;
 pub use sources::SourceUrlError;
 pub use state::{RollbackState, StateError};
 
@@ -54,7 +59,8 @@ pub struct FetchOptions {
     /// Directory the artifacts are written to (as `<filename>`).
     pub out_dir: PathBuf,
     /// Directory holding `state.json` (the cache); `None` reads and writes no state. When set,
-    /// its floors are enforced and, after a complete verified release, raised and saved.
+    /// its floors (recovered if need be, [`recovery`]) are enforced and, after a complete
+    /// verified release, raised and saved.
     pub state_dir: Option<PathBuf>,
     /// PEM certificates trusted for https besides the webpki roots.
     pub ca_file: Option<PathBuf>,
@@ -68,13 +74,16 @@ pub struct FetchOptions {
     pub retries: u32,
     /// First retry backoff; doubles per retry, capped at 5 s.
     pub backoff: Duration,
+    /// Minimum rate of an artifact source (bytes/s averaged over a window, [`rate`]); a slower
+    /// source is cut and the next one resumes from the verified offset. Rate 0 turns it off.
+    pub min_rate: MinRate,
     /// Print progress lines (at most one per second per artifact).
     pub progress: bool,
 }
 
 impl FetchOptions {
     /// Options with the defaults: no extra providers or state, connect 10 s, idle 30 s, total
-    /// 30 min, 4 retries from 250 ms backoff, progress on.
+    /// 30 min, 4 retries from 250 ms backoff, minimum rate 64 KiB/s over 10 s, progress on.
     pub fn new(trust: TrustRoot, out_dir: PathBuf) -> Self {
         FetchOptions {
             providers: Vec::new(),
@@ -88,6 +97,7 @@ impl FetchOptions {
             total_timeout: Duration::from_secs(30 * 60),
             retries: 4,
             backoff: Duration::from_millis(250),
+            min_rate: MinRate::default(),
             progress: true,
         }
     }
@@ -116,6 +126,9 @@ pub struct FetchedRelease {
     pub artifacts: BTreeMap<String, VerifiedFile>,
     /// Source failures survived on the way (for logs and tests).
     pub failures: Vec<SourceFailure>,
+    /// The rollback state could not be saved (already logged): the release is verified and
+    /// usable; the floors on disk stay as last saved.
+    pub state_error: Option<StateError>,
 }
 
 /// Why a fetch failed. Every variant is fail-closed: nothing unverified is left at a final path.
@@ -177,9 +190,6 @@ pub enum FetchError {
         #[source]
         source: std::io::Error,
     },
-    /// The rollback state could not be read or saved.
-    #[error("rollback state")]
-    State(#[from] StateError),
 }
 
 fn list(failures: &[SourceFailure]) -> String {
@@ -193,29 +203,28 @@ fn list(failures: &[SourceFailure]) -> String {
         .join("; ")
 }
 
-fn load_state(opts: &FetchOptions) -> Result<Option<RollbackState>, FetchError> {
+/// The state of `opts.state_dir`, recovered and reported if need be ([`recovery`]).
+fn load_state(opts: &FetchOptions) -> Option<RollbackState> {
     opts.state_dir
         .as_deref()
-        .map(RollbackState::load)
-        .transpose()
-        .map_err(FetchError::from)
+        .map(|dir| recovery::recover(dir, &opts.trust).logged())
 }
 
 /// Downloads the manifest at `url` (at most [`MAX_MANIFEST_BYTES`], 5xx retried) and verifies
 /// it: trust root and threshold, `opts.expectation`, and the floors of the state in
-/// `opts.state_dir` (a clock behind the time floor counts as the floor).
+/// `opts.state_dir` (a clock behind the time floor counts as the floor). A state that cannot
+/// be read is recovered ([`recovery`]), never an error.
 ///
 /// # Errors
 /// [`FetchError::Url`], [`FetchError::Client`], [`FetchError::ManifestFetch`],
-/// [`FetchError::ManifestRefused`] (including [`VerifyError::TooLarge`] for oversized bodies),
-/// [`FetchError::State`].
+/// [`FetchError::ManifestRefused`] (including [`VerifyError::TooLarge`] for oversized bodies).
 pub async fn fetch_manifest(
     url: &str,
     opts: &FetchOptions,
 ) -> Result<VerifiedManifest, FetchError> {
     let url = sources::parse_http_url(url)?;
     let client = client::build(opts.ca_file.as_deref(), opts.connect_timeout)?;
-    let state = load_state(opts)?;
+    let state = load_state(opts);
     manifest_with(&client, &url, opts, state.as_ref()).await
 }
 
@@ -231,6 +240,7 @@ async fn manifest_with(
         total: opts.total_timeout,
         retries: opts.retries,
         backoff: opts.backoff,
+        min_rate: opts.min_rate,
     };
     let bytes = download::fetch_capped(client, url, MAX_MANIFEST_BYTES, &limits)
         .await
@@ -265,11 +275,11 @@ async fn manifest_with(
 /// Fetches and verifies the manifest at `manifest_url`, prints `manifest ok ...`, then fetches
 /// all its artifacts concurrently into `opts.out_dir` ([`fetch_artifacts`]). With
 /// `opts.state_dir` set, the release is recorded in the rollback state once all artifacts are
-/// verified.
+/// verified. A failed save (ENOSPC, read-only cache) does not fail the fetch: it prints
+/// `state save failed, ...` and lands in [`FetchedRelease::state_error`].
 ///
 /// # Errors
-/// Those of [`fetch_manifest`] and [`fetch_artifacts`], and [`FetchError::State`] when the
-/// state cannot be saved.
+/// Those of [`fetch_manifest`] and [`fetch_artifacts`].
 pub async fn fetch_release(
     manifest_url: &str,
     opts: &FetchOptions,
@@ -277,7 +287,7 @@ pub async fn fetch_release(
     let stage = log::Stage::start("manifest");
     let url = sources::parse_http_url(manifest_url)?;
     let client = client::build(opts.ca_file.as_deref(), opts.connect_timeout)?;
-    let mut state = load_state(opts)?;
+    let mut state = load_state(opts);
     let manifest = manifest_with(&client, &url, opts, state.as_ref()).await?;
     stage.ok(format_args!(
         "version={} signers={}",
@@ -285,14 +295,24 @@ pub async fn fetch_release(
         manifest.signers().len()
     ));
     let (artifacts, failures) = artifacts_with(&client, &manifest, &url, opts).await?;
+    let mut state_error = None;
     if let (Some(s), Some(dir)) = (state.as_mut(), opts.state_dir.as_deref()) {
         s.record(&manifest);
-        s.save(dir)?;
+        if let Err(e) = s.save(dir) {
+            // The release is verified: a full or broken cache must not stop this boot.
+            log::line(&format!(
+                "state save failed, the floors on disk stay as last saved; using the verified \
+                 release: {}",
+                log::error_chain(&e)
+            ));
+            state_error = Some(e);
+        }
     }
     Ok(FetchedRelease {
         manifest,
         artifacts,
         failures,
+        state_error,
     })
 }
 
@@ -360,6 +380,7 @@ async fn one_artifact(
         total: opts.total_timeout,
         retries: opts.retries,
         backoff: opts.backoff,
+        min_rate: opts.min_rate,
     };
     let mut meter = progress::Meter::new(name, a.size_bytes, opts.progress);
     let outcome = download::download(client, a, &candidates, &opts.out_dir, limits, &mut meter)

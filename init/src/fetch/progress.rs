@@ -31,6 +31,11 @@ impl Meter {
         }
     }
 
+    /// The artifact name this meter reports on.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Notes that `done` bytes are verified-so-far; prints a line if [`INTERVAL`] has passed.
     pub fn tick(&mut self, done: u64) {
         if !self.enabled || self.last.elapsed() < INTERVAL {

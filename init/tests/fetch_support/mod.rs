@@ -43,6 +43,9 @@ pub enum Behaviour {
     WrongRange(Arc<Vec<u8>>),
     /// Honest headers, one byte every `gap`.
     Trickle(Arc<Vec<u8>>, Duration),
+    /// Honest headers and body (ranged too), `chunk` bytes every `gap`: a steady rate of
+    /// `chunk / gap` (1 KiB/s is `Paced(d, 256, 250ms)`). Bounded by the data's length.
+    Paced(Arc<Vec<u8>>, usize, Duration),
     /// Honest headers for the (ranged) data; after `n` body bytes a TCP RST.
     ResetAfter(Arc<Vec<u8>>, usize),
     /// Honest, but a fraction of requests get 503, get reset mid-body, or wait `latency`;
@@ -288,6 +291,16 @@ fn respond(
                     tokio::time::sleep(gap).await;
                 }
                 Ok(())
+            }
+            Behaviour::Paced(d, chunk, gap) => {
+                let (head, body) = honest_head(&d, from);
+                sock.write_all(head.as_bytes()).await?;
+                for part in body.chunks(chunk.max(1)) {
+                    sock.write_all(part).await?;
+                    sock.flush().await?;
+                    tokio::time::sleep(gap).await;
+                }
+                sock.shutdown().await
             }
             Behaviour::ResetAfter(d, n) => reset_after(sock, &d, from, n).await,
             Behaviour::Chaos {
