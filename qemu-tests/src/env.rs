@@ -88,6 +88,22 @@ pub fn plasmd() -> PathBuf {
     })
 }
 
+/// `chronyd`, the NTP server of the no-clock test: `PHASE_CHRONYD` or
+/// build/chrony/usr/sbin/chronyd (unpacked from Debian's chrony package by `make test-qemu`).
+pub fn chronyd() -> PathBuf {
+    env_path("PHASE_CHRONYD", || {
+        repo_root().join("build/chrony/usr/sbin/chronyd")
+    })
+}
+
+/// `phase-discovery-probe` (the hostile DHT peer of the hostile-LAN test): `PHASE_PROBE` or
+/// target/debug/phase-discovery-probe (`make test-qemu` builds it).
+pub fn discovery_probe() -> PathBuf {
+    env_path("PHASE_PROBE", || {
+        repo_root().join("target/debug/phase-discovery-probe")
+    })
+}
+
 /// The USB/ESP image from `make image MODE=local`: `PHASE_IMAGE`, build/phase-local.img, or the
 /// first other build/*.img.
 pub fn usb_image() -> Option<PathBuf> {

@@ -136,8 +136,16 @@ impl Lan {
     ///
     /// Errors: dnsmasq cannot start or exits within its first 300 ms.
     pub fn start_dnsmasq(&mut self, work: &Path) -> Result<usize> {
+        self.start_dnsmasq_with(work, &[])
+    }
+
+    /// [`Lan::start_dnsmasq`] with `extra` dnsmasq arguments (e.g.
+    /// `--dhcp-option=option:ntp-server,192.0.2.1`).
+    ///
+    /// Errors: dnsmasq cannot start or exits within its first 300 ms.
+    pub fn start_dnsmasq_with(&mut self, work: &Path, extra: &[String]) -> Result<usize> {
         let leases = work.join("dnsmasq.leases");
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--no-daemon",
             "--conf-file=/dev/null",
             "--interface=br0",
@@ -154,6 +162,7 @@ impl Lan {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.extend_from_slice(extra);
         let idx = self.spawn(
             "dnsmasq",
             Path::new("dnsmasq"),
@@ -164,6 +173,43 @@ impl Lan {
         if let Some(p) = self.proc(idx) {
             if let Some(st) = p.try_wait() {
                 bail!("dnsmasq exited at start ({st}): {}", p.log_text());
+            }
+        }
+        Ok(idx)
+    }
+
+    /// Starts a real NTP server on 192.0.2.1:123: `chronyd` (from Debian's chrony package,
+    /// unpacked by `make test-qemu` without installing it, see [`crate::env::chronyd`]) serving
+    /// its own clock at stratum 8 (`local stratum 8`), never adjusting the host's clock (`-x`).
+    ///
+    /// Errors: chronyd is missing, cannot start or exits within its first 500 ms.
+    pub fn start_ntp(&mut self, work: &Path) -> Result<usize> {
+        let conf = work.join("chrony.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "local stratum 8\nallow 192.0.2.0/24\nbindaddress {BRIDGE_ADDR}\nport 123\ncmdport 0\npidfile {}\n",
+                work.join("chronyd.pid").display()
+            ),
+        )?;
+        let args: Vec<String> = vec![
+            "-f".into(),
+            conf.display().to_string(),
+            "-d".into(),
+            "-x".into(),
+            "-u".into(),
+            "root".into(),
+        ];
+        let idx = self.spawn(
+            "chronyd",
+            &crate::env::chronyd(),
+            &args,
+            &work.join("chronyd.log"),
+        )?;
+        std::thread::sleep(Duration::from_millis(500));
+        if let Some(p) = self.proc(idx) {
+            if let Some(st) = p.try_wait() {
+                bail!("chronyd exited at start ({st}): {}", p.log_text());
             }
         }
         Ok(idx)

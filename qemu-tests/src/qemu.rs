@@ -41,6 +41,9 @@ pub struct VmConfig {
     pub echo: bool,
     /// Console substrings that end any [`Vm::expect`] at once with an error.
     pub fail_on: Vec<String>,
+    /// `-rtc base=...` (e.g. `1970-01-01`: a board without a battery-backed clock); `None`
+    /// starts the RTC at the host's time.
+    pub rtc_base: Option<String>,
 }
 
 impl VmConfig {
@@ -62,6 +65,7 @@ impl VmConfig {
                 "phase: onfail=".into(),
                 "built-in shell (ash)".into(),
             ],
+            rtc_base: None,
         }
     }
 
@@ -97,6 +101,10 @@ impl VmConfig {
                 self.mac_suffix
             ),
         ];
+        if let Some(base) = &self.rtc_base {
+            a.push("-rtc".into());
+            a.push(format!("base={base}"));
+        }
         if let Some((code, vars)) = &self.firmware {
             a.push("-drive".into());
             a.push(format!(

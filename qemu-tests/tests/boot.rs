@@ -331,7 +331,7 @@ fn only_tampered_provider_with_onfail_halt_halts_with_error() -> Result<()> {
     provider::start_provider(&mut lan, &bad, &work, "bad")?;
     let mut vm = Vm::start(
         &mut lan,
-        vm_config("tamperhalt", "local", "phase.timeout=60", 0x1a)?,
+        vm_config("tamperhalt", "local", "phase.timeout=30", 0x1a)?,
         &work,
     )?;
     vm.set_fail_on(&[
@@ -345,6 +345,8 @@ fn only_tampered_provider_with_onfail_halt_halts_with_error() -> Result<()> {
         failed.contains("phase:"),
         "unexpected failure line: {failed}"
     );
+    // Discovery keeps browsing for another provider until phase.timeout (30 s) runs out.
+    vm.expect("phase: discover: phase.timeout of 30s reached", secs(120))?;
     vm.expect("phase: onfail=halt", secs(60))?;
     // Nothing more may happen: no kexec within a further 20 s.
     let more = vm.expect("phase: kexec ok", Duration::from_secs(20));

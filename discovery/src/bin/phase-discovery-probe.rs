@@ -8,13 +8,19 @@
 //!   `found <url> <version> <instance>` per match, best first; exit status 1 when none.
 //! - `watch [--timeout S] [--iface I]`: prints `resolved <fullname> <channel> <arch> <url>`,
 //!   `removed <fullname>` and `invalid <fullname>` lines as they happen, until the timeout.
+//! - `dht-put --listen MA --bootstrap MA... --put KEY=FILE...`: a DHT server node that
+//!   publishes each FILE's bytes as its raw record under KEY (`@PEER@` in a file is replaced by
+//!   the node's peer id), unvalidated, as a hostile peer would (issue 15 §8); prints
+//!   `dht-put <peer id> published <n>`, then runs until stdin EOF or SIGTERM.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use phase_discovery::dht::parse_multiaddrs;
 use phase_discovery::mdns::{self, MdnsAdvertiser, MdnsBrowser, MdnsEvent};
+use phase_discovery::{DhtConfig, DhtNode, Role};
 use phase_protocol::mdns::MdnsAdvert;
 use phase_protocol::Arch;
 
@@ -57,6 +63,18 @@ enum Cmd {
         #[arg(long)]
         iface: Option<String>,
     },
+    /// Publish raw (hostile) DHT records until stdin closes or SIGTERM.
+    DhtPut {
+        /// Listen multiaddr, e.g. /ip4/192.0.2.2/tcp/4200.
+        #[arg(long)]
+        listen: String,
+        /// Bootstrap multiaddrs ending in /p2p/<peer id>.
+        #[arg(long, required = true)]
+        bootstrap: Vec<String>,
+        /// KEY=FILE: publish FILE's bytes under KEY (repeatable).
+        #[arg(long, required = true)]
+        put: Vec<String>,
+    },
     /// Print every resolution and withdrawal.
     Watch {
         /// Seconds.
@@ -66,6 +84,20 @@ enum Cmd {
         #[arg(long)]
         iface: Option<String>,
     },
+}
+
+/// Waits for stdin EOF or SIGTERM.
+async fn wait_for_stop() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let stdin_closed = tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+    });
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = stdin_closed => {}
+    }
+    Ok(())
 }
 
 fn say(line: &str) {
@@ -108,16 +140,7 @@ async fn main() -> anyhow::Result<()> {
                 say(&format!("advertising {name}"));
             }
             say("ready");
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            let stdin_closed = tokio::task::spawn_blocking(|| {
-                let mut sink = Vec::new();
-                let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
-            });
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = stdin_closed => {}
-            }
+            wait_for_stop().await?;
             adv.shutdown().await;
             say("withdrawn");
         }
@@ -147,6 +170,34 @@ async fn main() -> anyhow::Result<()> {
             if found.is_empty() {
                 bail!("no provider of {channel}/{arch} found");
             }
+        }
+        Cmd::DhtPut {
+            listen,
+            bootstrap,
+            put,
+        } => {
+            let node = DhtNode::start(DhtConfig {
+                keypair: phase_discovery::identity::ephemeral(),
+                listen: parse_multiaddrs(&[listen])?,
+                bootstrap: parse_multiaddrs(&bootstrap)?,
+                role: Role::Server,
+            })?;
+            node.listen_addrs(Duration::from_secs(5)).await;
+            let me = node.peer_id().to_string();
+            for p in &put {
+                let Some((key, file)) = p.split_once('=') else {
+                    bail!("--put {p:?} is not KEY=FILE");
+                };
+                let text = std::fs::read(file).with_context(|| format!("read {file}"))?;
+                let value = match std::str::from_utf8(&text) {
+                    Ok(t) => t.replace("@PEER@", &me).into_bytes(),
+                    Err(_) => text,
+                };
+                node.publish_raw(key.to_owned(), value, Duration::from_secs(3600))?;
+            }
+            say(&format!("dht-put {me} published {}", put.len()));
+            wait_for_stop().await?;
+            node.shutdown().await;
         }
         Cmd::Watch { timeout, iface } => {
             let deadline = Instant::now() + Duration::from_secs_f64(timeout);
