@@ -3,6 +3,12 @@
 //! `/lib/modules/<uname -r>/modules.dep` ([`phase_layout::modules_dep`]) and loads each module
 //! with `finit_module`, dependencies first. Built-in and already loaded modules are fine.
 //! Runs after the early mounts and the command line, before the network.
+//!
+//! Compressed modules (`.ko.xz`, `.ko.zst`, as Debian trixie, Ubuntu and Fedora ship them; issue
+//! 16 §3) are loaded as kmod's `modprobe` does: with `MODULE_INIT_COMPRESSED_FILE` when the
+//! running kernel decompresses that format itself (`/sys/module/compression`), otherwise
+//! decompressed here (pure Rust: lzma-rs, ruzstd; capped at [`MAX_MODULE_BYTES`]) and loaded
+//! from memory with `init_module`.
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +40,16 @@ pub enum ModulesError {
         #[source]
         source: ModulesDepError,
     },
+    /// Decompressing a compressed module failed (corrupt, truncated, over the size cap, or a
+    /// format this init does not decode).
+    #[error("decompressing kernel module {path}")]
+    Decompress {
+        /// The module file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: DecompressError,
+    },
     /// Loading one module failed.
     #[error("loading kernel module {name}")]
     Load {
@@ -43,6 +59,132 @@ pub enum ModulesError {
         #[source]
         source: SysError,
     },
+}
+
+/// Largest decompressed module accepted, bytes (64 MiB; the largest distribution modules are
+/// a few MiB), so a corrupt or hostile file cannot exhaust memory.
+pub const MAX_MODULE_BYTES: u64 = 64 << 20;
+
+/// How a module file is compressed, from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// `.ko`.
+    None,
+    /// `.ko.xz`.
+    Xz,
+    /// `.ko.zst`.
+    Zstd,
+    /// `.ko.gz` (loaded only by a kernel that decompresses gzip itself).
+    Gzip,
+}
+
+impl Compression {
+    /// The compression of module file `path`, by its extension.
+    pub fn of(path: &Path) -> Compression {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("xz") => Compression::Xz,
+            Some("zst") => Compression::Zstd,
+            Some("gz") => Compression::Gzip,
+            _ => Compression::None,
+        }
+    }
+
+    /// The name `/sys/module/compression` uses for this format.
+    pub fn sysfs_name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Xz => "xz",
+            Compression::Zstd => "zstd",
+            Compression::Gzip => "gzip",
+        }
+    }
+}
+
+/// Why a module could not be decompressed.
+#[derive(Debug, thiserror::Error)]
+pub enum DecompressError {
+    /// Reading the file failed.
+    #[error("read")]
+    Io(#[source] std::io::Error),
+    /// The xz stream is corrupt or truncated.
+    #[error("xz: {0}")]
+    Xz(String),
+    /// The zstd frame is corrupt or truncated.
+    #[error("zstd: {0}")]
+    Zstd(String),
+    /// The module would be larger than [`MAX_MODULE_BYTES`].
+    #[error("decompressed size over the {MAX_MODULE_BYTES}-byte cap")]
+    TooLarge,
+    /// A format this init does not decode (gzip: only kernels that decompress it load it).
+    #[error("{0} modules are not decompressed by the init")]
+    Unsupported(&'static str),
+}
+
+/// A writer that refuses to grow past [`MAX_MODULE_BYTES`] and remembers that it did.
+#[derive(Default)]
+struct Capped {
+    buf: Vec<u8>,
+    over: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() as u64 + buf.len() as u64 > MAX_MODULE_BYTES {
+            self.over = true;
+            return Err(std::io::Error::other("over the cap"));
+        }
+        self.buf.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Decompresses module bytes `data` of format `c` (the whole image, at most
+/// [`MAX_MODULE_BYTES`]).
+///
+/// # Errors
+/// [`DecompressError`]: corrupt or truncated data, over the cap, or an unsupported format.
+pub fn decompress(data: &[u8], c: Compression) -> Result<Vec<u8>, DecompressError> {
+    use std::io::Read;
+    match c {
+        Compression::None => Ok(data.to_vec()),
+        Compression::Xz => {
+            let mut out = Capped::default();
+            let res = lzma_rs::xz_decompress(&mut std::io::BufReader::new(data), &mut out);
+            match res {
+                Ok(()) => Ok(out.buf),
+                Err(_) if out.over => Err(DecompressError::TooLarge),
+                Err(e) => Err(DecompressError::Xz(e.to_string())),
+            }
+        }
+        Compression::Zstd => {
+            let mut src = data;
+            let dec = ruzstd::decoding::StreamingDecoder::new(&mut src)
+                .map_err(|e| DecompressError::Zstd(e.to_string()))?;
+            let mut out = Vec::new();
+            dec.take(MAX_MODULE_BYTES + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| DecompressError::Zstd(e.to_string()))?;
+            if out.len() as u64 > MAX_MODULE_BYTES {
+                return Err(DecompressError::TooLarge);
+            }
+            Ok(out)
+        }
+        Compression::Gzip => Err(DecompressError::Unsupported("gzip")),
+    }
+}
+
+/// The module compression the running kernel decompresses itself: the contents of
+/// `/sys/module/compression` (`xz`, `zstd` or `gzip`; absent without
+/// `CONFIG_MODULE_DECOMPRESS`).
+pub fn kernel_decompresses() -> Option<String> {
+    std::fs::read_to_string("/sys/module/compression")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
 }
 
 /// What the stage did: counts for the `modules ok` line.
@@ -73,6 +215,21 @@ pub fn modules_dir() -> PathBuf {
 /// [`ModulesError::Resolve`] (missing module, missing dependency, cycle, no modules.dep),
 /// [`ModulesError::Load`] (finit_module failed with anything but `EEXIST`).
 pub fn load(sys: &dyn Syscalls, dir: &Path, wanted: &[String]) -> Result<Loaded, ModulesError> {
+    load_with(sys, dir, wanted, kernel_decompresses().as_deref())
+}
+
+/// [`load`] with the kernel's own module decompression given (`kernel_format`, the contents of
+/// `/sys/module/compression`), for tests.
+///
+/// # Errors
+/// As [`load`], and [`ModulesError::Decompress`] for a compressed module this init must
+/// decompress and cannot.
+pub fn load_with(
+    sys: &dyn Syscalls,
+    dir: &Path,
+    wanted: &[String],
+    kernel_format: Option<&str>,
+) -> Result<Loaded, ModulesError> {
     let mut out = Loaded::default();
     if wanted.is_empty() {
         return Ok(out);
@@ -89,18 +246,49 @@ pub fn load(sys: &dyn Syscalls, dir: &Path, wanted: &[String]) -> Result<Loaded,
     let plan = dep.resolve(wanted).map_err(resolve)?;
     out.builtin = plan.builtin;
     for m in plan.modules {
-        match sys.finit_module(&dir.join(&m.path), "") {
+        match load_one(sys, &dir.join(&m.path), kernel_format) {
             Ok(()) => out.loaded.push(m.name),
-            Err(e) if e.errno() == Some(libc::EEXIST) => out.already.push(m.name),
-            Err(source) => {
+            Err(LoadError::Sys(e)) if e.errno() == Some(libc::EEXIST) => out.already.push(m.name),
+            Err(LoadError::Sys(source)) => {
                 return Err(ModulesError::Load {
                     name: m.name,
+                    source,
+                })
+            }
+            Err(LoadError::Decompress(source)) => {
+                return Err(ModulesError::Decompress {
+                    path: dir.join(&m.path),
                     source,
                 })
             }
         }
     }
     Ok(out)
+}
+
+/// Loads one module file: plain with `finit_module`; compressed with the kernel's own
+/// decompression when it handles that format (falling back to ours when it refuses: `EINVAL`,
+/// `EOPNOTSUPP`), else decompressed here and loaded with `init_module`.
+fn load_one(sys: &dyn Syscalls, path: &Path, kernel_format: Option<&str>) -> Result<(), LoadError> {
+    let c = Compression::of(path);
+    if c == Compression::None {
+        return sys.finit_module(path, "").map_err(LoadError::Sys);
+    }
+    if kernel_format == Some(c.sysfs_name()) {
+        match sys.finit_module_compressed(path, "") {
+            Err(e) if matches!(e.errno(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {}
+            other => return other.map_err(LoadError::Sys),
+        }
+    }
+    let data = std::fs::read(path).map_err(|e| LoadError::Decompress(DecompressError::Io(e)))?;
+    let image = decompress(&data, c).map_err(LoadError::Decompress)?;
+    sys.init_module(&image, "").map_err(LoadError::Sys)
+}
+
+/// Why [`load_one`] failed.
+enum LoadError {
+    Sys(SysError),
+    Decompress(DecompressError),
 }
 
 /// Reads the module names from `list` (a missing list means no modules: a kernel with
@@ -131,6 +319,138 @@ mod tests {
         .unwrap();
         std::fs::write(d.path().join("modules.builtin"), "kernel/loop.ko\n").unwrap();
         d
+    }
+
+    /// The plain image both samples decompress to (made with `xz --check=crc32
+    /// --lzma2=dict=1MiB` as kbuild does, and `zstd -19`).
+    fn sample_image() -> Vec<u8> {
+        "phase test module image ".repeat(40).into_bytes()
+    }
+    const SAMPLE_XZ: &[u8] = include_bytes!("modules/sample.ko.xz");
+    const SAMPLE_ZST: &[u8] = include_bytes!("modules/sample.ko.zst");
+
+    /// A modules dir whose two modules are xz and zstd compressed.
+    fn compressed_moddir() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("kernel")).unwrap();
+        std::fs::write(
+            d.path().join("modules.dep"),
+            "kernel/virtio_net.ko.xz: kernel/failover.ko.zst\nkernel/failover.ko.zst:\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("kernel/virtio_net.ko.xz"), SAMPLE_XZ).unwrap();
+        std::fs::write(d.path().join("kernel/failover.ko.zst"), SAMPLE_ZST).unwrap();
+        d
+    }
+
+    #[test]
+    fn xz_and_zstd_samples_decompress_to_the_image() {
+        assert_eq!(
+            decompress(SAMPLE_XZ, Compression::Xz).unwrap(),
+            sample_image()
+        );
+        assert_eq!(
+            decompress(SAMPLE_ZST, Compression::Zstd).unwrap(),
+            sample_image()
+        );
+    }
+
+    #[test]
+    fn corrupt_truncated_and_gzip_modules_are_errors_not_panics() {
+        for (data, c) in [
+            (&SAMPLE_XZ[..SAMPLE_XZ.len() / 2], Compression::Xz),
+            (&SAMPLE_ZST[..SAMPLE_ZST.len() / 2], Compression::Zstd),
+            (&b"not xz at all"[..], Compression::Xz),
+            (&b"not zstd at all"[..], Compression::Zstd),
+            (&b""[..], Compression::Zstd),
+        ] {
+            assert!(decompress(data, c).is_err(), "{c:?} {data:?}");
+        }
+        let mut flipped = SAMPLE_XZ.to_vec();
+        flipped[SAMPLE_XZ.len() / 2] ^= 0xff;
+        assert!(
+            decompress(&flipped, Compression::Xz).is_err(),
+            "xz CRC32 not checked"
+        );
+        assert!(matches!(
+            decompress(b"\x1f\x8b", Compression::Gzip),
+            Err(DecompressError::Unsupported("gzip"))
+        ));
+    }
+
+    #[test]
+    fn xz_and_zstd_bombs_stop_at_the_cap() {
+        // 80 MiB of zeros compress to a few KiB: decoding must stop at MAX_MODULE_BYTES.
+        for (tool, c) in [
+            ("zstd -q -1 -c", Compression::Zstd),
+            ("xz -0 -c", Compression::Xz),
+        ] {
+            let big = std::process::Command::new("sh")
+                .args(["-c", &format!("head -c 83886080 /dev/zero | {tool}")])
+                .output()
+                .unwrap();
+            assert!(big.status.success() && big.stdout.len() < 1 << 20, "{tool}");
+            assert!(
+                matches!(decompress(&big.stdout, c), Err(DecompressError::TooLarge)),
+                "{tool}"
+            );
+        }
+    }
+
+    #[test]
+    fn compressed_modules_are_decompressed_here_when_the_kernel_cannot() {
+        let d = compressed_moddir();
+        let f = Recording::new();
+        let l = load_with(&f, d.path(), &["virtio_net".into()], None).unwrap();
+        assert_eq!(l.loaded, ["failover", "virtio_net"]);
+        let n = sample_image().len();
+        assert_eq!(
+            f.calls(),
+            [
+                format!("init_module {n} bytes "),
+                format!("init_module {n} bytes ")
+            ]
+        );
+    }
+
+    #[test]
+    fn compressed_modules_go_to_the_kernel_when_it_decompresses_that_format() {
+        let d = compressed_moddir();
+        let f = Recording::new();
+        // The kernel does xz itself, not zstd.
+        load_with(&f, d.path(), &["virtio_net".into()], Some("xz")).unwrap();
+        let root = d.path().display();
+        assert_eq!(
+            f.calls(),
+            [
+                format!("init_module {} bytes ", sample_image().len()),
+                format!("finit_module_compressed {root}/kernel/virtio_net.ko.xz "),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_kernel_refusing_the_compressed_flag_falls_back_to_our_decompression() {
+        let d = compressed_moddir();
+        let f = Recording::new();
+        f.fail_on("finit_module_compressed", libc::EOPNOTSUPP);
+        let l = load_with(&f, d.path(), &["virtio_net".into()], Some("xz")).unwrap();
+        assert_eq!(l.loaded, ["failover", "virtio_net"]);
+        assert_eq!(
+            f.calls().last().unwrap(),
+            &format!("init_module {} bytes ", sample_image().len())
+        );
+    }
+
+    #[test]
+    fn a_corrupt_compressed_module_is_a_decompress_error_naming_it() {
+        let d = compressed_moddir();
+        std::fs::write(d.path().join("kernel/failover.ko.zst"), b"garbage").unwrap();
+        let f = Recording::new();
+        let e = load_with(&f, d.path(), &["virtio_net".into()], None).unwrap_err();
+        assert!(matches!(e, ModulesError::Decompress { .. }), "{e}");
+        assert!(e.to_string().contains("failover.ko.zst"), "{e}");
+        assert!(f.calls().is_empty());
     }
 
     #[test]

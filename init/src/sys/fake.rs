@@ -83,6 +83,17 @@ impl Syscalls for Recording {
         self.record(format!("finit_module {} {params}", path.display()))
     }
 
+    fn finit_module_compressed(&self, path: &Path, params: &str) -> Result<(), SysError> {
+        self.record(format!(
+            "finit_module_compressed {} {params}",
+            path.display()
+        ))
+    }
+
+    fn init_module(&self, image: &[u8], params: &str) -> Result<(), SysError> {
+        self.record(format!("init_module {} bytes {params}", image.len()))
+    }
+
     fn mknod_block(&self, path: &Path, major: u32, minor: u32) -> Result<(), SysError> {
         self.record(format!("mknod_block {} {major}:{minor}", path.display()))
     }

@@ -70,6 +70,33 @@ impl Syscalls for Linux {
         })
     }
 
+    fn finit_module_compressed(&self, path: &Path, params: &str) -> Result<(), SysError> {
+        /// `MODULE_INIT_COMPRESSED_FILE` of `<linux/module.h>` (Linux 5.17).
+        const MODULE_INIT_COMPRESSED_FILE: i32 = 4;
+        let file = std::fs::File::open(path)
+            .map_err(|e| SysError::new(format!("open({}) for finit_module", path.display()), e))?;
+        let params_c = cstr("finit_module", params)?;
+        rustix::system::finit_module(&file, &params_c, MODULE_INIT_COMPRESSED_FILE).map_err(|e| {
+            SysError::new(
+                format!(
+                    "finit_module({}, {params:?}, MODULE_INIT_COMPRESSED_FILE)",
+                    path.display()
+                ),
+                e,
+            )
+        })
+    }
+
+    fn init_module(&self, image: &[u8], params: &str) -> Result<(), SysError> {
+        let params_c = cstr("init_module", params)?;
+        rustix::system::init_module(image, &params_c).map_err(|e| {
+            SysError::new(
+                format!("init_module(<{} bytes>, {params:?})", image.len()),
+                e,
+            )
+        })
+    }
+
     fn mknod_block(&self, path: &Path, major: u32, minor: u32) -> Result<(), SysError> {
         let dev = rustix::fs::makedev(major, minor);
         match rustix::fs::mknodat(

@@ -81,6 +81,15 @@ pub trait Syscalls {
     /// the caller decides (see [`SysError::errno`]).
     fn finit_module(&self, path: &Path, params: &str) -> Result<(), SysError>;
 
+    /// `finit_module(open(path), params, MODULE_INIT_COMPRESSED_FILE)`: the kernel decompresses
+    /// the module itself (Linux 5.17+ with `CONFIG_MODULE_DECOMPRESS`, for the format named in
+    /// `/sys/module/compression`). `EEXIST` as for [`Syscalls::finit_module`].
+    fn finit_module_compressed(&self, path: &Path, params: &str) -> Result<(), SysError>;
+
+    /// `init_module(image, len, params)`: loads a module image from memory (one this process
+    /// decompressed). `EEXIST` as for [`Syscalls::finit_module`].
+    fn init_module(&self, image: &[u8], params: &str) -> Result<(), SysError>;
+
     /// `mknod(path, S_IFBLK | 0600, makedev(major, minor))`; an existing node is fine.
     fn mknod_block(&self, path: &Path, major: u32, minor: u32) -> Result<(), SysError>;
 
