@@ -104,6 +104,9 @@ pub enum BootError {
     /// The target stage failed.
     #[error("target stage")]
     Target(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Private mode with `phase.net=off` found no verified release on the boot medium.
+    #[error("private mode with phase.net=off: no verified release on the boot medium (a phase-cache partition or /phase-cache on the ESP, holding phase/manifest.json and its artifacts)")]
+    NoOfflineRelease,
     /// The target stage is needed but this binary has none.
     #[error("target stage not available in this build")]
     NoTarget,
@@ -354,10 +357,12 @@ pub fn boot_stage(
         arch: Some(p.arch),
         ..Expectation::default()
     };
-    let cache = if cache::CachePolicy::for_mode(p.mode).mount {
+    let policy = cache::CachePolicy::for_boot(p.mode, p.net);
+    let offline = p.mode == BootMode::Private && !p.net;
+    let cache = if policy.mount {
         staged(
             "cache-mount",
-            || cache::open(sys, p.mode, Path::new("/sys/class/block")),
+            || cache::open_with(sys, policy, Path::new("/sys/class/block")),
             |c| match c {
                 Some(c) => format!(
                     "mounted {}{}",
@@ -383,10 +388,15 @@ pub fn boot_stage(
     };
     let cached = match (&cache, p.mode) {
         (Some(c), BootMode::Local) => release_from_cache(c, &trust, &base),
+        (Some(c), BootMode::Private) if offline => release_from_cache(c, &trust, &base),
         _ => None,
     };
+    if offline {
+        log::line("net off (phase.net=off): no interface brought up; only the release on the boot medium can boot");
+    }
     let release = match cached {
         Some(r) => r,
+        None if offline => return Err(BootError::NoOfflineRelease),
         None => {
             // Dropped before the handoff: the target stage wants no extra threads around.
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -722,6 +732,17 @@ fn handed_over_release_refused(err: &BootError) -> bool {
     }
 }
 
+/// Whether `err` happened in the target stage after `switch_root`.
+fn after_switch_root(err: &BootError) -> bool {
+    match err {
+        BootError::Target(t) => matches!(
+            t.downcast_ref::<crate::target::TargetError>(),
+            Some(crate::target::TargetError::AfterSwitchRoot(_))
+        ),
+        _ => false,
+    }
+}
+
 /// PID 1: [`early`], then the stages in a loop governed by `phase.onfail`. Never returns.
 pub fn pid1(sys: &'static (dyn Syscalls + Sync), target: Option<TargetStage>) -> ! {
     let mut attempt: u32 = 0;
@@ -746,6 +767,25 @@ pub fn pid1(sys: &'static (dyn Syscalls + Sync), target: Option<TargetStage>) ->
             boot_stage(sys, &e, target)
         })();
         let Err(err) = res;
+        if after_switch_root(&err) {
+            // The initramfs is freed: nothing can run again in place. A rescue shell, then a
+            // reboot (or the reboot/poweroff the policy names).
+            let policy = early_done
+                .as_ref()
+                .map_or(cmdline::OnFail::Rescue, |e| e.params.onfail());
+            log::line(&format!(
+                "target failed after switch_root: {}",
+                log::error_chain(&err)
+            ));
+            let action = onfail::decide_after_switch_root(policy, onfail::find_shell());
+            loop {
+                onfail::apply(sys, policy, &action);
+                if matches!(action, onfail::Action::Shell(_)) {
+                    log::line("rescue shell exited; rebooting");
+                    onfail::apply(sys, policy, &onfail::Action::Reboot);
+                }
+            }
+        }
         if let Some(e) = early_done.as_mut().filter(|e| e.target) {
             if handed_over_release_refused(&err) {
                 // Retrying the same refused /phase/boot would loop forever: fetch again.
@@ -790,6 +830,19 @@ mod tests {
             other
         ))));
         assert!(!handed_over_release_refused(&BootError::NoTarget));
+    }
+
+    #[test]
+    fn only_errors_marked_after_switch_root_take_the_post_switch_path() {
+        let exec = crate::target::TargetError::Exec {
+            path: "/sbin/missing".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        let after = crate::target::TargetError::AfterSwitchRoot(Box::new(exec));
+        assert!(after_switch_root(&BootError::Target(Box::new(after))));
+        let before = crate::target::TargetError::NoServices { dir: "/x".into() };
+        assert!(!after_switch_root(&BootError::Target(Box::new(before))));
+        assert!(!after_switch_root(&BootError::NoTarget));
     }
 
     #[test]

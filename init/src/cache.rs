@@ -88,6 +88,18 @@ impl CachePolicy {
             write: mode.writes_cache(),
         }
     }
+
+    /// [`CachePolicy::for_mode`], except that private mode without a network (`phase.net=off`,
+    /// issue 16 §6) mounts the boot medium read-only: the release it carries is the only one.
+    pub fn for_boot(mode: BootMode, net: bool) -> Self {
+        if mode == BootMode::Private && !net {
+            return CachePolicy {
+                mount: true,
+                write: false,
+            };
+        }
+        Self::for_mode(mode)
+    }
 }
 
 /// A block device from sysfs: `/dev/<name>` with its numbers.
@@ -203,7 +215,18 @@ pub fn open(
     mode: BootMode,
     sys_class_block: &Path,
 ) -> Result<Option<Cache>, CacheError> {
-    let policy = CachePolicy::for_mode(mode);
+    open_with(sys, CachePolicy::for_mode(mode), sys_class_block)
+}
+
+/// [`open`] with an explicit policy ([`CachePolicy::for_boot`]).
+///
+/// # Errors
+/// As [`open`].
+pub fn open_with(
+    sys: &dyn Syscalls,
+    policy: CachePolicy,
+    sys_class_block: &Path,
+) -> Result<Option<Cache>, CacheError> {
     if !policy.mount {
         return Ok(None);
     }
@@ -396,6 +419,27 @@ mod tests {
         let f = Recording::new();
         assert_eq!(open(&f, BootMode::Private, s.path()).unwrap(), None);
         assert!(f.calls().is_empty(), "{:?}", f.calls());
+    }
+
+    #[test]
+    fn private_mode_without_network_mounts_the_boot_medium_read_only() {
+        let s = sysfs(&[("vda2", 254, 2, Some("phase-cache"))]);
+        let f = Recording::new();
+        let policy = CachePolicy::for_boot(BootMode::Private, false);
+        let c = open_with(&f, policy, s.path()).unwrap().unwrap();
+        assert!(!c.writable);
+        let mount = f
+            .calls()
+            .into_iter()
+            .find(|c| c.starts_with("mount "))
+            .unwrap();
+        assert!(mount.contains("RDONLY"), "{mount}");
+        // With the network on, private mode still does not touch it.
+        assert!(!CachePolicy::for_boot(BootMode::Private, true).mount);
+        assert_eq!(
+            CachePolicy::for_boot(BootMode::Local, false),
+            CachePolicy::for_mode(BootMode::Local)
+        );
     }
 
     #[test]

@@ -117,6 +117,10 @@ pub struct BootParams {
     /// `phase.reverify=0` skips the target stage's second hash check of `/phase/boot/*`
     /// (issue 7); default true. The signature of the manifest is always checked.
     pub reverify: bool,
+    /// `phase.net=on|off` (default on). Off, in private mode, boots the signed release carried
+    /// read-only on the boot medium and brings no interface up (seed 003: private mode's
+    /// network is optional; issue 16 §6).
+    pub net: bool,
     /// `phase.minrate=BYTES_PER_SEC`: an artifact source slower than this on average over 10 s
     /// is dropped for the next one (issue 15 §5); default [`DEFAULT_MIN_RATE`], 0 turns the
     /// floor off (a liveness policy, not a check: nothing here turns a check off).
@@ -138,6 +142,7 @@ impl Default for BootParams {
             init: None,
             debug: false,
             reverify: true,
+            net: true,
             min_rate: DEFAULT_MIN_RATE,
         }
     }
@@ -296,6 +301,7 @@ pub fn parse(cmdline: &str) -> Result<Parsed, CmdlineError> {
             "init" => p.init = Some(need(key, value)?.to_string()),
             "debug" => p.debug = parse_bool(key, value)?,
             "reverify" => p.reverify = parse_bool(key, value)?,
+            "net" => p.net = parse_bool(key, value)?,
             "minrate" => {
                 let v = need(key, value)?;
                 p.min_rate = v.parse().map_err(|_| {
@@ -333,6 +339,11 @@ mod tests {
         let cases: Vec<(&str, BootParams, Vec<&str>)> = vec![
             ("console=ttyS0 panic=-1", def.clone(), vec![]),
             ("phase.mode=local", BootParams { mode: BootMode::Local, ..def.clone() }, vec![]),
+            (
+                "phase.mode=private phase.net=off",
+                BootParams { mode: BootMode::Private, net: false, ..def.clone() },
+                vec![],
+            ),
             (
                 "phase.mode=private phase.mode=local",
                 BootParams { mode: BootMode::Local, ..def.clone() },

@@ -59,6 +59,18 @@ pub fn decide(policy: OnFail, attempt: u32, shell: Option<&str>) -> Action {
     }
 }
 
+/// The action for `policy` after a failure in the target stage after `switch_root` (issue 16
+/// §5): the initramfs is gone, so the stage cannot be retried in place. Rescue opens `shell`
+/// (the rootfs's, if it has one) and otherwise follows the next policy, a reboot; retry becomes
+/// a reboot (a fresh boot is the only way to run the stages again); reboot and halt stay.
+pub fn decide_after_switch_root(policy: OnFail, shell: Option<&str>) -> Action {
+    match (policy, shell) {
+        (OnFail::Rescue, Some(s)) => Action::Shell(s.to_string()),
+        (OnFail::Rescue | OnFail::Retry | OnFail::Reboot, _) => Action::Reboot,
+        (OnFail::Halt, _) => Action::PowerOff,
+    }
+}
+
 /// The rescue shell if it exists on this system.
 pub fn find_shell() -> Option<&'static str> {
     Path::new(RESCUE_SHELL).exists().then_some(RESCUE_SHELL)
@@ -173,6 +185,30 @@ mod tests {
         let got: Vec<u64> = (1..=9).map(|a| backoff(a).as_secs()).collect();
         assert_eq!(got, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
         assert_eq!(backoff(0).as_secs(), 1);
+    }
+
+    #[test]
+    fn after_switch_root_rescue_opens_the_rootfs_shell_else_reboots_and_retry_reboots() {
+        assert_eq!(
+            decide_after_switch_root(OnFail::Rescue, Some("/bin/sh")),
+            Action::Shell("/bin/sh".into())
+        );
+        assert_eq!(
+            decide_after_switch_root(OnFail::Rescue, None),
+            Action::Reboot
+        );
+        assert_eq!(
+            decide_after_switch_root(OnFail::Retry, Some("/bin/sh")),
+            Action::Reboot
+        );
+        assert_eq!(
+            decide_after_switch_root(OnFail::Reboot, None),
+            Action::Reboot
+        );
+        assert_eq!(
+            decide_after_switch_root(OnFail::Halt, Some("/bin/sh")),
+            Action::PowerOff
+        );
     }
 
     #[test]

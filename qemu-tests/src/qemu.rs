@@ -41,6 +41,9 @@ pub struct VmConfig {
     pub echo: bool,
     /// Console substrings that end any [`Vm::expect`] at once with an error.
     pub fail_on: Vec<String>,
+    /// Attach the virtio NIC to the LAN's tap (`false`: `-nic none`, a machine without any
+    /// network device).
+    pub nic: bool,
     /// `-rtc base=...` (e.g. `1970-01-01`: a board without a battery-backed clock); `None`
     /// starts the RTC at the host's time.
     pub rtc_base: Option<String>,
@@ -66,6 +69,7 @@ impl VmConfig {
                 "built-in shell (ash)".into(),
             ],
             rtc_base: None,
+            nic: true,
         }
     }
 
@@ -93,14 +97,19 @@ impl VmConfig {
             "stdio".into(),
             "-monitor".into(),
             format!("unix:{},server,nowait", monitor.display()),
-            "-netdev".into(),
-            format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
-            "-device".into(),
-            format!(
+        ];
+        if self.nic {
+            a.push("-netdev".into());
+            a.push(format!("tap,id=n0,ifname={tap},script=no,downscript=no"));
+            a.push("-device".into());
+            a.push(format!(
                 "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:{:02x}",
                 self.mac_suffix
-            ),
-        ];
+            ));
+        } else {
+            a.push("-nic".into());
+            a.push("none".into());
+        }
         if let Some(base) = &self.rtc_base {
             a.push("-rtc".into());
             a.push(format!("base={base}"));
@@ -159,6 +168,7 @@ pub struct Vm {
     monitor: PathBuf,
     log: PathBuf,
     started: Instant,
+    serial_in: Option<std::process::ChildStdin>,
 }
 
 impl Vm {
@@ -167,7 +177,11 @@ impl Vm {
     ///
     /// Errors: the tap cannot be created or QEMU cannot start.
     pub fn start(lan: &mut Lan, cfg: VmConfig, work: &Path) -> Result<Self> {
-        let tap = lan.add_tap()?;
+        let tap = if cfg.nic {
+            lan.add_tap()?
+        } else {
+            String::new()
+        };
         let monitor = work.join(format!("{}.monitor.sock", cfg.name));
         let log = work.join(format!("{}.console.log", cfg.name));
         let args = cfg.args(&tap, &monitor);
@@ -182,12 +196,13 @@ impl Vm {
         eprintln!("harness: starting VM {}: {cmdline}", cfg.name);
         let mut c = lan.command("qemu-system-x86_64");
         c.args(&args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = c.spawn().context("start qemu-system-x86_64")?;
         let stdout = child.stdout.take().context("qemu stdout")?;
         let stderr = child.stderr.take().context("qemu stderr")?;
+        let serial_in = child.stdin.take();
         let console = Arc::new((Mutex::new(Console::default()), Condvar::new()));
         let mut file =
             std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
@@ -242,7 +257,21 @@ impl Vm {
             monitor,
             log,
             started: Instant::now(),
+            serial_in,
         })
+    }
+
+    /// Types `text` on the serial console (QEMU's stdin), e.g. a command for a rescue shell.
+    ///
+    /// Errors: the console input is closed (QEMU exited).
+    pub fn send_console(&mut self, text: &str) -> Result<()> {
+        let w = self
+            .serial_in
+            .as_mut()
+            .context("serial console input closed")?;
+        w.write_all(text.as_bytes())
+            .and_then(|()| w.flush())
+            .context("write to the serial console")
     }
 
     /// The QEMU command line, ready to paste into a shell.

@@ -139,6 +139,22 @@ fn local_mode_boots_offline_from_cache_disk() -> Result<()> {
         return Ok(());
     }
     let work = env::work_dir("offline")?;
+    let disk = cache_disk_with_release(&work)?;
+    let img = disk.path.clone();
+    let mut lan = phase_qemu_tests::netns::Lan::create("offline")?;
+    lan.start_dnsmasq(&work)?;
+    let mut cfg = vm_config("offline", "local", "", 0x14)?;
+    cfg.disks.push(img);
+    let mut vm = Vm::start(&mut lan, cfg, &work)?;
+    expect_boot_stage(&mut vm, "local", "cache")?;
+    let addr = expect_kexec_and_target(&mut vm)?;
+    end_checks(&lan, &vm, &addr)?;
+    Ok(())
+}
+
+/// A cache disk holding the publisher's release in the layout test 2 checks the init writes
+/// (`::phase/manifest.json` and one file per artifact name), filled on the host with mtools.
+fn cache_disk_with_release(work: &std::path::Path) -> Result<CacheDisk> {
     let disk = CacheDisk::create(&work.join("cache.img"), 512)?;
     disk.mkdir("::phase")?;
     let manifest_path = env::release_manifest();
@@ -152,15 +168,55 @@ fn local_mode_boots_offline_from_cache_disk() -> Result<()> {
             &format!("::phase/{}", a.name),
         )?;
     }
-    let img = disk.path.clone();
-    let mut lan = phase_qemu_tests::netns::Lan::create("offline")?;
-    lan.start_dnsmasq(&work)?;
-    let mut cfg = vm_config("offline", "local", "", 0x14)?;
-    cfg.disks.push(img);
+    Ok(disk)
+}
+
+/// Issue 16 §6: private mode with `phase.net=off` on a machine with no network device at all
+/// boots the signed release carried on its cache partition, brings no interface up, says so
+/// in both stages, and writes nothing (the disk is byte-identical afterwards).
+#[test]
+fn private_mode_without_network_boots_the_release_on_the_boot_medium() -> Result<()> {
+    let test = "private_mode_without_network_boots_the_release_on_the_boot_medium";
+    if !ready(test)? {
+        return Ok(());
+    }
+    let work = env::work_dir("private-offline")?;
+    let disk = cache_disk_with_release(&work)?;
+    let before = disk.sha256()?;
+    let mut lan = phase_qemu_tests::netns::Lan::create("privoff")?;
+    let mut cfg = vm_config("private-offline", "private", "phase.net=off", 0x1d)?;
+    cfg.nic = false;
+    cfg.disks.push(disk.path.clone());
     let mut vm = Vm::start(&mut lan, cfg, &work)?;
-    expect_boot_stage(&mut vm, "local", "cache")?;
-    let addr = expect_kexec_and_target(&mut vm)?;
-    end_checks(&lan, &vm, &addr)?;
+    vm.expect("phase: init stage=boot version=", secs(240))?;
+    vm.expect("phase: cmdline ok mode=private", secs(60))?;
+    vm.expect("phase: cache-mount ok mounted", secs(120))?;
+    vm.expect("phase: discover ok cache", secs(120))?;
+    vm.expect("phase: manifest ok", secs(60))?;
+    vm.expect(
+        "phase: net off (phase.net=off): no interface brought up",
+        secs(60),
+    )?;
+    vm.expect("phase: kexec ok loaded kernel=", secs(600))?;
+    vm.expect("phase: init stage=target version=", secs(300))?;
+    vm.expect("phase: switch_root ok", secs(120))?;
+    vm.expect(
+        "phase: net off (phase.net=off): no interface brought up",
+        secs(60),
+    )?;
+    vm.expect("phase: target ready in", secs(120))?;
+    let lines = vm.lines();
+    for forbidden in ["phase: link ", "phase: dhcp ", "phase: cache ok wrote"] {
+        if lines.iter().any(|l| l.contains(forbidden)) {
+            return Err(vm.failure(&format!("'{forbidden}' with phase.net=off")));
+        }
+    }
+    powerdown(&mut vm)?;
+    drop(vm);
+    ensure!(
+        disk.sha256()? == before,
+        "private mode without network changed the boot medium"
+    );
     Ok(())
 }
 
@@ -389,5 +445,43 @@ fn acpi_powerdown_stops_services_and_powers_off() -> Result<()> {
     vm.expect("phase: poweroff", secs(60))?;
     let st = vm.wait_exit(secs(60))?;
     eprintln!("QEMU exited: {st}");
+    Ok(())
+}
+
+/// Issue 16 §5: with `phase.onfail=rescue`, a target stage that fails after switch_root (here
+/// `phase.init` names an init the rootfs does not have) opens the rootfs's shell on the console
+/// instead of retrying a stage whose initramfs is gone; a command typed there runs, and after
+/// `exit` the machine reboots (QEMU `-no-reboot` then exits).
+#[test]
+fn missing_phase_init_after_switch_root_opens_the_rootfs_shell_then_reboots() -> Result<()> {
+    let test = "missing_phase_init_after_switch_root_opens_the_rootfs_shell_then_reboots";
+    if !ready(test)? {
+        return Ok(());
+    }
+    let work = env::work_dir("rescue")?;
+    let (mut lan, _p) = local_lan("rescue", &work)?;
+    let cfg = VmConfig {
+        append: append("local", "phase.init=/sbin/no-such-init phase.onfail=rescue")
+            .replace("phase.onfail=halt ", ""),
+        ..vm_config("rescue", "local", "", 0x1c)?
+    };
+    let mut vm = Vm::start(&mut lan, cfg, &work)?;
+    // The rootfs's busybox banner is the expected outcome here, not a failure.
+    vm.set_fail_on(&["Kernel panic"]);
+    expect_boot_stage(&mut vm, "local", "mdns")?;
+    vm.expect("phase: switch_root ok", secs(600))?;
+    vm.expect("phase: exec /sbin/no-such-init (phase.init)", secs(60))?;
+    vm.expect("phase: target failed after switch_root", secs(60))?;
+    vm.expect("phase: onfail=rescue exec /bin/sh", secs(60))?;
+    vm.expect("built-in shell (ash)", secs(60))?;
+    vm.send_console("echo rescue-ok-$((6*7))\nexit\n")?;
+    vm.expect("rescue-ok-42", secs(60))?;
+    vm.expect("phase: rescue shell exited; rebooting", secs(60))?;
+    vm.expect("phase: onfail=rescue reboot", secs(60))?;
+    vm.wait_exit(secs(60))?;
+    ensure!(
+        !vm.lines().iter().any(|l| l.contains("phase: target ready")),
+        "the target reported ready without an init"
+    );
     Ok(())
 }

@@ -64,6 +64,16 @@ pub enum TargetError {
     /// The root switch failed.
     #[error("switch_root")]
     SwitchRoot(#[source] MountError),
+    /// A failure after `switch_root`: the initramfs is freed, so the target stage cannot run
+    /// again; `phase.onfail` is applied by [`crate::onfail::decide_after_switch_root`].
+    #[error("after switch_root")]
+    AfterSwitchRoot(#[source] Box<TargetError>),
+    /// Neither `phase.init` nor any service file: the target would run nothing.
+    #[error("no services to start (no phase.init and no files in {dir})")]
+    NoServices {
+        /// The services directory.
+        dir: String,
+    },
     /// `execve(phase.init)` failed.
     #[error("exec {path}")]
     Exec {
@@ -149,10 +159,10 @@ pub fn run(params: &BootParams) -> Result<Infallible, TargetError> {
     if let Some(init) = &params.init {
         log::line(&format!("exec {init} (phase.init)"));
         let err = std::process::Command::new(init).exec();
-        return Err(TargetError::Exec {
+        return Err(TargetError::AfterSwitchRoot(Box::new(TargetError::Exec {
             path: init.clone(),
             source: err,
-        });
+        })));
     }
 
     if let Err(e) = signals::ctrl_alt_del_to_sigint() {
@@ -161,10 +171,21 @@ pub fn run(params: &BootParams) -> Result<Infallible, TargetError> {
             log::error_chain(&e)
         ));
     }
-    network(params);
+    if params.net {
+        network(params);
+    } else {
+        log::line("net off (phase.net=off): no interface brought up");
+    }
     let (services, errors) = service::load_dir(Path::new(service::SERVICES_DIR));
     for e in &errors {
         log::line(&format!("service file skipped: {}", log::error_chain(e)));
+    }
+    if services.is_empty() {
+        return Err(TargetError::AfterSwitchRoot(Box::new(
+            TargetError::NoServices {
+                dir: service::SERVICES_DIR.to_string(),
+            },
+        )));
     }
     let mut sup = Supervisor::new(
         services,
