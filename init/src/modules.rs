@@ -7,7 +7,7 @@
 //! Compressed modules (`.ko.xz`, `.ko.zst`, as Debian trixie, Ubuntu and Fedora ship them; issue
 //! 16 §3) are loaded as kmod's `modprobe` does: with `MODULE_INIT_COMPRESSED_FILE` when the
 //! running kernel decompresses that format itself (`/sys/module/compression`), otherwise
-//! decompressed here (pure Rust: lzma-rs, ruzstd; capped at [`MAX_MODULE_BYTES`]) and loaded
+//! decompressed here (pure Rust: lzma-rust2, ruzstd; capped at [`MAX_MODULE_BYTES`]) and loaded
 //! from memory with `init_module`.
 
 use std::path::{Path, PathBuf};
@@ -120,26 +120,24 @@ pub enum DecompressError {
     Unsupported(&'static str),
 }
 
-/// A writer that refuses to grow past [`MAX_MODULE_BYTES`] and remembers that it did.
-#[derive(Default)]
-struct Capped {
-    buf: Vec<u8>,
-    over: bool,
-}
+/// Memory the xz decoder may allocate for one block's dictionary, KiB (64 MiB; kbuild uses a
+/// 1 MiB dictionary), so a hostile header cannot make PID 1 allocate gigabytes.
+const XZ_MEM_LIMIT_KB: u32 = 64 << 10;
 
-impl std::io::Write for Capped {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.buf.len() as u64 + buf.len() as u64 > MAX_MODULE_BYTES {
-            self.over = true;
-            return Err(std::io::Error::other("over the cap"));
-        }
-        self.buf.extend_from_slice(buf);
-        Ok(buf.len())
+/// Reads `r` to the end, at most [`MAX_MODULE_BYTES`]; `wrap` turns a decoder error into ours.
+fn read_capped(
+    r: impl std::io::Read,
+    wrap: fn(String) -> DecompressError,
+) -> Result<Vec<u8>, DecompressError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    r.take(MAX_MODULE_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| wrap(e.to_string()))?;
+    if out.len() as u64 > MAX_MODULE_BYTES {
+        return Err(DecompressError::TooLarge);
     }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    Ok(out)
 }
 
 /// Decompresses module bytes `data` of format `c` (the whole image, at most
@@ -148,30 +146,17 @@ impl std::io::Write for Capped {
 /// # Errors
 /// [`DecompressError`]: corrupt or truncated data, over the cap, or an unsupported format.
 pub fn decompress(data: &[u8], c: Compression) -> Result<Vec<u8>, DecompressError> {
-    use std::io::Read;
     match c {
         Compression::None => Ok(data.to_vec()),
-        Compression::Xz => {
-            let mut out = Capped::default();
-            let res = lzma_rs::xz_decompress(&mut std::io::BufReader::new(data), &mut out);
-            match res {
-                Ok(()) => Ok(out.buf),
-                Err(_) if out.over => Err(DecompressError::TooLarge),
-                Err(e) => Err(DecompressError::Xz(e.to_string())),
-            }
-        }
+        Compression::Xz => read_capped(
+            lzma_rust2::XzReader::new_mem_limit(data, false, XZ_MEM_LIMIT_KB),
+            DecompressError::Xz,
+        ),
         Compression::Zstd => {
             let mut src = data;
             let dec = ruzstd::decoding::StreamingDecoder::new(&mut src)
                 .map_err(|e| DecompressError::Zstd(e.to_string()))?;
-            let mut out = Vec::new();
-            dec.take(MAX_MODULE_BYTES + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| DecompressError::Zstd(e.to_string()))?;
-            if out.len() as u64 > MAX_MODULE_BYTES {
-                return Err(DecompressError::TooLarge);
-            }
-            Ok(out)
+            read_capped(dec, DecompressError::Zstd)
         }
         Compression::Gzip => Err(DecompressError::Unsupported("gzip")),
     }
@@ -376,6 +361,40 @@ mod tests {
             decompress(b"\x1f\x8b", Compression::Gzip),
             Err(DecompressError::Unsupported("gzip"))
         ));
+    }
+
+    /// Found by the `module_decompress` fuzz target in lzma-rs (the decoder used first): an xz
+    /// footer whose backward size is 0xffffffff overflowed `(backward_size + 1) << 2`.
+    #[test]
+    fn xz_footer_with_the_largest_backward_size_is_an_error_not_a_panic() {
+        let crash: &[u8] = &[
+            0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 0x00, 0x01, 0x69, 0x22, 0xde, 0x36, 0x02, 0x00,
+            0x21, 0x01, 0x10, 0x00, 0x00, 0x00, 0xa8, 0x70, 0x8e, 0x86, 0xe0, 0x03, 0xbf, 0x00,
+            0x24, 0x5d, 0x00, 0x38, 0x1a, 0x08, 0x48, 0x59, 0x21, 0xd0, 0x3b, 0x3d, 0x4f, 0xcb,
+            0xc0, 0x8a, 0x78, 0xf7, 0xd0, 0x7e, 0x96, 0x7a, 0xdb, 0x25, 0x6c, 0x68, 0x20, 0x8a,
+            0x12, 0xad, 0x92, 0x0a, 0xb7, 0x2a, 0x4e, 0x37, 0xf4, 0x00, 0x00, 0x00, 0x44, 0x1c,
+            0x45, 0xa4, 0x00, 0x01, 0x3c, 0xc0, 0x07, 0x00, 0x00, 0x00, 0x69, 0xc3, 0x2f, 0xc4,
+            0x3e, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0x30, 0x0d, 0x5a,
+        ];
+        assert!(decompress(crash, Compression::Xz).is_err());
+    }
+
+    #[test]
+    fn an_xz_header_asking_for_a_huge_dictionary_is_refused_before_allocating() {
+        // xz -9e uses a 64 MiB dictionary: allowed. A 1.5 GiB one (--lzma2=dict=1536MiB) is
+        // refused by the decoder's memory limit.
+        let big_dict = std::process::Command::new("sh")
+            .args(["-c", "printf hello | xz --lzma2=dict=1536MiB -c"])
+            .output()
+            .unwrap();
+        assert!(big_dict.status.success());
+        assert!(decompress(&big_dict.stdout, Compression::Xz).is_err());
+        let ok = std::process::Command::new("sh")
+            .args(["-c", "printf hello | xz --lzma2=dict=1MiB -c"])
+            .output()
+            .unwrap();
+        assert_eq!(decompress(&ok.stdout, Compression::Xz).unwrap(), b"hello");
     }
 
     #[test]
