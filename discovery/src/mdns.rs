@@ -236,6 +236,16 @@ impl std::fmt::Debug for MdnsAdvertiser {
     }
 }
 
+/// Reads an advertisement from the TXT properties of a resolved instance as mdns-sd decoded
+/// them (keys as sent, values as bytes; a value that is not UTF-8 reads as empty). Untrusted
+/// network input: also the entry point of the `mdns_txt` fuzz target (fuzz/).
+///
+/// # Errors
+/// [`TxtError`] for a missing key, unknown arch or non-http URL.
+pub fn advert_from_txt(props: &mdns_sd::TxtProperties) -> Result<MdnsAdvert, TxtError> {
+    MdnsAdvert::from_txt(props.iter().map(|p| (p.key(), p.val_str())))
+}
+
 /// A running browse of `_phase-image._tcp.local.`.
 pub struct MdnsBrowser {
     daemon: ServiceDaemon,
@@ -264,8 +274,7 @@ impl MdnsBrowser {
             match event {
                 ServiceEvent::ServiceResolved(info) => {
                     let fullname = info.get_fullname().to_owned();
-                    let props = info.get_properties().iter().map(|p| (p.key(), p.val_str()));
-                    return Some(match MdnsAdvert::from_txt(props) {
+                    return Some(match advert_from_txt(info.get_properties()) {
                         Ok(advert) => MdnsEvent::Resolved { fullname, advert },
                         Err(error) => MdnsEvent::Invalid { fullname, error },
                     });

@@ -40,16 +40,18 @@ pub fn decide(header: Option<&str>, size: u64) -> RangeDecision {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     match (first.is_empty(), last.is_empty()) {
         // bytes=-N: the last N bytes.
+        // An empty file has no last byte, however long the suffix (one over u64::MAX
+        // included: it answered 206 `bytes 0-0/0`, found by the `http_range` fuzz target).
         (true, false) if digits(last) => match last.parse::<u64>() {
             Ok(0) => RangeDecision::Unsatisfiable,
-            Ok(_) if size == 0 => RangeDecision::Unsatisfiable,
+            _ if size == 0 => RangeDecision::Unsatisfiable,
             Ok(n) => RangeDecision::Partial {
                 start: size.saturating_sub(n),
                 end: size - 1,
             },
             Err(_) => RangeDecision::Partial {
                 start: 0,
-                end: size.saturating_sub(1),
+                end: size - 1,
             },
         },
         // bytes=A-: from A to the end.
@@ -122,5 +124,19 @@ mod tests {
         assert_eq!(decide(Some("bytes=0-0"), 0), Unsatisfiable);
         assert_eq!(decide(Some("bytes=-1"), 0), Unsatisfiable);
         assert_eq!(decide(Some("bytes=0-"), 0), Unsatisfiable);
+    }
+
+    /// Fuzz target `http_range` (fuzz/seeds/http_range/crash-suffix-over-u64-on-empty-file):
+    /// a suffix too long for a u64 fell through to "the whole file" = bytes 0-0 of 0 bytes.
+    #[test]
+    fn suffix_over_u64_max_on_empty_file_is_unsatisfiable_not_one_byte() {
+        assert_eq!(
+            decide(Some("bytes=-18546744073591032210"), 0),
+            Unsatisfiable
+        );
+        assert_eq!(
+            decide(Some("bytes=-18546744073591032210"), 5),
+            Partial { start: 0, end: 4 }
+        );
     }
 }

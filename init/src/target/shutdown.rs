@@ -78,11 +78,7 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+        if let Some(v) = octal_escape(&b[i..]) {
             out.push(v);
             i += 4;
         } else {
@@ -91,6 +87,21 @@ fn unescape(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The byte of a `\ooo` escape at the start of `b` (the kernel writes space, tab, newline and
+/// backslash so); `None` when `b` does not start with one or its value is over 0o377 (`\777`
+/// overflowed a `u8` and panicked with overflow checks: fuzz target `proc_mounts`, issue 15).
+fn octal_escape(b: &[u8]) -> Option<u8> {
+    let [b'\\', d @ ..] = b else {
+        return None;
+    };
+    let digits = d.get(..3)?;
+    if !digits.iter().all(|c| (b'0'..=b'7').contains(c)) {
+        return None;
+    }
+    let v = digits.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+    u8::try_from(v).ok()
 }
 
 /// Stops the services, syncs, unmounts everything but `/` and calls `reboot(2)` through `sys`
@@ -182,6 +193,19 @@ mod tests {
                 "/proc",
                 "/dev"
             ]
+        );
+    }
+
+    /// Fuzz target `proc_mounts` (fuzz/seeds/proc_mounts/crash-escape-777): `\777` is not a
+    /// byte; it overflowed the decoder. Such a name is kept as written.
+    #[test]
+    fn mount_point_escape_above_0o377_is_kept_not_panicking() {
+        assert_eq!(unmount_order("9 2 2 7 \\777"), [PathBuf::from("\\777")]);
+        assert_eq!(
+            unmount_order("9 2 2 7 /a\\377\\134\\04"),
+            [PathBuf::from(
+                String::from_utf8_lossy(b"/a\xff\\\\04").into_owned()
+            )]
         );
     }
 

@@ -1,0 +1,32 @@
+//! `modules.dep`, `modules.builtin` and `/etc/phase/modules.list` (initramfs files) through
+//! `phase_layout::modules_dep`, as the init's modules stage uses them: parse, then resolve the
+//! list to a load order.
+//!
+//! Input: the three files separated by NUL bytes (`dep\0builtin\0list`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use phase_layout::modules_dep::{parse_modules_list, ModulesDep};
+
+fuzz_target!(|data: &[u8]| {
+    let mut parts = data.splitn(3, |&b| b == 0);
+    // ModulesDep::load and modules::read_list use read_to_string: UTF-8 only.
+    let mut next = || std::str::from_utf8(parts.next().unwrap_or_default()).ok();
+    let (Some(dep), Some(builtin), Some(list)) = (next(), next(), next().or(Some(""))) else {
+        return;
+    };
+    let Ok(deps) = ModulesDep::parse(dep, builtin) else {
+        return;
+    };
+    let wanted = parse_modules_list(list);
+    if let Ok(plan) = deps.resolve(&wanted) {
+        for w in &wanted {
+            let _ = deps.is_builtin(w);
+        }
+        // Dependencies first, each module once.
+        let mut seen = std::collections::BTreeSet::new();
+        for m in &plan.modules {
+            assert!(seen.insert(&m.name), "{} twice in {plan:?}", m.name);
+        }
+    }
+});
