@@ -66,7 +66,9 @@ NO_MODULES ?= $(if $(filter $(KERNEL_OUT)/bzImage,$(KERNEL)),1,)
 ifeq ($(NO_MODULES),1)
   LAYOUT_MODULES := --no-modules
 else
-  LAYOUT_MODULES := --kver $(KVER) --modules-root $(MODULES_ROOT)
+  # Recursive (=), not :=, so that KVER is looked up when a recipe runs, after `deps` has
+  # installed the kernel on a fresh machine, not when make parsed this file.
+  LAYOUT_MODULES = --kver $(KVER) --modules-root $(MODULES_ROOT)
 endif
 LAYOUT_TOOL := target/debug/phase-layout
 STATIC_RUSTFLAGS := -C target-feature=+crt-static
@@ -75,8 +77,8 @@ DEB_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static squashfs-tools 
   avahi-utils curl kmod gzip
 KERNEL_PACKAGES := linux-source build-essential bc flex bison libelf-dev libssl-dev xz-utils
 
-.PHONY: all deps build layout-tool initramfs rootfs keys release image write-usb kernel \
-  check-kernel-config test test-build test-qemu run clean
+.PHONY: all deps build layout-tool initramfs initramfs-compressed-modules rootfs keys release image esp write-usb kernel \
+  check-kernel-config test test-build test-qemu test-qemu-x86 run clean check-make-deps
 
 all: release
 
@@ -97,7 +99,9 @@ $(DEPS_STAMP):
 
 # ---- build --------------------------------------------------------------------------------
 # SKIP_BUILD=1 uses the binaries already in $(BIN_DIR) (still checked to be static).
-build:
+# Every user-facing target reaches `deps` through `build` (or directly), so a fresh checkout's
+# first command installs what it needs (issue 16).
+build: deps
 	$(if $(filter 1,$(SKIP_BUILD)),@echo "build: SKIP_BUILD=1 so using $(BIN_DIR)",RUSTFLAGS="$(STATIC_RUSTFLAGS)" cargo build --release --target $(TRIPLE) -p phase-init -p phase-provider)
 	@for b in phase-init phase plasmd; do \
 	    file -L $(BIN_DIR)/$$b | grep -q 'static' || { echo "build: $(BIN_DIR)/$$b is not static" >&2; exit 1; }; \
@@ -136,6 +140,18 @@ $(BUILD)/initramfs.cpio.zst: $(BUILD)/initramfs.cpio
 $(BUILD)/initramfs.cpio.gz: $(BUILD)/initramfs.cpio
 	gzip -9 -n -c $< > $@
 
+# Initramfs variants whose kernel modules are compressed as distributions ship them (.ko.xz,
+# .ko.zst; issue 16 §3), for the QEMU test that boots them on Debian's kernel, which cannot
+# decompress modules itself: the init must.
+initramfs-compressed-modules: $(BUILD)/initramfs-modxz.cpio.zst $(BUILD)/initramfs-modzst.cpio.zst
+$(BUILD)/initramfs-mod%.cpio.zst: $(BUILD)/initramfs.cpio
+	scripts/compress-modules.sh $< $(MODULES_ROOT) $(KVER) $(BUILD)/modules-$* $*
+	$(LAYOUT_TOOL) initramfs --layout initramfs-layout/initramfs.toml --kver $(KVER) \
+	  --modules-root $(BUILD)/modules-$* --var repo=$(CURDIR) --var bin_dir=$(BIN_DIR) \
+	  --var busybox=$(BUSYBOX) --var trust=$(TRUST) --var release=$(BUILD)/release.conf \
+	  --out $(BUILD)/initramfs-mod$*.cpio
+	zstd -19 -T1 -q -f --no-progress $(BUILD)/initramfs-mod$*.cpio -o $@
+
 # ---- rootfs -------------------------------------------------------------------------------
 rootfs: $(BUILD)/rootfs.squashfs
 $(BUILD)/rootfs.squashfs: build layout-tool FORCE
@@ -160,26 +176,31 @@ $(RELEASE_DIR)/manifest.json: $(INITRD) $(BUILD)/rootfs.squashfs $(KEY) FORCE
 	@echo "release: $(RELEASE_DIR) ($(CHANNEL)/$(ARCH) $(VERSION), signed with $(KEY))"
 
 # ---- disk image ---------------------------------------------------------------------------
-image: $(INITRD)
+image: deps $(INITRD)
 	@[ -f "$(KERNEL)" ] || { echo "image: kernel $(KERNEL) not found (KERNEL=...)" >&2; exit 1; }
 	scripts/mkimage.sh $(IMAGE) $(MODE) $(KERNEL) $(INITRD) "$(CMDLINE)"
 	scripts/check-image.sh $(IMAGE) $(MODE) $(KERNEL) $(INITRD)
+
+# The ESP alone (seed 003 "Build System Pattern"): the FAT partition image that `make image`
+# puts first on the GPT disk, as build/esp-<MODE>.img, for users who write their own ESP.
+esp: image
+	scripts/extract-esp.sh $(IMAGE) $(BUILD)/esp-$(MODE).img
 
 write-usb:
 	scripts/write-usb.sh "$(DEV)" $(IMAGE)
 
 # ---- kernel -------------------------------------------------------------------------------
-kernel: layout-tool
+kernel: deps layout-tool
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) KERNEL_SRC="$(KERNEL_SRC)" KERNEL_BASE=$(KERNEL_BASE) JOBS=$(JOBS) SUDO="$(SUDO)" \
 	  KERNEL_PACKAGES="$(KERNEL_PACKAGES)" LAYOUT_TOOL=$(LAYOUT_TOOL) \
 	  scripts/build-kernel.sh $(KERNEL_OUT)
 
-check-kernel-config: layout-tool
+check-kernel-config: deps layout-tool
 	@[ -f "$(KCONFIG)" ] || { echo "check-kernel-config: $(KCONFIG) not found (KCONFIG=...)" >&2; exit 1; }
 	$(LAYOUT_TOOL) check-kernel-config --config $(KCONFIG)
 
 # ---- tests --------------------------------------------------------------------------------
-test: test-build bench-smoke test-qemu
+test: test-build fuzz-smoke bench-smoke test-qemu
 # Workspace checks, then the build tests on the real artifacts: two initramfs and two rootfs
 # builds give the same sha256, the cpio holds what the layout lists, the image checks out.
 test-build: deps
@@ -200,20 +221,31 @@ test-build: deps
 	    --var busybox=$(BUSYBOX) --var trust=$(TRUST) --var release=$(BUILD)/release.conf)
 	$(MAKE) --no-print-directory check-kernel-config
 	$(MAKE) --no-print-directory image MODE=$(MODE)
+	scripts/check-make-deps.sh
 	@echo "test-build: ok"
 
 ## --- qemu tests (owned by qemu helper) ---
 # Boot tests under QEMU/TCG, one at a time (.config/nextest.toml); see docs/testing.md.
 # They need the release tree, the USB image (test 6) and the custom kernel (test 7, ~6 min the
 # first time). A single test: make test-qemu T=local_mode_boots_via_mdns_and_target_serves
-test-qemu: release
+test-qemu-x86: test-qemu
+test-qemu: deps release $(BUILD)/chrony/usr/sbin/chronyd
+	cargo build -q -p phase-discovery --bin phase-discovery-probe
 	$(MAKE) --no-print-directory image MODE=local
+	$(if $(NO_MODULES),,$(MAKE) --no-print-directory initramfs-compressed-modules)
 	[ -f $(KERNEL_OUT)/bzImage ] || $(MAKE) --no-print-directory kernel
 	if cargo nextest --version >/dev/null 2>&1; then \
 	  cargo nextest run -p phase-qemu-tests --no-fail-fast $(T); \
 	else cargo test -p phase-qemu-tests --no-fail-fast $(T) -- --test-threads 1; fi
+# A real NTP server for the no-clock boot test, unpacked from Debian's chrony package instead
+# of installed, so that no chronyd service starts on this host.
+$(BUILD)/chrony/usr/sbin/chronyd: | deps
+	rm -rf $(BUILD)/chrony && mkdir -p $(BUILD)/chrony
+	cd $(BUILD)/chrony && apt-get download -q chrony
+	dpkg-deb -x $(BUILD)/chrony/chrony_*.deb $(BUILD)/chrony
+	$@ -v
 # The main job: LAN + provider + one VM in local mode, console live, summary; KEEP=1 keeps it up.
-run: release
+run: deps release
 	scripts/run.sh
 ## --- end qemu tests ---
 
@@ -237,6 +269,23 @@ bench-smoke: bench-deps build bench-baseline
 	BENCH_SMOKE=1 python3 bench/bench.py --smoke --only $(BENCH_SMOKE_SECTIONS) \
 	  --md $(BUILD)/bench-smoke/benchmarks.md --json $(BUILD)/bench-smoke/results.json
 ## --- end bench ---
+
+## --- fuzz (issue 15 §1; see docs/testing.md "Fuzzing") ---
+# make fuzz: every cargo-fuzz target of fuzz/ for FUZZ_SECONDS each, one after another; fails
+# naming the target and its crash input under build/fuzz/artifacts/<target>/. The working corpus
+# is build/fuzz/corpus/<target> (fuzz/seeds/ is only read). make fuzz-smoke: 15 s each.
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_SECONDS ?= 60
+# Empty: every target `cargo fuzz list` names (the [[bin]]s of fuzz/Cargo.toml).
+FUZZ_TARGETS ?=
+.PHONY: fuzz fuzz-smoke fuzz-deps
+fuzz-deps:
+	@cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
+fuzz: fuzz-deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_OUT=$(BUILD)/fuzz scripts/fuzz.sh $(FUZZ_TARGETS)
+fuzz-smoke: fuzz-deps
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=15
+## --- end fuzz ---
 
 # ---- clean --------------------------------------------------------------------------------
 clean:
