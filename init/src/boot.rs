@@ -20,7 +20,7 @@ use phase_protocol::{BootMode, ClockTrust, Expectation, TrustRoot, VerifiedManif
 use crate::cache::{self, Cache, CacheError};
 use crate::clock::{self, Clock};
 use crate::cmdline::{self, BootParams, CmdlineError, KexecMode};
-use crate::fetch::{self, FetchError, FetchOptions, VerifiedFile};
+use crate::fetch::{self, FetchError, FetchOptions, RollbackState, VerifiedFile};
 use crate::kexec::{self, Handoff, KexecError, Verified};
 use crate::log::{self, Stage};
 use crate::modules::{self, ModulesError};
@@ -278,7 +278,12 @@ pub struct Release {
 
 /// Local mode: the cached release, verified again (signature, expiry, rollback floors, sizes
 /// and hashes). `None` (after a `discover failed` note) when absent or refused.
-fn release_from_cache(c: &Cache, trust: &TrustRoot, base: &Expectation) -> Option<Release> {
+fn release_from_cache(
+    c: &Cache,
+    trust: &TrustRoot,
+    state: &RollbackState,
+    base: &Expectation,
+) -> Option<Release> {
     #[derive(Debug, thiserror::Error)]
     enum CacheRead {
         #[error("reading {0}")]
@@ -293,7 +298,6 @@ fn release_from_cache(c: &Cache, trust: &TrustRoot, base: &Expectation) -> Optio
     let res = (|| {
         let path = c.manifest_path();
         let bytes = std::fs::read(&path).map_err(|e| CacheRead::Io(path.clone(), e))?;
-        let state = fetch::recovery::recover(&c.dir(), trust).logged();
         let exp = state.expectation_for(
             base.channel.as_deref().unwrap_or("stable"),
             base.arch.map(|a| a.as_str()).unwrap_or("x86_64"),
@@ -376,19 +380,20 @@ pub fn boot_stage(
     } else {
         None
     };
-    // The cache's time floor, rebuilt from the signed cached manifest when state.json is lost
-    // (the recovery lines are printed where the state is used, not here).
-    let cached_floor = cache
+    // The cache's rollback state, read once (rebuilt from the signed cached manifest when
+    // state.json is lost): its time floor bounds the clock, its floors the releases accepted.
+    let state = cache
         .as_ref()
-        .and_then(|c| fetch::recovery::recover(&c.dir(), &trust).state.time_floor);
-    let mut clock = clock::settle(sys, cached_floor);
+        .map(|c| fetch::recovery::recover(&c.dir(), &trust).logged())
+        .unwrap_or_else(RollbackState::empty);
+    let mut clock = clock::settle(sys, state.time_floor);
     let base = Expectation {
         clock: clock.trust,
         ..base
     };
     let cached = match (&cache, p.mode) {
-        (Some(c), BootMode::Local) => release_from_cache(c, &trust, &base),
-        (Some(c), BootMode::Private) if offline => release_from_cache(c, &trust, &base),
+        (Some(c), BootMode::Local) => release_from_cache(c, &trust, &state, &base),
+        (Some(c), BootMode::Private) if offline => release_from_cache(c, &trust, &state, &base),
         _ => None,
     };
     if offline {
@@ -410,6 +415,7 @@ pub fn boot_stage(
                 &trust,
                 &base,
                 cache.as_ref(),
+                &state,
             ))?
         }
     };
@@ -461,6 +467,7 @@ async fn network_release(
     trust: &TrustRoot,
     base: &Expectation,
     cache: Option<&Cache>,
+    state: &RollbackState,
 ) -> Result<Release, BootError> {
     let p = &early.params;
     let lease = net::bring_up(p.iface.as_deref(), p.timeout)
@@ -476,11 +483,10 @@ async fn network_release(
     opts.min_rate.bytes_per_sec = p.min_rate;
     match (cache, p.mode) {
         (Some(c), BootMode::Internet) if c.writable => opts.state_dir = Some(c.dir()),
-        (Some(c), BootMode::Local) => {
+        (Some(_), BootMode::Local) => {
             // Read-only cache: enforce its floors (recovered if need be) without saving.
-            let s = fetch::recovery::recover(&c.dir(), trust).logged();
             opts.expectation =
-                s.expectation_for(early.channel(), p.arch.as_str(), &opts.expectation);
+                state.expectation_for(early.channel(), p.arch.as_str(), &opts.expectation);
         }
         _ => {}
     }
@@ -931,6 +937,12 @@ mod tests {
             }
         }
 
+        /// [`release_from_cache`] with the cache's state recovered as [`boot_stage`] does.
+        fn from_cache(c: &Cache, trust: &TrustRoot, e: &Expectation) -> Option<Release> {
+            let state = fetch::recovery::recover(&c.dir(), trust).logged();
+            release_from_cache(c, trust, &state, e)
+        }
+
         fn base() -> Expectation {
             Expectation {
                 channel: Some("stable".into()),
@@ -942,7 +954,7 @@ mod tests {
         #[test]
         fn verified_cache_is_used_in_local_mode() {
             let f = fixture("1.2.0");
-            let r = release_from_cache(&f.cache, &f.trust, &base()).expect("cache accepted");
+            let r = from_cache(&f.cache, &f.trust, &base()).expect("cache accepted");
             assert_eq!(r.artifacts.len(), 2);
             assert_eq!(r.manifest.manifest().version.to_string(), "1.2.0");
         }
@@ -951,14 +963,14 @@ mod tests {
         fn tampered_cached_kernel_is_refused() {
             let f = fixture("1.2.0");
             std::fs::write(f.cache.dir().join("kernel"), b"KERNEX").unwrap();
-            assert!(release_from_cache(&f.cache, &f.trust, &base()).is_none());
+            assert!(from_cache(&f.cache, &f.trust, &base()).is_none());
         }
 
         #[test]
         fn cached_manifest_signed_by_unknown_key_is_refused() {
             let f = fixture("1.2.0");
             let other = TrustRoot::new([signing::generate_key().verifying_key()], 1).unwrap();
-            assert!(release_from_cache(&f.cache, &other, &base()).is_none());
+            assert!(from_cache(&f.cache, &other, &base()).is_none());
         }
 
         #[test]
@@ -968,7 +980,7 @@ mod tests {
                 channel: Some("beta".into()),
                 ..base()
             };
-            assert!(release_from_cache(&f.cache, &f.trust, &e).is_none());
+            assert!(from_cache(&f.cache, &f.trust, &e).is_none());
         }
 
         #[test]
@@ -978,14 +990,14 @@ mod tests {
                 min_version: Some(semver::Version::new(2, 0, 0)),
                 ..base()
             };
-            assert!(release_from_cache(&f.cache, &f.trust, &e).is_none());
+            assert!(from_cache(&f.cache, &f.trust, &e).is_none());
         }
 
         #[test]
         fn cached_release_boots_despite_a_corrupt_state_file() {
             let f = fixture("1.2.0");
             std::fs::write(f.cache.dir().join("state.json"), b"{\"format\":1,").unwrap();
-            assert!(release_from_cache(&f.cache, &f.trust, &base()).is_some());
+            assert!(from_cache(&f.cache, &f.trust, &base()).is_some());
         }
 
         #[test]
@@ -1001,7 +1013,7 @@ mod tests {
             );
             s.save(&f.cache.dir()).unwrap();
             std::fs::write(f.cache.dir().join("state.json"), b"").unwrap();
-            assert!(release_from_cache(&f.cache, &f.trust, &base()).is_none());
+            assert!(from_cache(&f.cache, &f.trust, &base()).is_none());
         }
     }
 }

@@ -163,16 +163,26 @@ impl Lan {
         .map(|s| s.to_string())
         .collect();
         args.extend_from_slice(extra);
-        let idx = self.spawn(
-            "dnsmasq",
-            Path::new("dnsmasq"),
-            &args,
-            &work.join("dnsmasq.log"),
-        )?;
-        std::thread::sleep(Duration::from_millis(300));
+        self.spawn_daemon("dnsmasq", Path::new("dnsmasq"), &args, work, 300)
+    }
+
+    /// [`Lan::spawn`] of a server that must still run `settle_ms` after its start (logged to
+    /// `<work>/<name>.log`); returns its index.
+    ///
+    /// Errors: it cannot start or exits within `settle_ms`, with its log.
+    fn spawn_daemon(
+        &mut self,
+        name: &str,
+        program: &Path,
+        args: &[String],
+        work: &Path,
+        settle_ms: u64,
+    ) -> Result<usize> {
+        let idx = self.spawn(name, program, args, &work.join(format!("{name}.log")))?;
+        std::thread::sleep(Duration::from_millis(settle_ms));
         if let Some(p) = self.proc(idx) {
             if let Some(st) = p.try_wait() {
-                bail!("dnsmasq exited at start ({st}): {}", p.log_text());
+                bail!("{name} exited at start ({st}): {}", p.log_text());
             }
         }
         Ok(idx)
@@ -200,19 +210,7 @@ impl Lan {
             "-u".into(),
             "root".into(),
         ];
-        let idx = self.spawn(
-            "chronyd",
-            &crate::env::chronyd(),
-            &args,
-            &work.join("chronyd.log"),
-        )?;
-        std::thread::sleep(Duration::from_millis(500));
-        if let Some(p) = self.proc(idx) {
-            if let Some(st) = p.try_wait() {
-                bail!("chronyd exited at start ({st}): {}", p.log_text());
-            }
-        }
-        Ok(idx)
+        self.spawn_daemon("chronyd", &crate::env::chronyd(), &args, work, 500)
     }
 
     /// `curl` inside the namespace: GET `url` and return the body (10 s timeout, HTTP errors
