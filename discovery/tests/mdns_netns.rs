@@ -399,3 +399,35 @@ fn avahi_browse_sees_our_advertisement_with_the_right_txt() {
     let _ = std::io::stderr().write_all(last.as_bytes());
     panic!("avahi-browse did not resolve our instance; last output:\n{last}");
 }
+
+/// Issue 15 §4: a flood of adverts (80 instances of junk channels, all claiming a higher
+/// version) neither hides the one instance for the wanted channel nor makes the browse run
+/// past its time limit, and what the browse returns stays bounded by `--want`.
+#[test]
+fn advert_flood_is_bounded_in_time_and_the_wanted_instance_is_still_found() {
+    let Some(lan) = Lan::new() else { return };
+    let junk: Vec<String> = (0..80)
+        .map(|n| {
+            format!("junk{n},x86_64,http://192.0.2.1:8080/junk{n}/x86_64/manifest.json,99.0.{n}")
+        })
+        .collect();
+    let mut argv: Vec<&str> = vec![PROBE, "advertise", "--host", "flood"];
+    for a in &junk {
+        argv.push("--advert");
+        argv.push(a);
+    }
+    let mut flood = Proc::spawn(&lan.a, &argv);
+    flood.wait_for(&["ready"], Duration::from_secs(30));
+    let _honest = advertise(&lan);
+    let started = Instant::now();
+    let (lines, ok) = browse(&lan, "stable", "x86_64");
+    let took = started.elapsed();
+    assert!(ok, "{lines:?}");
+    assert_eq!(lines.len(), 1, "only the stable/x86_64 instance: {lines:?}");
+    assert!(lines[0].contains(URL1), "{lines:?}");
+    // browse() asks for 5 within 4 s: the flood must not stretch that (process start included).
+    assert!(
+        took < Duration::from_secs(10),
+        "browse took {took:?} under the flood"
+    );
+}
