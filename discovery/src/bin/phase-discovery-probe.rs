@@ -68,7 +68,7 @@ enum Cmd {
         /// Listen multiaddr, e.g. /ip4/192.0.2.2/tcp/4200.
         #[arg(long)]
         listen: String,
-        /// Bootstrap multiaddrs ending in /p2p/<peer id>.
+        /// Bootstrap multiaddrs ending in `/p2p/<peer id>`.
         #[arg(long, required = true)]
         bootstrap: Vec<String>,
         /// KEY=FILE: publish FILE's bytes under KEY (repeatable).
