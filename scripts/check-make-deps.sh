@@ -10,7 +10,9 @@ git clone -q --no-hardlinks "$top" "$clone/repo"
 status=0
 for target in run test release initramfs rootfs image esp kernel bench; do
     # `make -n` prints each recipe it would run; the deps recipe is the one that calls apt-get.
-    if make -C "$clone/repo" -n "$target" 2>/dev/null | grep -q 'apt-get install'; then
+    # Captured first: `make ... | grep -q` under pipefail fails when grep exits early (SIGPIPE).
+    plan=$(make -C "$clone/repo" -n "$target" 2>&1 || true)
+    if grep -q 'apt-get install' <<<"$plan"; then
         echo "check-make-deps: make $target reaches deps"
     else
         echo "check-make-deps: make $target does NOT reach deps in a clean clone" >&2
