@@ -5,6 +5,10 @@
 #   make initramfs   build/initramfs.cpio.zst (reproducible)
 #   make rootfs      build/rootfs.squashfs (reproducible)
 #   make release     build/release/<channel>/<arch>/{kernel,initramfs,rootfs,manifest.json}
+#   make release ROOTFS=PATH INIT=/lib/systemd/systemd
+#                    the same from your own root filesystem (directory, tarball or squashfs)
+#   make distro-rootfs DISTRO=debian
+#                    build/distro/debian.tar: a Debian minbase + systemd rootfs (mmdebstrap)
 #   make image       build/phase-<MODE>.img: GPT, ESP with systemd-boot + phase-cache partition
 #   make kernel      build/kernel/bzImage from linux-source + kernel-config/phase.config
 #   make check-kernel-config KCONFIG=/boot/config-X
@@ -45,7 +49,17 @@ KEYS_DIR   := $(BUILD)/keys
 DEV_KEY    := $(KEYS_DIR)/dev.key
 KEY        ?= $(DEV_KEY)
 TRUST      ?= $(KEYS_DIR)/trust.toml
-RELEASE_DIR := $(BUILD)/release/$(CHANNEL)/$(ARCH)
+RELEASE_ROOT ?= $(BUILD)/release
+RELEASE_DIR := $(RELEASE_ROOT)/$(CHANNEL)/$(ARCH)
+# Bring your own root filesystem (issue 16 §2; docs/own-rootfs.md): ROOTFS is a directory, a
+# tarball or a squashfs image; INIT is the init the target execs (phase.init= in the signed
+# manifest's cmdline; quoted when it has arguments).
+ROOTFS     ?=
+INIT       ?=
+DISTRO     ?= debian
+DISTRO_SUITE ?=
+ROOTFS_IMG := $(if $(strip $(ROOTFS)),$(BUILD)/own-rootfs.squashfs,$(BUILD)/rootfs.squashfs)
+RELEASE_CMDLINE := $(strip $(CMDLINE) $(if $(strip $(INIT)),phase.init=$(if $(word 2,$(INIT)),"$(strip $(INIT))",$(strip $(INIT)))))
 IMAGE      ?= $(BUILD)/phase-$(MODE).img
 KERNEL_SRC ?=
 KERNEL_BASE ?= tinyconfig
@@ -78,7 +92,7 @@ DEB_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static squashfs-tools 
 KERNEL_PACKAGES := linux-source build-essential bc flex bison libelf-dev libssl-dev xz-utils
 
 .PHONY: all deps build layout-tool initramfs initramfs-compressed-modules rootfs keys release image esp write-usb kernel \
-  check-kernel-config test test-build test-qemu test-qemu-x86 run clean check-make-deps
+  check-kernel-config test test-build test-qemu test-qemu-x86 run clean check-make-deps distro-rootfs
 
 all: release
 
@@ -162,18 +176,29 @@ $(BUILD)/rootfs.squashfs: build layout-tool FORCE
 	  -all-root -all-time 0 -mkfs-time 0 -no-xattrs -reproducible -processors 1
 	mv -f $@.tmp $@
 
+# Your own root filesystem (ROOTFS=PATH) with plasmd, its unit and a network config added;
+# scripts/own-rootfs.sh prints each file it adds.
+$(BUILD)/own-rootfs.squashfs: build FORCE
+	scripts/own-rootfs.sh '$(ROOTFS)' $(BIN_DIR)/plasmd '$(strip $(INIT))' $@
+
+# A reference rootfs from a real distribution, for ROOTFS= (kept until removed: a download).
+distro-rootfs: $(BUILD)/distro/$(DISTRO).tar
+	@echo "distro-rootfs: next: make release ROOTFS=$< INIT=/lib/systemd/systemd"
+$(BUILD)/distro/%.tar: | deps
+	SUDO="$(SUDO)" scripts/distro-rootfs.sh $* $@ $(DISTRO_SUITE)
+
 # ---- release ------------------------------------------------------------------------------
 release: $(RELEASE_DIR)/manifest.json
-$(RELEASE_DIR)/manifest.json: $(INITRD) $(BUILD)/rootfs.squashfs $(KEY) FORCE
+$(RELEASE_DIR)/manifest.json: $(INITRD) $(ROOTFS_IMG) $(KEY) FORCE
 	@[ -f "$(KERNEL)" ] || { echo "release: kernel $(KERNEL) not found (KERNEL=...)" >&2; exit 1; }
 	@mkdir -p $(RELEASE_DIR)
 	cp -f $(KERNEL) $(RELEASE_DIR)/kernel
 	cp -f $(INITRD) $(RELEASE_DIR)/initramfs
-	cp -f $(BUILD)/rootfs.squashfs $(RELEASE_DIR)/rootfs
+	cp -f $(ROOTFS_IMG) $(RELEASE_DIR)/rootfs
 	$(BIN_DIR)/plasmd manifest build --artifacts $(RELEASE_DIR) --channel $(CHANNEL) --arch $(ARCH) \
-	  --version $(VERSION) --expires-in $(EXPIRES) --cmdline "$(CMDLINE)" --out $(BUILD)/manifest.unsigned.json
+	  --version $(VERSION) --expires-in $(EXPIRES) --cmdline '$(RELEASE_CMDLINE)' --out $(BUILD)/manifest.unsigned.json
 	$(BIN_DIR)/plasmd manifest sign --key $(KEY) --in $(BUILD)/manifest.unsigned.json --out $@
-	@echo "release: $(RELEASE_DIR) ($(CHANNEL)/$(ARCH) $(VERSION), signed with $(KEY))"
+	@echo "release: $(RELEASE_DIR) ($(CHANNEL)/$(ARCH) $(VERSION), signed with $(KEY))$(if $(strip $(ROOTFS)), rootfs from $(ROOTFS))$(if $(strip $(INIT)), init $(strip $(INIT)))"
 
 # ---- disk image ---------------------------------------------------------------------------
 image: deps $(INITRD)
@@ -222,6 +247,7 @@ test-build: deps
 	$(MAKE) --no-print-directory check-kernel-config
 	$(MAKE) --no-print-directory image MODE=$(MODE)
 	scripts/check-make-deps.sh
+	BUSYBOX=$(BUSYBOX) scripts/test-own-rootfs.sh
 	@echo "test-build: ok"
 
 ## --- qemu tests (owned by qemu helper) ---
@@ -233,6 +259,9 @@ test-qemu: deps release $(BUILD)/chrony/usr/sbin/chronyd
 	cargo build -q -p phase-discovery --bin phase-discovery-probe
 	$(MAKE) --no-print-directory image MODE=local
 	$(if $(NO_MODULES),,$(MAKE) --no-print-directory initramfs-compressed-modules)
+	$(MAKE) --no-print-directory distro-rootfs DISTRO=debian
+	$(MAKE) --no-print-directory release ROOTFS=$(BUILD)/distro/debian.tar INIT=/lib/systemd/systemd \
+	  RELEASE_ROOT=$(BUILD)/release-debian
 	[ -f $(KERNEL_OUT)/bzImage ] || $(MAKE) --no-print-directory kernel
 	if cargo nextest --version >/dev/null 2>&1; then \
 	  cargo nextest run -p phase-qemu-tests --no-fail-fast $(T); \
