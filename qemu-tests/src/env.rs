@@ -3,7 +3,7 @@
 //!
 //! Every path can be overridden by an environment variable so a test can be pointed at other
 //! build outputs by hand: `PHASE_KERNEL`, `PHASE_INITRAMFS`, `PHASE_RELEASE`, `PHASE_PLASMD`,
-//! `PHASE_IMAGE`, `PHASE_CUSTOM_KERNEL`.
+//! `PHASE_IMAGE`, `PHASE_CUSTOM_KERNEL`, `PHASE_DEBIAN_RELEASE`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -79,6 +79,16 @@ pub fn release_dir() -> PathBuf {
 /// The manifest the publisher signed: `<release>/stable/x86_64/manifest.json`.
 pub fn release_manifest() -> PathBuf {
     release_dir().join("stable/x86_64/manifest.json")
+}
+
+/// The release built from the reference Debian rootfs with systemd as its init (`make
+/// test-qemu` runs `make distro-rootfs` and `make release ROOTFS=build/distro/debian.tar
+/// INIT=/lib/systemd/systemd RELEASE_ROOT=build/release-debian`): `PHASE_DEBIAN_RELEASE` or
+/// build/release-debian.
+pub fn debian_release_dir() -> PathBuf {
+    env_path("PHASE_DEBIAN_RELEASE", || {
+        repo_root().join("build/release-debian")
+    })
 }
 
 /// The plasmd binary: `PHASE_PLASMD` or target/x86_64-unknown-linux-gnu/release/plasmd.

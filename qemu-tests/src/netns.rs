@@ -271,3 +271,45 @@ impl Drop for Lan {
             .output();
     }
 }
+
+/// The addresses dnsmasq leased to `mac` (lower-case `aa:bb:..`), read from the lease file
+/// [`Lan::start_dnsmasq`] writes in `work` (`<expiry> <mac> <ip> <hostname> <client-id>` per
+/// line), newest lease first. A missing or unreadable file gives an empty list.
+pub fn leased_addresses(work: &Path, mac: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(work.join("dnsmasq.leases")).unwrap_or_default();
+    parse_leases(&text, mac)
+}
+
+fn parse_leases(text: &str, mac: &str) -> Vec<String> {
+    let mut leases: Vec<(u64, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let expiry = f.next()?.parse().ok()?;
+            let m = f.next()?;
+            let ip = f.next()?;
+            m.eq_ignore_ascii_case(mac)
+                .then(|| (expiry, ip.to_string()))
+        })
+        .collect();
+    leases.sort_by_key(|l| std::cmp::Reverse(l.0));
+    leases.into_iter().map(|(_, ip)| ip).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_of_one_mac_newest_first() {
+        let text = "1000 52:54:00:12:34:31 192.0.2.150 * *\n\
+                    1200 52:54:00:12:34:31 192.0.2.151 phase-debian ff:aa\n\
+                    1300 52:54:00:12:34:32 192.0.2.152 * *\n\
+                    garbage line\n";
+        assert_eq!(
+            parse_leases(text, "52:54:00:12:34:31"),
+            vec!["192.0.2.151".to_string(), "192.0.2.150".to_string()]
+        );
+        assert!(parse_leases(text, "52:54:00:12:34:99").is_empty());
+    }
+}

@@ -160,3 +160,23 @@ pub fn start_dht_nodes(
     }
     Ok(nodes)
 }
+
+/// The address at which a VM's plasmd answers `GET /health` with 200 on port 8080: one of the
+/// addresses dnsmasq leased to `mac` ([`crate::netns::leased_addresses`]), tried newest first,
+/// every 2 s for up to `timeout`. A target with its own init (`phase.init`, e.g. systemd with
+/// networkd) prints no `phase: dhcp ok` line and may lease another address than its boot stage.
+/// `None` if none answered in time.
+pub fn serving_address(lan: &Lan, work: &Path, mac: &str, timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        for ip in crate::netns::leased_addresses(work, mac) {
+            if lan.http_status(&format!("http://{ip}:8080/health")) == 200 {
+                return Some(ip);
+            }
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}

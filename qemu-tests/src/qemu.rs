@@ -73,6 +73,12 @@ impl VmConfig {
         }
     }
 
+    /// The NIC's MAC address, `52:54:00:12:34:<mac_suffix>` (lower-case hex, as dnsmasq's
+    /// lease file writes it).
+    pub fn mac(&self) -> String {
+        format!("52:54:00:12:34:{:02x}", self.mac_suffix)
+    }
+
     /// The QEMU arguments (without the program name).
     pub fn args(&self, tap: &str, monitor: &Path) -> Vec<String> {
         let accel = std::env::var("PHASE_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
@@ -102,10 +108,7 @@ impl VmConfig {
             a.push("-netdev".into());
             a.push(format!("tap,id=n0,ifname={tap},script=no,downscript=no"));
             a.push("-device".into());
-            a.push(format!(
-                "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:{:02x}",
-                self.mac_suffix
-            ));
+            a.push(format!("virtio-net-pci,netdev=n0,mac={}", self.mac()));
         } else {
             a.push("-nic".into());
             a.push("none".into());
@@ -217,9 +220,8 @@ impl Vm {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}
                 }
-                let line = String::from_utf8_lossy(&buf)
-                    .trim_end_matches(['\r', '\n'])
-                    .to_string();
+                // Without colour codes: systemd highlights unit names on the console.
+                let line = strip_ansi(String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']));
                 let _ = writeln!(file, "{line}");
                 if echo {
                     eprintln!("[{name}] {line}");
@@ -445,5 +447,51 @@ fn shell_quote(s: &str) -> String {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// `line` without ANSI escape sequences: CSI (`ESC [` parameters, final byte `@`..`~`, as in
+/// colour codes) and two-byte `ESC x` sequences (ECMA-48).
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        // A two-byte `ESC x` ends with x; a CSI runs to its final byte.
+        if let Some('[') = chars.next() {
+            for f in chars.by_ref() {
+                if ('@'..='~').contains(&f) {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_ansi_removes_systemd_colour_codes_and_keeps_text() {
+        let raw = "[\u{1b}[0;32m  OK  \u{1b}[0m] Reached target \u{1b}[0;1;39mmulti-user.target\u{1b}[0m - Multi-User System.";
+        assert_eq!(
+            strip_ansi(raw),
+            "[  OK  ] Reached target multi-user.target - Multi-User System."
+        );
+        assert_eq!(strip_ansi("phase: dhcp ok"), "phase: dhcp ok");
+        assert_eq!(strip_ansi("a\u{1b}"), "a");
+        assert_eq!(strip_ansi("\u{1b}[2J\u{1b}cb"), "b");
+    }
+
+    #[test]
+    fn mac_is_lower_case_hex_of_the_suffix() {
+        let mut cfg = VmConfig::direct("t", Path::new("-"), Path::new("-"), "");
+        cfg.mac_suffix = 0xab;
+        assert_eq!(cfg.mac(), "52:54:00:12:34:ab");
     }
 }

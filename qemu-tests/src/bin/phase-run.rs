@@ -4,7 +4,8 @@
 //! Everything is stopped at the end unless `KEEP=1`. Works with or without a terminal.
 //!
 //! Environment: `KEEP=1` leaves the LAN and VM running; `PHASE_MODE` (local), `PHASE_APPEND`
-//! (extra kernel arguments), `PHASE_TIMEOUT` (seconds until `target ready`, default 900), and the
+//! (extra kernel arguments), `PHASE_TIMEOUT` (seconds until `target ready`, or until the exec of
+//! the release's own `phase.init`, default 900), and the
 //! path overrides of `phase_qemu_tests::env`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,16 +74,24 @@ fn run() -> Result<()> {
     let append = format!("console=ttyS0,115200 panic=-1 phase.mode={mode} {extra}");
     let mut cfg = VmConfig::direct("run", &kernel, &env::initramfs(), append.trim());
     cfg.echo = true;
+    let mac = cfg.mac();
     let mut vm = Vm::start(&mut lan, cfg, &work)?;
     let started = Instant::now();
-    let ready = vm.expect("phase: target ready in", timeout);
+    // A release with its own init (make release ROOTFS=... INIT=...) ends phase-init's part at
+    // the exec of that init; its network and plasmd come up under that init.
+    let ready = vm.expect_any(&["phase: target ready in", "(phase.init)"], timeout);
     if INTERRUPTED.load(Ordering::SeqCst) {
         bail!("interrupted; stopped the VM and removed {}", lan.name());
     }
-    ready?;
-    let addr = vm
-        .dhcp_addr()
-        .context("no `phase: dhcp ok` line with the VM's address")?;
+    let (which, line) = ready?;
+    let addr = if which == 0 {
+        vm.dhcp_addr()
+            .context("no `phase: dhcp ok` line with the VM's address")?
+    } else {
+        eprintln!("make run: {line}: waiting up to 300 s for its plasmd on a leased address");
+        provider::serving_address(&lan, &work, &mac, Duration::from_secs(300))
+            .context("the target's own init ran, but no address leased to it answered /health on :8080 in 300 s")?
+    };
     let health = format!("http://{addr}:8080/health");
     let mut code = 0;
     for _ in 0..60 {
