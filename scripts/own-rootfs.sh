@@ -44,6 +44,8 @@ file -L "$plasmd" | grep -q static || die "$plasmd is not a static binary"
 tree=$out.tree
 rm -rf "$tree"
 mkdir -p "$tree"
+# The staging tree can be hundreds of MB: removed on every exit, also after an error.
+trap '[[ ${KEEP_TREE:-} == 1 ]] || rm -rf "$tree"; rm -f "$out.tmp"' EXIT
 
 # ---- unpack -----------------------------------------------------------------------------------
 if [[ -d $src ]]; then
@@ -178,5 +180,4 @@ rm -f "$out.tmp"
 env -u SOURCE_DATE_EPOCH mksquashfs "$tree" "$out.tmp" -noappend -quiet -no-progress -comp zstd \
     -all-time 0 -mkfs-time 0 -reproducible >/dev/null 2> >(grep -v '^Unrecognised xattr prefix system.posix_acl' >&2)
 mv -f "$out.tmp" "$out"
-[[ ${KEEP_TREE:-} == 1 ]] || rm -rf "$tree"
 echo "own-rootfs: $out ($(stat -c %s "$out") bytes) from $src${init:+, init $init}"

@@ -49,6 +49,7 @@ if log=$("$tool" "$plain" "$plasmd" /sbin/no-such-init "$work/3.sqfs" 2>&1); the
 fi
 grep -q 'INIT=/sbin/no-such-init is not an executable file' <<<"$log" || fail "unclear error: $log"
 [[ -e $work/3.sqfs ]] && fail "an image was written despite the missing INIT"
+[[ -e $work/3.sqfs.tree ]] && fail "the staging tree was left behind after the refusal"
 # /usr/bin/env exists on the host, not in this tree: followed on the host, this absolute link
 # would look fine; resolved inside the tree as the target will, it is missing.
 [[ -x /usr/bin/env ]] || fail "this test needs /usr/bin/env on the host"
