@@ -1,5 +1,6 @@
 //! The `phase` tool as a real process: `phase verify` exit statuses, the `phase-verify` link
-//! name, `phase fetch` end to end, and ENOSPC in the output directory (issue 5).
+//! name, `phase fetch` end to end, and ENOSPC in the output directory (issue 5); the init
+//! binary called by the tool's names (issue 18 §1, one multicall binary).
 
 mod fetch_support;
 
@@ -11,6 +12,7 @@ use fetch_support::{data, Behaviour, Server, Signer};
 use tokio::process::Command;
 
 const PHASE: &str = env!("CARGO_BIN_EXE_phase");
+const PHASE_INIT: &str = env!("CARGO_BIN_EXE_phase-init");
 const MANIFEST: &str = "/stable/x86_64/manifest.json";
 
 async fn run(cmd: &mut Command) -> Output {
@@ -167,6 +169,39 @@ async fn link_named_phase_verify_runs_the_verify_subcommand() {
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("manifest ok version=1.2.3"));
+}
+
+/// Issue 18 §1: in the initramfs `/bin/phase` and `/bin/phase-verify` are links to `/init`
+/// (phase-init). Not PID 1 and called by those names, the init binary is the tool.
+#[tokio::test]
+async fn init_binary_called_as_phase_or_phase_verify_is_the_tool() {
+    let signer = Signer::new();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    release_dir(&signer, d, &data(100, 1), &data(200, 2));
+    for name in ["phase-verify", "phase"] {
+        let link = d.join(name);
+        std::os::unix::fs::symlink(PHASE_INIT, &link).unwrap();
+        let mut c = Command::new(&link);
+        if name == "phase" {
+            c.arg("verify");
+        }
+        let out = run(c
+            .arg("--trust")
+            .arg(d.join("trust.toml"))
+            .arg(d.join("manifest.json")))
+        .await;
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out));
+        assert!(text(&out).contains("manifest ok version=1.2.3"), "{name}");
+    }
+    // The tool's usage errors, not the init's: `phase` without a subcommand exits 2.
+    let out = run(&mut Command::new(d.join("phase"))).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("Usage: phase"), "{}", text(&out));
+    // By its own name and not PID 1, the init refuses to run instead of mounting and rebooting.
+    let out = run(&mut Command::new(PHASE_INIT)).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("runs only as PID 1"), "{}", text(&out));
 }
 
 async fn serve_release(signer: &Signer, kernel: &Arc<Vec<u8>>, initramfs: &Arc<Vec<u8>>) -> Server {

@@ -163,7 +163,7 @@ fn two_initramfs_builds_have_the_same_sha256() {
     let b = inputs.initramfs("b.cpio");
     assert_eq!(sha256(&a), sha256(&b));
     // The hash depends on the contents: a changed binary gives another archive.
-    std::fs::write(inputs.dir.path().join("bin/phase"), b"changed").unwrap();
+    std::fs::write(inputs.dir.path().join("bin/phase-init"), b"changed").unwrap();
     let c = inputs.initramfs("c.cpio");
     assert_ne!(sha256(&a), sha256(&c));
 }

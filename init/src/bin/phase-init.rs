@@ -1,13 +1,29 @@
 //! `/init` in the Phase Boot initramfs: PID 1 for both the boot stage and, after kexec, the
 //! target stage (DESIGN §1). All logic lives in the library ([`phase_init::boot::pid1`]); this
 //! binary installs the panic hook and never returns.
+//!
+//! One multicall binary (issue 18 §1): not PID 1 and called as `phase` or `phase-<sub>` (the
+//! links in the initramfs and the rootfs), it is the `phase` tool ([`phase_init::cli::main`]).
+//! PID 1 is always the init, whatever its name; any other process under another name gets an
+//! error (exit status 2) instead of an init that would mount and reboot a running system.
 
 use phase_init::sys::linux::Linux;
 
 /// The real syscall layer, shared with the panic hook for the process lifetime.
 static SYS: Linux = Linux;
 
-fn main() {
+fn main() -> std::process::ExitCode {
+    if std::process::id() != 1 {
+        if phase_init::cli::invoked_as_tool(std::env::args_os().next().as_deref()) {
+            return phase_init::cli::main();
+        }
+        // The init mounts, loads modules and reboots: never on a running system by mistake.
+        eprintln!(
+            "phase-init: this is the /init of the Phase Boot initramfs and runs only as PID 1; \
+             called as phase, phase-fetch, phase-verify or phase-discover it is the phase tool"
+        );
+        return std::process::ExitCode::from(2);
+    }
     phase_init::onfail::install_panic_hook(&SYS);
     phase_init::boot::pid1(&SYS, Some(phase_init::target::run_stage))
 }

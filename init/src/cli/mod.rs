@@ -58,9 +58,99 @@ pub fn argv_with_link_subcommand(mut argv: Vec<OsString>) -> Vec<OsString> {
     argv
 }
 
+/// Whether `argv[0]` names the tool (issue 18 §1, one multicall binary): its basename is
+/// `phase` or `phase-<sub>` for a known subcommand. `/init` and `phase-init` are not the tool.
+/// The init binary checks this only when it is not PID 1, so PID 1 always runs the init.
+pub fn invoked_as_tool(argv0: Option<&std::ffi::OsStr>) -> bool {
+    argv0
+        .and_then(|a0| Path::new(a0).file_name())
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| {
+            n == "phase"
+                || n.strip_prefix("phase-")
+                    .is_some_and(|s| LINK_SUBCOMMANDS.contains(&s))
+        })
+}
+
+/// The tool's `main`: parses `std::env::args_os()` ([`argv_with_link_subcommand`] first) and
+/// runs the subcommand. Exit status 0 success, 1 refused or failed, 2 usage error (clap).
+pub fn main() -> std::process::ExitCode {
+    use clap::Parser;
+    use std::process::ExitCode;
+    let argv = argv_with_link_subcommand(std::env::args_os().collect());
+    let cli = Cli::parse_from(argv);
+    match cli.command {
+        Command::Verify(args) => ExitCode::from(verify::run(&args)),
+        Command::Discover(args) => run_async("discover", discover::run(args)),
+        Command::Fetch(args) => run_async("fetch", fetch::run(args)),
+    }
+}
+
+/// Runs an async subcommand; an error is printed as `phase: <stage> failed after <N>ms:
+/// <chain>` and gives exit status 1.
+///
+/// The runtime follows the CPUs this process may use (its affinity mask, so `taskset` counts):
+/// with one, a current-thread runtime, so a download's connection task and its hashing task
+/// do not hand every chunk between two threads that share that CPU; with more, two workers, so
+/// receiving overlaps with hashing and writing.
+fn run_async(
+    name: &'static str,
+    fut: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let stage = crate::log::Stage::start(name);
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut builder = if cpus > 1 {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let rt = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            stage.failed(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            stage.failed(AsRef::<dyn std::error::Error>::as_ref(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tool_is_recognised_by_its_names_and_the_init_is_not() {
+        for tool in [
+            "phase",
+            "/bin/phase",
+            "/bin/phase-fetch",
+            "phase-verify",
+            "./phase-discover",
+        ] {
+            assert!(invoked_as_tool(Some(std::ffi::OsStr::new(tool))), "{tool}");
+        }
+        for init in [
+            "/init",
+            "init",
+            "/sbin/phase-init",
+            "phase-init",
+            "/bin/phase-x",
+            "phasefetch",
+            "",
+        ] {
+            assert!(!invoked_as_tool(Some(std::ffi::OsStr::new(init))), "{init}");
+        }
+        assert!(!invoked_as_tool(None));
+    }
 
     fn args(v: &[&str]) -> Vec<OsString> {
         v.iter().map(OsString::from).collect()
