@@ -8,7 +8,7 @@
 #            hostname phase-debian; root's password locked. Output: an uncompressed tarball.
 #
 # mmdebstrap is installed from Debian's packages when missing. Needs root (mmdebstrap's root
-# mode) and the network; about 40 MB are downloaded.
+# mode) and the network (a few tens of MB of packages).
 #
 # usage: distro-rootfs.sh DISTRO OUT.tar [SUITE]
 set -euo pipefail
