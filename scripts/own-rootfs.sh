@@ -13,6 +13,9 @@
 #   + systemd-networkd links                   setup of its own: DHCPv4 on en*/eth*, networkd and
 #                                              systemd-networkd-wait-online enabled
 #   /var/lib/phase/boot                        where phase-init bind-mounts the verified artifacts
+#   /etc/machine-id (empty)                    when the rootfs has systemd and no machine id, or
+#                                              "uninitialized": otherwise every boot is a first
+#                                              boot and systemd-firstboot waits on the console
 #
 # Every file it adds is printed as `own-rootfs: added PATH (why)`. Nothing else in the rootfs is
 # changed. The tree is staged in OUT.tree (removed afterwards unless KEEP_TREE=1); ownership,
@@ -129,6 +132,22 @@ if [[ -n $has_systemd ]]; then
         die "could not point plasmd.service at /usr/local/bin/plasmd"
     added /etc/systemd/system/plasmd.service "systemd unit of the provider"
     enable /etc/systemd/system/plasmd.service multi-user.target.wants plasmd.service
+
+    # systemd's first-boot rule (machine-id(5)): no /etc/machine-id, or one that says
+    # "uninitialized", makes every boot a first boot here (the overlay's upperdir is RAM), and
+    # Debian's systemd-firstboot.service then waits for locale, timezone and root password on
+    # the console: the boot stalls. An empty file is "not a first boot" with a fresh machine id
+    # in RAM each boot, the right thing for one image booted by many machines.
+    mid=$tree/etc/machine-id
+    if [[ -L $mid ]]; then
+        echo "own-rootfs: kept /etc/machine-id (a symlink: $(readlink "$mid"))"
+    elif [[ ! -e $mid ]] || grep -qx uninitialized "$mid"; then
+        : >"$mid"
+        chmod 0444 "$mid"
+        added /etc/machine-id "empty: no first-boot wizard waiting on the console, a fresh machine id each boot"
+    elif [[ -s $mid ]]; then
+        echo "own-rootfs: note: /etc/machine-id holds an id: every machine booting this image shares it (empty the file for one id per boot)"
+    fi
 
     # A network setup of the rootfs's own wins: networkd files, ifupdown stanzas other than lo,
     # NetworkManager, netplan.

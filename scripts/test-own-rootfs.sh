@@ -85,8 +85,13 @@ unsquashfs -cat "$work/4.sqfs" etc/systemd/system/plasmd.service |
     grep -qx 'ExecStart=/usr/local/bin/plasmd serve --artifacts /var/lib/phase/boot' ||
     fail "plasmd.service does not start /usr/local/bin/plasmd"
 grep -q warning <<<"$log" && fail "unexpected warning: $log"
+# No /etc/machine-id in that tarball: an empty one is added (else a first boot, every boot).
+[[ $(unsquashfs -cat "$work/4.sqfs" etc/machine-id | wc -c) -eq 0 ]] && has "$l" /etc/machine-id "no machine id" ||
+    fail "no empty /etc/machine-id added to a systemd rootfs without one"
 
-# 5. squashfs input with a network setup of its own: kept, nothing of ours added for it.
+# 5. squashfs input with a network setup of its own: kept, nothing of ours added for it; and a
+# machine id of "uninitialized" (first boot) replaced by an empty file.
+echo uninitialized >"$sd/etc/machine-id"
 mkdir -p "$sd/etc/systemd/network"
 printf '[Match]\nName=eth0\n[Network]\nAddress=192.0.2.50/24\n' >"$sd/etc/systemd/network/10-own.network"
 rm "$sd/usr/lib/systemd/systemd-udevd"
@@ -96,10 +101,17 @@ l=$(listing "$work/5.sqfs")
 has "$l" /etc/systemd/network/10-own.network "squashfs input"
 lacks "$l" /etc/systemd/network/80-phase-dhcp.network "own network setup"
 grep -q "kept the rootfs's own network setup" <<<"$log" || fail "no note about the own network setup: $log"
+[[ $(unsquashfs -cat "$work/5.sqfs" etc/machine-id | wc -c) -eq 0 ]] ||
+    fail "an 'uninitialized' /etc/machine-id was kept (systemd-firstboot would wait on the console)"
 
-# 6. networkd without udevd and without a network setup: the config, and a warning.
+# 6. networkd without udevd and without a network setup: the config, and a warning; a real
+# machine id is kept, with a note.
 rm "$sd/etc/systemd/network/10-own.network"
+echo 0123456789abcdef0123456789abcdef >"$sd/etc/machine-id"
 log=$("$tool" "$sd" "$plasmd" /lib/systemd/systemd "$work/6.sqfs" 2>&1) || fail "no udevd: $log"
 grep -q 'no systemd-udevd' <<<"$log" || fail "no warning about the missing udevd: $log"
+[[ $(unsquashfs -cat "$work/6.sqfs" etc/machine-id) == 0123456789abcdef0123456789abcdef ]] ||
+    fail "a machine id of the rootfs's own was changed"
+grep -q 'shares it' <<<"$log" || fail "no note about a shared machine id: $log"
 
 echo "test-own-rootfs: ok (directory, tarball, squashfs inputs; 3 refusals)"
