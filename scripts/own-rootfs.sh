@@ -98,10 +98,16 @@ if [[ -n $init ]]; then
     [[ -f $target && -x $target ]] ||
         die "INIT=$bin is not an executable file in $src (the release would fail at exec after switch_root)"
 fi
-has_systemd=
-for d in usr/lib/systemd/system lib/systemd/system; do
-    [[ -d $tree/$d ]] && has_systemd=1
-done
+# The first of /usr/lib/systemd and /lib/systemd that holds NAME in the rootfs (as a path of
+# the rootfs); fails if neither does.
+systemd_lib() {
+    local d
+    for d in /usr/lib/systemd /lib/systemd; do
+        [[ -e $tree$d/$1 ]] && { echo "$d"; return 0; }
+    done
+    return 1
+}
+has_systemd=$(systemd_lib system) || true
 if [[ -z $init && -n $has_systemd ]]; then
     echo "own-rootfs: note: the rootfs has systemd but INIT is empty: phase-init will supervise /etc/phase/services itself (set INIT=/lib/systemd/systemd to boot systemd)"
 fi
@@ -159,18 +165,11 @@ if [[ -n $has_systemd ]]; then
     fi
     compgen -G "$tree/etc/netplan/*.yaml" >/dev/null && own_net="/etc/netplan/*.yaml"
     [[ -e $tree/usr/sbin/NetworkManager ]] && own_net=NetworkManager
-    networkd=
-    for d in lib/systemd usr/lib/systemd; do
-        [[ -x $tree/$d/systemd-networkd ]] && networkd=/$d/system
-    done
+    networkd=$(systemd_lib systemd-networkd) && networkd=$networkd/system || networkd=
     if [[ -n $own_net ]]; then
         echo "own-rootfs: kept the rootfs's own network setup ($own_net)"
     elif [[ -n $networkd ]]; then
-        udevd=
-        for d in lib/systemd usr/lib/systemd; do
-            [[ -x $tree/$d/systemd-udevd ]] && udevd=1
-        done
-        [[ -n $udevd ]] || echo "own-rootfs: warning: the rootfs has systemd-networkd but no systemd-udevd (Debian: the udev package): networkd leaves every link unconfigured until udev has seen it, so plasmd will have no address" >&2
+        systemd_lib systemd-udevd >/dev/null || echo "own-rootfs: warning: the rootfs has systemd-networkd but no systemd-udevd (Debian: the udev package): networkd leaves every link unconfigured until udev has seen it, so plasmd will have no address" >&2
         install -d -m 0755 "$tree/etc/systemd/network"
         cat >"$tree/etc/systemd/network/80-phase-dhcp.network" <<'EOF'
 # Added by Phase Boot (scripts/own-rootfs.sh): the rootfs had no network setup of its own.
