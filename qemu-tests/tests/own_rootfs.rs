@@ -28,11 +28,7 @@ fn manifest_path() -> PathBuf {
 /// `multi-user.target` with `plasmd.service` started. Fails early if a unit of ours fails or
 /// systemd falls into emergency mode.
 fn expect_systemd_target(vm: &mut Vm) -> Result<()> {
-    vm.expect("phase: kexec ok loaded kernel=", secs(600))?;
-    vm.expect("phase: init stage=target version=", secs(300))?;
-    vm.expect("phase: verify ok version=", secs(300))?;
-    vm.expect("phase: rootfs ok overlay on /newroot", secs(120))?;
-    vm.expect("phase: switch_root ok", secs(60))?;
+    expect_kexec_to_switch_root(vm)?;
     vm.expect(&format!("phase: exec {INIT} (phase.init)"), secs(30))?;
     vm.expect("running in system mode", secs(120))?;
     let wanted = ["Started plasmd.service", "Reached target multi-user.target"];

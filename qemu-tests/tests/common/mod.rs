@@ -96,14 +96,21 @@ pub fn expect_boot_stage(vm: &mut Vm, mode: &str, source: &str) -> Result<String
     Ok(discover)
 }
 
-/// After `manifest ok`: waits for the kexec, then the whole target stage up to `target ready`.
-/// Returns the VM's address from the target's `dhcp ok` line.
-pub fn expect_kexec_and_target(vm: &mut Vm) -> Result<String> {
+/// After `manifest ok`: waits for the kexec, then the target stage up to `switch_root ok`
+/// (re-verify, overlay root).
+pub fn expect_kexec_to_switch_root(vm: &mut Vm) -> Result<()> {
     vm.expect("phase: kexec ok loaded kernel=", secs(600))?;
     vm.expect("phase: init stage=target version=", secs(300))?;
     vm.expect("phase: verify ok version=", secs(300))?;
     vm.expect("phase: rootfs ok overlay on /newroot", secs(120))?;
     vm.expect("phase: switch_root ok", secs(60))?;
+    Ok(())
+}
+
+/// After `manifest ok`: waits for the kexec, then the whole target stage up to `target ready`.
+/// Returns the VM's address from the target's `dhcp ok` line.
+pub fn expect_kexec_and_target(vm: &mut Vm) -> Result<String> {
+    expect_kexec_to_switch_root(vm)?;
     let dhcp = vm.expect("phase: dhcp ok", secs(120))?;
     vm.expect("phase: service ", secs(60))?;
     vm.expect("phase: target ready in", secs(120))?;
