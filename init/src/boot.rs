@@ -712,11 +712,11 @@ fn handoff(
         let kernel = h.get("kernel")?;
         let (initrd, initrd_size) = kexec::initrd_memfd(&h)?;
         let cmdline = kexec::compose_cmdline(&manifest.manifest().cmdline, &early.cmdline);
-        kexec::load(sys, kernel.file, &initrd, &cmdline)?;
-        Ok::<_, KexecError>((kernel.size, initrd_size))
+        let path = kexec::load(sys, kernel.file, &initrd, &cmdline)?;
+        Ok::<_, KexecError>((kernel.size, initrd_size, path))
     })();
     match res {
-        Ok((k, i)) => st.ok(format_args!("loaded kernel={k} initrd={i}")),
+        Ok((k, i, path)) => st.ok(format_args!("loaded kernel={k} initrd={i} by {path}")),
         Err(e) => {
             st.failed(&e);
             return Err(BootError::Kexec(Box::new(e)));

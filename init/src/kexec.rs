@@ -9,6 +9,8 @@
 //!   kernel unpacks both archives into the target's rootfs, where the target stage finds
 //!   `/phase/boot/manifest.json`.
 //! - `kexec_file_load(kernel fd, initrd fd, cmdline)`, `sync`, `reboot(LINUX_REBOOT_CMD_KEXEC)`.
+//!   On an arm64 kernel without `CONFIG_KEXEC_FILE` (`ENOSYS`), `kexec_load` with segments
+//!   built by [`arm64`] from the same verified descriptors (issue 17 §2).
 //!
 //! With `phase.kexec=never`, [`write_boot_dir`] puts the same files in `/phase/boot` and the
 //! target stage runs on the running kernel.
@@ -20,6 +22,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use phase_layout::newc::{self, Entry, NewcError};
+
+pub mod arm64;
 
 use crate::cmdline::{raw_tokens, word_key};
 use crate::sys::{RebootCmd, SysError, Syscalls};
@@ -60,6 +64,9 @@ pub enum KexecError {
     /// A system call failed (memfd_create, kexec_file_load, reboot).
     #[error("kexec")]
     Sys(#[source] SysError),
+    /// The arm64 `kexec_load` path failed ([`arm64::Arm64Error`]).
+    #[error("arm64 kexec_load")]
+    Arm64(#[from] arm64::Arm64Error),
     /// Writing `/phase/boot/<name>` for `phase.kexec=never` failed.
     #[error("writing {path}")]
     Write {
@@ -247,16 +254,84 @@ pub fn reopen_read_only(file: &File) -> Result<File, KexecError> {
     File::open(format!("/proc/self/fd/{fd}")).map_err(|source| KexecError::Reopen { fd, source })
 }
 
-/// `kexec_file_load` of the verified kernel with `initrd` and `cmdline`. Errors:
-/// [`KexecError::Sys`] naming the call and its arguments.
+/// Which system call loaded the next kernel; the kexec stage logs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadPath {
+    /// `kexec_file_load`: the kernel parsed and placed the files itself.
+    FileLoad,
+    /// arm64 `kexec_load` with the segments of [`arm64::load`] (a kernel without
+    /// `CONFIG_KEXEC_FILE`).
+    Arm64Load(arm64::Layout),
+}
+
+impl std::fmt::Display for LoadPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadPath::FileLoad => f.write_str("kexec_file_load"),
+            LoadPath::Arm64Load(l) => write!(
+                f,
+                "kexec_load (no KEXEC_FILE) kernel@{:#x} initrd@{:#x} dtb@{:#x} entry@{:#x}",
+                l.kernel, l.initrd, l.dtb, l.trampoline
+            ),
+        }
+    }
+}
+
+/// What [`load_with`] reads when `kexec_file_load` is missing (`ENOSYS`): on arm64 the running
+/// system's DTB, memory map and seeds ([`arm64::Inputs::read_live`]); elsewhere nothing.
+pub type Fallback<'a> = Option<&'a dyn Fn() -> Result<arm64::Inputs, arm64::Arm64Error>>;
+
+/// Loads the verified kernel with `initrd` and `cmdline`: `kexec_file_load`, or on an arm64
+/// kernel without `CONFIG_KEXEC_FILE` the `kexec_load` path of [`arm64`]. Returns the path
+/// taken. Errors: as [`load_with`].
 pub fn load(
     sys: &dyn Syscalls,
     kernel: &File,
     initrd: &File,
     cmdline: &str,
-) -> Result<(), KexecError> {
-    sys.kexec_file_load(kernel.as_fd(), initrd.as_fd(), cmdline)
-        .map_err(KexecError::Sys)
+) -> Result<LoadPath, KexecError> {
+    let live: &dyn Fn() -> Result<arm64::Inputs, arm64::Arm64Error> = &arm64::Inputs::read_live;
+    load_with(
+        sys,
+        kernel,
+        initrd,
+        cmdline,
+        cfg!(target_arch = "aarch64").then_some(live),
+    )
+}
+
+/// [`load`] with the arm64 fallback's inputs given (`None`: no fallback). The arm64 path reads
+/// the kernel and initrd from the same verified descriptors `kexec_file_load` was given.
+/// Errors: [`KexecError::Sys`] naming the call and its arguments; [`KexecError::Arm64`];
+/// [`KexecError::Initrd`] when reading a descriptor fails.
+pub fn load_with(
+    sys: &dyn Syscalls,
+    kernel: &File,
+    initrd: &File,
+    cmdline: &str,
+    fallback: Fallback<'_>,
+) -> Result<LoadPath, KexecError> {
+    let err = match sys.kexec_file_load(kernel.as_fd(), initrd.as_fd(), cmdline) {
+        Ok(()) => return Ok(LoadPath::FileLoad),
+        Err(e) => e,
+    };
+    let Some(inputs) = fallback.filter(|_| err.errno() == Some(libc::ENOSYS)) else {
+        return Err(KexecError::Sys(err));
+    };
+    let read_all = |f: &File, what: &str| {
+        let mut v = Vec::new();
+        PosReader { file: f, pos: 0 }
+            .read_to_end(&mut v)
+            .map(|_| v)
+            .map_err(|source| KexecError::Initrd {
+                what: format!("reading the {what} for kexec_load"),
+                source,
+            })
+    };
+    let image = read_all(kernel, "kernel")?;
+    let initrd = read_all(initrd, "initrd")?;
+    let layout = arm64::load(sys, &image, &initrd, cmdline, &inputs()?)?;
+    Ok(LoadPath::Arm64Load(layout))
 }
 
 /// `sync`, then `reboot(LINUX_REBOOT_CMD_KEXEC)` into the loaded kernel. Returns only on
@@ -271,14 +346,15 @@ pub fn exec(sys: &dyn Syscalls) -> Result<std::convert::Infallible, KexecError> 
     )))
 }
 
-/// [`load`] then [`exec`]. Returns only on failure.
+/// [`load_with`] then [`exec`]. Returns only on failure.
 pub fn load_and_exec(
     sys: &dyn Syscalls,
     kernel: &File,
     initrd: &File,
     cmdline: &str,
+    fallback: Fallback<'_>,
 ) -> Result<std::convert::Infallible, KexecError> {
-    load(sys, kernel, initrd, cmdline)?;
+    load_with(sys, kernel, initrd, cmdline, fallback)?;
     exec(sys)
 }
 
@@ -470,7 +546,7 @@ mod tests {
     fn kexec_loads_then_syncs_then_reboots() {
         let (k, i, _, _) = handoff_files();
         let f = Recording::new();
-        let _ = load_and_exec(&f, &k, &i, "console=ttyS0 phase.mode=local");
+        let _ = load_and_exec(&f, &k, &i, "console=ttyS0 phase.mode=local", None);
         assert_eq!(
             f.calls(),
             [
@@ -486,7 +562,7 @@ mod tests {
         let (k, i, _, _) = handoff_files();
         let f = Recording::new();
         f.fail_on("kexec_file_load", libc::EKEYREJECTED);
-        let e = load_and_exec(&f, &k, &i, "x").unwrap_err();
+        let e = load_and_exec(&f, &k, &i, "x", None).unwrap_err();
         assert!(
             crate::log::error_chain(&e).contains("kexec_file_load"),
             "{e}"

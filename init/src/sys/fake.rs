@@ -6,16 +6,19 @@ use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::{MountFlags, RebootCmd, SysError, Syscalls};
+use super::{KexecSegment, MountFlags, RebootCmd, SysError, Syscalls};
 
 /// Records calls; see the module docs. Line formats: `mkdir <path> <mode>`,
 /// `mount <source> <target> <fstype> <flags:?> <data|->`, `umount <target>`,
 /// `finit_module <path> <params>`, `mknod_block <path> <major>:<minor>`,
-/// `kexec_file_load <cmdline>`, `sync`, `reboot <Cmd:?>`.
+/// `kexec_file_load <cmdline>`, `kexec_load entry=<hex> flags=<hex> <mem>+<bufsz>/<memsz> ...`
+/// (addresses in hex, sizes in bytes), `sync`, `reboot <Cmd:?>`. The segments' bytes of the
+/// last `kexec_load` are kept for [`Recording::kexec_segments`].
 #[derive(Debug, Default)]
 pub struct Recording {
     calls: Mutex<Vec<String>>,
     failures: Mutex<Vec<(String, i32)>>,
+    segments: Mutex<Vec<(u64, Vec<u8>)>>,
 }
 
 impl Recording {
@@ -34,6 +37,11 @@ impl Recording {
     /// The calls so far, in order.
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// The segments of the last `kexec_load` call: physical address and bytes.
+    pub fn kexec_segments(&self) -> Vec<(u64, Vec<u8>)> {
+        self.segments.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     fn record(&self, line: String) -> Result<(), SysError> {
@@ -105,6 +113,25 @@ impl Syscalls for Recording {
         cmdline: &str,
     ) -> Result<(), SysError> {
         self.record(format!("kexec_file_load {cmdline}"))
+    }
+
+    fn kexec_load(
+        &self,
+        entry: u64,
+        segments: &[KexecSegment<'_>],
+        flags: u64,
+    ) -> Result<(), SysError> {
+        if let Ok(mut s) = self.segments.lock() {
+            *s = segments.iter().map(|g| (g.mem, g.buf.to_vec())).collect();
+        }
+        let segs: Vec<String> = segments
+            .iter()
+            .map(|g| format!("{:#x}+{}/{}", g.mem, g.buf.len(), g.memsz))
+            .collect();
+        self.record(format!(
+            "kexec_load entry={entry:#x} flags={flags:#x} {}",
+            segs.join(" ")
+        ))
     }
 
     fn sync(&self) {

@@ -9,7 +9,7 @@ use rustix::fs::{FileType, Mode};
 use rustix::mount::{MountFlags, UnmountFlags};
 use rustix::system::RebootCommand;
 
-use super::{RebootCmd, SysError, Syscalls};
+use super::{KexecSegment, RebootCmd, SysError, Syscalls};
 
 /// The running kernel.
 #[derive(Debug, Clone, Copy, Default)]
@@ -140,6 +140,58 @@ impl Syscalls for Linux {
                 len as libc::c_ulong,
                 c.as_ptr(),
                 0 as libc::c_ulong,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(SysError::new(call(), std::io::Error::last_os_error()))
+        }
+    }
+
+    fn kexec_load(
+        &self,
+        entry: u64,
+        segments: &[KexecSegment<'_>],
+        flags: u64,
+    ) -> Result<(), SysError> {
+        /// `struct kexec_segment` of `include/uapi/linux/kexec.h`.
+        #[repr(C)]
+        struct RawSegment {
+            buf: *const libc::c_void,
+            bufsz: libc::size_t,
+            mem: libc::c_ulong,
+            memsz: libc::size_t,
+        }
+        let call = || {
+            let segs: Vec<String> = segments
+                .iter()
+                .map(|g| format!("{:#x}+{:#x}/{:#x}", g.mem, g.buf.len(), g.memsz))
+                .collect();
+            format!(
+                "kexec_load(entry={entry:#x}, segments=[{}], flags={flags:#x})",
+                segs.join(", ")
+            )
+        };
+        let raw: Vec<RawSegment> = segments
+            .iter()
+            .map(|g| RawSegment {
+                buf: g.buf.as_ptr().cast(),
+                bufsz: g.buf.len(),
+                mem: g.mem as libc::c_ulong,
+                memsz: g.memsz as libc::size_t,
+            })
+            .collect();
+        // SAFETY: kexec_load(2) reads `raw.len()` segment structs from `raw`, and from each
+        // `bufsz` bytes at `buf`; both are borrowed slices that outlive the call. The kernel
+        // only reads user memory here; it copies the bytes before returning.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_kexec_load,
+                entry as libc::c_ulong,
+                raw.len() as libc::c_ulong,
+                raw.as_ptr(),
+                flags as libc::c_ulong,
             )
         };
         if rc == 0 {

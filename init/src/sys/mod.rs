@@ -31,6 +31,18 @@ pub enum RebootCmd {
     Restart,
 }
 
+/// One `kexec_load` segment: `buf` is copied to physical address `mem`, and the rest of the
+/// `memsz` bytes there is zeroed (`struct kexec_segment`, `include/uapi/linux/kexec.h`).
+#[derive(Debug, Clone, Copy)]
+pub struct KexecSegment<'a> {
+    /// The bytes to copy.
+    pub buf: &'a [u8],
+    /// Physical destination address (page-aligned), in bytes.
+    pub mem: u64,
+    /// Bytes reserved at `mem` (page-aligned, at least `buf.len()`).
+    pub memsz: u64,
+}
+
 /// A failed system call: the call with its arguments, and the OS error.
 #[derive(Debug, thiserror::Error)]
 #[error("{call}")]
@@ -101,6 +113,16 @@ pub trait Syscalls {
         cmdline: &str,
     ) -> Result<(), SysError>;
 
+    /// `kexec_load(entry, segments, flags)`: loads the next kernel from segments the caller
+    /// placed at physical addresses (`mem` and `memsz` page-aligned, none overlapping, at most
+    /// 16); `entry` is the physical address the CPU jumps to. The arm64 path for kernels without
+    /// `CONFIG_KEXEC_FILE` ([`crate::kexec::arm64`]).
+    fn kexec_load(
+        &self,
+        entry: u64,
+        segments: &[KexecSegment<'_>],
+        flags: u64,
+    ) -> Result<(), SysError>;
     /// `sync(2)`.
     fn sync(&self);
 
