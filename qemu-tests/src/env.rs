@@ -3,7 +3,8 @@
 //!
 //! Every path can be overridden by an environment variable so a test can be pointed at other
 //! build outputs by hand: `PHASE_KERNEL`, `PHASE_INITRAMFS`, `PHASE_RELEASE`, `PHASE_PLASMD`,
-//! `PHASE_IMAGE`, `PHASE_CUSTOM_KERNEL`, `PHASE_DEBIAN_RELEASE`.
+//! `PHASE_IMAGE`, `PHASE_CUSTOM_KERNEL`, `PHASE_DEBIAN_RELEASE`, `PHASE_ARM64_KERNEL`,
+//! `PHASE_ARM64_INITRAMFS`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -134,6 +135,41 @@ pub fn usb_image() -> Option<PathBuf> {
         .collect();
     imgs.sort();
     imgs.into_iter().next()
+}
+
+/// Debian's arm64 kernel that `make ARCH=arm64` unpacked (built without `CONFIG_KEXEC_FILE`):
+/// `PHASE_ARM64_KERNEL` or the newest `build/debian-arm64/boot/vmlinuz-*`.
+///
+/// Errors: none is there (run `make ARCH=arm64 release`).
+pub fn arm64_kernel() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("PHASE_ARM64_KERNEL") {
+        return Ok(PathBuf::from(p));
+    }
+    let boot = repo_root().join("build/debian-arm64/boot");
+    let mut ks: Vec<PathBuf> = std::fs::read_dir(&boot)
+        .with_context(|| format!("read {} (run make ARCH=arm64 release)", boot.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .collect();
+    ks.sort();
+    ks.pop()
+        .with_context(|| format!("no vmlinuz-* in {}", boot.display()))
+}
+
+/// The arm64 phase initramfs: `PHASE_ARM64_INITRAMFS` or build/aarch64/initramfs.cpio.zst.
+pub fn arm64_initramfs() -> PathBuf {
+    env_path("PHASE_ARM64_INITRAMFS", || {
+        repo_root().join("build/aarch64/initramfs.cpio.zst")
+    })
+}
+
+/// The arm64 release's manifest, served from the same tree as x86_64's:
+/// `<release>/stable/aarch64/manifest.json`.
+pub fn arm64_release_manifest() -> PathBuf {
+    release_dir().join("stable/aarch64/manifest.json")
 }
 
 /// The kernel from `make kernel`: `PHASE_CUSTOM_KERNEL` or build/kernel/bzImage.

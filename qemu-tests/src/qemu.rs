@@ -18,9 +18,39 @@ use crate::netns::Lan;
 use crate::process::ChildGuard;
 use crate::timing;
 
+/// The guest's architecture: which QEMU binary, machine, CPU and serial console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestArch {
+    /// `qemu-system-x86_64 -machine q35`, console `ttyS0`.
+    X86_64,
+    /// `qemu-system-aarch64 -machine virt -cpu cortex-a57` (a CPU TCG emulates much faster than
+    /// `max`), console `ttyAMA0` (issue 17 §3).
+    Aarch64,
+}
+
+impl GuestArch {
+    /// The QEMU system emulator for this architecture.
+    pub fn qemu(self) -> &'static str {
+        match self {
+            GuestArch::X86_64 => "qemu-system-x86_64",
+            GuestArch::Aarch64 => "qemu-system-aarch64",
+        }
+    }
+
+    /// The `console=` value of its serial port.
+    pub fn console(self) -> &'static str {
+        match self {
+            GuestArch::X86_64 => "ttyS0,115200",
+            GuestArch::Aarch64 => "ttyAMA0",
+        }
+    }
+}
+
 /// What to boot and how.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
+    /// The guest architecture.
+    pub arch: GuestArch,
     /// Name used in logs and file names.
     pub name: String,
     /// `-kernel` (direct boot); `None` with `firmware` set boots a disk through UEFI.
@@ -53,6 +83,7 @@ impl VmConfig {
     /// A VM booting `kernel` + `initrd` with `append`, 1024 MiB, no disks.
     pub fn direct(name: &str, kernel: &Path, initrd: &Path, append: &str) -> Self {
         Self {
+            arch: GuestArch::X86_64,
             name: name.to_string(),
             kernel: Some(kernel.to_path_buf()),
             initrd: Some(initrd.to_path_buf()),
@@ -82,16 +113,20 @@ impl VmConfig {
     /// The QEMU arguments (without the program name).
     pub fn args(&self, tap: &str, monitor: &Path) -> Vec<String> {
         let accel = std::env::var("PHASE_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
+        let (machine, tcg_cpu) = match self.arch {
+            GuestArch::X86_64 => ("q35", "max"),
+            GuestArch::Aarch64 => ("virt", "cortex-a57"),
+        };
         let mut a: Vec<String> = vec![
             "-machine".into(),
-            "q35".into(),
+            machine.into(),
             "-accel".into(),
             accel.clone(),
             "-cpu".into(),
             if accel == "kvm" {
                 "host".into()
             } else {
-                "max".into()
+                tcg_cpu.into()
             },
             "-m".into(),
             self.memory_mib.to_string(),
@@ -108,7 +143,14 @@ impl VmConfig {
             a.push("-netdev".into());
             a.push(format!("tap,id=n0,ifname={tap},script=no,downscript=no"));
             a.push("-device".into());
-            a.push(format!("virtio-net-pci,netdev=n0,mac={}", self.mac()));
+            // No option ROM on arm64: Debian's qemu-system-arm ships no efi-virtio.rom, and
+            // neither the direct boot nor AAVMF needs it.
+            let rom = if self.arch == GuestArch::Aarch64 {
+                ",romfile="
+            } else {
+                ""
+            };
+            a.push(format!("virtio-net-pci,netdev=n0,mac={}{rom}", self.mac()));
         } else {
             a.push("-nic".into());
             a.push("none".into());
@@ -134,7 +176,7 @@ impl VmConfig {
             a.push(k.display().to_string());
             let mut append = self.append.clone();
             if !append.contains("console=") {
-                append = format!("console=ttyS0,115200 {append}");
+                append = format!("console={} {append}", self.arch.console());
             }
             if !append.contains("panic=") {
                 append.push_str(" panic=-1");
@@ -188,8 +230,9 @@ impl Vm {
         let monitor = work.join(format!("{}.monitor.sock", cfg.name));
         let log = work.join(format!("{}.console.log", cfg.name));
         let args = cfg.args(&tap, &monitor);
+        let qemu = cfg.arch.qemu();
         let cmdline = format!(
-            "ip netns exec {} qemu-system-x86_64 {}",
+            "ip netns exec {} {qemu} {}",
             lan.name(),
             args.iter()
                 .map(|a| shell_quote(a))
@@ -197,12 +240,12 @@ impl Vm {
                 .join(" ")
         );
         eprintln!("harness: starting VM {}: {cmdline}", cfg.name);
-        let mut c = lan.command("qemu-system-x86_64");
+        let mut c = lan.command(qemu);
         c.args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = c.spawn().context("start qemu-system-x86_64")?;
+        let mut child = c.spawn().with_context(|| format!("start {qemu}"))?;
         let stdout = child.stdout.take().context("qemu stdout")?;
         let stderr = child.stderr.take().context("qemu stderr")?;
         let serial_in = child.stdin.take();

@@ -83,7 +83,8 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 
 /// Test 1's end checks, run from inside the namespace against `base` (e.g.
 /// `http://192.0.2.101:8080`): `/health` is 200, `/manifest.json` equals `manifest` byte for
-/// byte, and each artifact at `/stable/x86_64/<download_url>` has the size and hash listed.
+/// byte, and each artifact at `/<channel>/<arch>/<download_url>` (the manifest's own channel
+/// and arch, e.g. `/stable/aarch64/`) has the size and hash listed.
 ///
 /// Errors: the first check that fails, naming the URL.
 pub fn check_provider(lan: &Lan, base: &str, manifest: &[u8]) -> Result<()> {
@@ -102,8 +103,16 @@ pub fn check_provider(lan: &Lan, base: &str, manifest: &[u8]) -> Result<()> {
             sha256_hex(manifest)
         );
     }
+    let v: serde_json::Value = serde_json::from_slice(manifest).context("manifest JSON")?;
+    let field = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (channel, arch) = (field("channel"), field("arch"));
     for a in artifacts(manifest)? {
-        let url = format!("{base}/stable/x86_64/{}", a.download_url);
+        let url = format!("{base}/{channel}/{arch}/{}", a.download_url);
         let body = lan.http_get(&url)?;
         let got = sha256_hex(&body);
         if body.len() as u64 != a.size_bytes || got != a.sha256 {
