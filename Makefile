@@ -12,7 +12,9 @@
 #   make image       build/phase-<MODE>.img: GPT, ESP with systemd-boot + phase-cache partition
 #   make kernel      build/kernel/bzImage from linux-source + kernel-config/phase.config
 #   make check-kernel-config KCONFIG=/boot/config-X
-#   make test        fmt, clippy, workspace tests, build tests, QEMU boot tests
+#   make test        fmt, clippy, workspace tests, build tests, QEMU boot tests (x86_64, arm64)
+#   make ARCH=arm64 release   the same release for aarch64 (cross build; docs/building.md)
+#   make test-qemu-arm        the arm64 QEMU boot tests
 #   make clean
 
 SHELL := /bin/bash
@@ -21,18 +23,54 @@ SHELL := /bin/bash
 .DELETE_ON_ERROR:
 
 ARCH ?= x86_64
-ifeq ($(ARCH),arm64)
-  $(error ARCH=arm64 is not yet supported: Phase Boot builds x86_64 only for now)
-else ifeq ($(ARCH),aarch64)
-  $(error ARCH=aarch64 is not yet supported: Phase Boot builds x86_64 only for now)
-else ifneq ($(ARCH),x86_64)
-  $(error ARCH=$(ARCH) is unknown: use ARCH=x86_64)
+# arm64 and aarch64 are one architecture (issue 17); aarch64 is the canonical name, as in
+# release/<channel>/aarch64/ and the manifest's "arch".
+ifneq ($(filter arm64 aarch64,$(ARCH)),)
+  override ARCH := aarch64
+else ifneq ($(filter amd64 x86_64,$(ARCH)),)
+  override ARCH := x86_64
+else
+  $(error ARCH=$(ARCH) is unknown: use ARCH=x86_64 (amd64) or ARCH=arm64 (aarch64))
 endif
 
 # ---- variables (override on the command line) ---------------------------------------------
 BUILD      ?= build
-TRIPLE     := x86_64-unknown-linux-gnu
-BIN_DIR    := target/$(TRIPLE)/release
+# The host's own static binaries: plasmd signs every release, whatever its ARCH.
+HOST_TRIPLE := x86_64-unknown-linux-gnu
+HOST_BIN_DIR := target/$(HOST_TRIPLE)/release
+ifeq ($(ARCH),aarch64)
+  # Cross build with Debian's rustc-web and its arm64 std (rustup cannot fetch targets here),
+  # in a target directory of its own: the two compilers' artifacts must not mix. Debian's arm64
+  # kernel, busybox and systemd-boot are unpacked, not installed, into ARM64_ROOT.
+  TRIPLE   := aarch64-unknown-linux-gnu
+  CROSS_TARGET_DIR := target/debian-aarch64
+  BIN_DIR  := $(CROSS_TARGET_DIR)/$(TRIPLE)/release
+  ARCH_OUT := $(BUILD)/aarch64
+  ARM64_ROOT := $(BUILD)/debian-arm64
+  ARM64_STAMP := $(ARM64_ROOT)/.unpacked
+  KVER     ?= $(shell ls $(ARM64_ROOT)/lib/modules 2>/dev/null | sort -rV | head -n1)
+  KERNEL   ?= $(ARM64_ROOT)/boot/vmlinuz-$(KVER)
+  KCONFIG  ?= $(ARM64_ROOT)/boot/config-$(KVER)
+  MODULES_ROOT ?= $(ARM64_ROOT)/lib/modules
+  BUSYBOX  ?= $(ARM64_ROOT)/bin/busybox
+  SYSTEMD_BOOT ?= $(ARM64_ROOT)/usr/lib/systemd/boot/efi/systemd-bootaa64.efi
+  EFI_BOOT_NAME := BOOTAA64.EFI
+  CMDLINE  ?= console=ttyAMA0 panic=10
+  CARGO_BUILD = env -u RUSTUP_TOOLCHAIN PATH=/usr/bin:/bin:/usr/sbin:/sbin RUSTC=/usr/bin/rustc \
+    RUSTDOC=/usr/bin/rustdoc CARGO_TARGET_DIR=$(CROSS_TARGET_DIR) \
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+    CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar \
+    RUSTFLAGS="$(STATIC_RUSTFLAGS)" /usr/bin/cargo build --release --target $(TRIPLE)
+else
+  TRIPLE   := $(HOST_TRIPLE)
+  BIN_DIR  := $(HOST_BIN_DIR)
+  ARCH_OUT := $(BUILD)
+  ARM64_STAMP :=
+  SYSTEMD_BOOT ?= /usr/lib/systemd/boot/efi/systemd-bootx64.efi
+  EFI_BOOT_NAME := BOOTX64.EFI
+  CARGO_BUILD = RUSTFLAGS="$(STATIC_RUSTFLAGS)" cargo build --release --target $(TRIPLE)
+endif
+HOST_PLASMD := $(HOST_BIN_DIR)/plasmd
 CHANNEL    ?= stable
 VERSION    ?= 0.1.0
 EXPIRES    ?= 30d
@@ -58,9 +96,9 @@ ROOTFS     ?=
 INIT       ?=
 DISTRO     ?= debian
 DISTRO_SUITE ?=
-ROOTFS_IMG := $(if $(strip $(ROOTFS)),$(BUILD)/own-rootfs.squashfs,$(BUILD)/rootfs.squashfs)
+ROOTFS_IMG := $(if $(strip $(ROOTFS)),$(ARCH_OUT)/own-rootfs.squashfs,$(ARCH_OUT)/rootfs.squashfs)
 RELEASE_CMDLINE := $(strip $(CMDLINE) $(if $(strip $(INIT)),phase.init=$(if $(word 2,$(INIT)),"$(strip $(INIT))",$(strip $(INIT)))))
-IMAGE      ?= $(BUILD)/phase-$(MODE).img
+IMAGE      ?= $(ARCH_OUT)/phase-$(MODE).img
 KERNEL_SRC ?=
 KERNEL_BASE ?= tinyconfig
 KERNEL_OUT := $(BUILD)/kernel
@@ -68,9 +106,9 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 # Initramfs compression: zstd when the kernel config has RD_ZSTD, else gzip.
 INITRD_COMP ?= $(shell grep -qs '^CONFIG_RD_ZSTD=y' $(KCONFIG) || [ ! -f $(KCONFIG) ] && echo zstd || echo gzip)
 ifeq ($(INITRD_COMP),zstd)
-  INITRD := $(BUILD)/initramfs.cpio.zst
+  INITRD := $(ARCH_OUT)/initramfs.cpio.zst
 else
-  INITRD := $(BUILD)/initramfs.cpio.gz
+  INITRD := $(ARCH_OUT)/initramfs.cpio.gz
 endif
 SOURCE_DATE_EPOCH ?= 0
 SUDO       ?= $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
@@ -86,13 +124,20 @@ else
 endif
 LAYOUT_TOOL := target/debug/phase-layout
 STATIC_RUSTFLAGS := -C target-feature=+crt-static
-DEB_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static squashfs-tools dnsmasq-base \
-  ovmf systemd-boot-efi dosfstools mtools cpio zstd iproute2 fdisk file avahi-daemon \
-  avahi-utils curl kmod gzip
+COMMON_PACKAGES := squashfs-tools dnsmasq-base dosfstools mtools cpio zstd iproute2 fdisk file \
+  avahi-daemon avahi-utils curl kmod gzip
+ifeq ($(ARCH),aarch64)
+  # Debian's rustc-web and the arm64 std of the same version, in one apt transaction (issue 17).
+  DEB_PACKAGES := $(COMMON_PACKAGES) qemu-system-arm qemu-efi-aarch64 rustc-web cargo-web \
+    libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+else
+  DEB_PACKAGES := $(COMMON_PACKAGES) qemu-system-x86 linux-image-amd64 busybox-static ovmf \
+    systemd-boot-efi
+endif
 KERNEL_PACKAGES := linux-source build-essential bc flex bison libelf-dev libssl-dev xz-utils
 
 .PHONY: all deps build layout-tool initramfs initramfs-compressed-modules rootfs keys release image esp write-usb kernel \
-  check-kernel-config test test-build test-qemu test-qemu-x86 run clean check-make-deps distro-rootfs
+  check-kernel-config test test-build test-qemu test-qemu-x86 test-qemu-arm run clean check-make-deps distro-rootfs
 
 all: release
 
@@ -106,6 +151,8 @@ $(DEPS_STAMP):
 	if [ -n "$$missing" ]; then \
 	    echo "deps: installing $$missing"; \
 	    export DEBIAN_FRONTEND=noninteractive; \
+	    if echo "$$missing" | grep -q ':arm64' && ! dpkg --print-foreign-architectures | grep -qx arm64; then \
+	        echo "deps: dpkg --add-architecture arm64"; $(SUDO) dpkg --add-architecture arm64; fi; \
 	    $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
 	else echo "deps: all Debian packages present"; fi
 	@command -v cargo >/dev/null || { echo "deps: cargo not found: install Rust (rustup) first" >&2; exit 1; }
@@ -115,11 +162,20 @@ $(DEPS_STAMP):
 # SKIP_BUILD=1 uses the binaries already in $(BIN_DIR) (still checked to be static).
 # Every user-facing target reaches `deps` through `build` (or directly), so a fresh checkout's
 # first command installs what it needs (issue 16).
-build: deps
-	$(if $(filter 1,$(SKIP_BUILD)),@echo "build: SKIP_BUILD=1 so using $(BIN_DIR)",RUSTFLAGS="$(STATIC_RUSTFLAGS)" cargo build --release --target $(TRIPLE) -p phase-init -p phase-provider)
+# ARCH=arm64 also builds the host's plasmd, which signs the release.
+FILE_ARCH := $(if $(filter aarch64,$(ARCH)),ARM aarch64,x86-64)
+build: deps $(ARM64_STAMP)
+	$(if $(filter 1,$(SKIP_BUILD)),@echo "build: SKIP_BUILD=1 so using $(BIN_DIR)",$(CARGO_BUILD) -p phase-init -p phase-provider)
+	$(if $(or $(filter 1,$(SKIP_BUILD)),$(filter x86_64,$(ARCH))),,RUSTFLAGS="$(STATIC_RUSTFLAGS)" cargo build --release --target $(HOST_TRIPLE) -p phase-init -p phase-provider)
 	@for b in phase-init phase plasmd; do \
-	    file -L $(BIN_DIR)/$$b | grep -q 'static' || { echo "build: $(BIN_DIR)/$$b is not static" >&2; exit 1; }; \
-	done; echo "build: static binaries in $(BIN_DIR)"
+	    file -L $(BIN_DIR)/$$b | grep -qE 'statically linked|static-pie linked' || { echo "build: $(BIN_DIR)/$$b is not static" >&2; exit 1; }; \
+	    file -L $(BIN_DIR)/$$b | grep -q '$(FILE_ARCH)' || { echo "build: $(BIN_DIR)/$$b is not $(FILE_ARCH)" >&2; exit 1; }; \
+	done; echo "build: static $(FILE_ARCH) binaries in $(BIN_DIR)"
+
+# Debian's arm64 kernel, modules, busybox and systemd-bootaa64.efi, unpacked (ARCH=arm64 only).
+$(BUILD)/debian-arm64/.unpacked: | deps
+	scripts/arm64-debs.sh $(BUILD)/debian-arm64
+	@touch $@
 
 layout-tool:
 	cargo build -q -p phase-layout
@@ -128,7 +184,7 @@ layout-tool:
 keys: $(TRUST)
 $(DEV_KEY): | build
 	@mkdir -p $(KEYS_DIR)
-	$(BIN_DIR)/plasmd keygen --out $@
+	$(HOST_PLASMD) keygen --out $@
 # The trust root the initramfs carries: the public half of KEY (unless TRUST= names a file).
 # Rewritten only when its text changes (so a different KEY= is always picked up).
 $(KEYS_DIR)/trust.toml: $(KEY) FORCE
@@ -140,45 +196,45 @@ $(KEYS_DIR)/trust.toml: $(KEY) FORCE
 
 # ---- initramfs ----------------------------------------------------------------------------
 initramfs: $(INITRD)
-$(BUILD)/release.conf: FORCE
-	@mkdir -p $(BUILD)
+$(ARCH_OUT)/release.conf: FORCE
+	@mkdir -p $(ARCH_OUT)
 	@printf 'channel=%s\narch=%s\nversion=%s\n' '$(CHANNEL)' '$(ARCH)' '$(VERSION)' > $@.tmp
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv -f $@.tmp $@
-$(BUILD)/initramfs.cpio: build layout-tool $(TRUST) $(BUILD)/release.conf FORCE
+$(ARCH_OUT)/initramfs.cpio: build layout-tool $(TRUST) $(ARCH_OUT)/release.conf FORCE
 	@[ -n "$(KVER)$(NO_MODULES)" ] || { echo "initramfs: no kernel in /lib/modules with /boot/vmlinuz-*; run make deps" >&2; exit 1; }
 	$(LAYOUT_TOOL) initramfs --layout initramfs-layout/initramfs.toml $(LAYOUT_MODULES) \
 	  --var repo=$(CURDIR) --var bin_dir=$(BIN_DIR) \
-	  --var busybox=$(BUSYBOX) --var trust=$(TRUST) --var release=$(BUILD)/release.conf --out $@
-$(BUILD)/initramfs.cpio.zst: $(BUILD)/initramfs.cpio
+	  --var busybox=$(BUSYBOX) --var trust=$(TRUST) --var release=$(ARCH_OUT)/release.conf --out $@
+$(ARCH_OUT)/initramfs.cpio.zst: $(ARCH_OUT)/initramfs.cpio
 	zstd -19 -T1 -q -f --no-progress $< -o $@
-$(BUILD)/initramfs.cpio.gz: $(BUILD)/initramfs.cpio
+$(ARCH_OUT)/initramfs.cpio.gz: $(ARCH_OUT)/initramfs.cpio
 	gzip -9 -n -c $< > $@
 
 # Initramfs variants whose kernel modules are compressed as distributions ship them (.ko.xz,
 # .ko.zst; issue 16 §3), for the QEMU test that boots them on Debian's kernel, which cannot
 # decompress modules itself: the init must.
-initramfs-compressed-modules: $(BUILD)/initramfs-modxz.cpio.zst $(BUILD)/initramfs-modzst.cpio.zst
-$(BUILD)/initramfs-mod%.cpio.zst: $(BUILD)/initramfs.cpio
-	scripts/compress-modules.sh $< $(MODULES_ROOT) $(KVER) $(BUILD)/modules-$* $*
+initramfs-compressed-modules: $(ARCH_OUT)/initramfs-modxz.cpio.zst $(ARCH_OUT)/initramfs-modzst.cpio.zst
+$(ARCH_OUT)/initramfs-mod%.cpio.zst: $(ARCH_OUT)/initramfs.cpio
+	scripts/compress-modules.sh $< $(MODULES_ROOT) $(KVER) $(ARCH_OUT)/modules-$* $*
 	$(LAYOUT_TOOL) initramfs --layout initramfs-layout/initramfs.toml --kver $(KVER) \
-	  --modules-root $(BUILD)/modules-$* --var repo=$(CURDIR) --var bin_dir=$(BIN_DIR) \
-	  --var busybox=$(BUSYBOX) --var trust=$(TRUST) --var release=$(BUILD)/release.conf \
-	  --out $(BUILD)/initramfs-mod$*.cpio
-	zstd -19 -T1 -q -f --no-progress $(BUILD)/initramfs-mod$*.cpio -o $@
+	  --modules-root $(ARCH_OUT)/modules-$* --var repo=$(CURDIR) --var bin_dir=$(BIN_DIR) \
+	  --var busybox=$(BUSYBOX) --var trust=$(TRUST) --var release=$(ARCH_OUT)/release.conf \
+	  --out $(ARCH_OUT)/initramfs-mod$*.cpio
+	zstd -19 -T1 -q -f --no-progress $(ARCH_OUT)/initramfs-mod$*.cpio -o $@
 
 # ---- rootfs -------------------------------------------------------------------------------
-rootfs: $(BUILD)/rootfs.squashfs
-$(BUILD)/rootfs.squashfs: build layout-tool FORCE
-	rm -rf $(BUILD)/rootfs.tree
+rootfs: $(ARCH_OUT)/rootfs.squashfs
+$(ARCH_OUT)/rootfs.squashfs: build layout-tool FORCE
+	rm -rf $(ARCH_OUT)/rootfs.tree
 	$(LAYOUT_TOOL) rootfs-tree --layout initramfs-layout/rootfs.toml \
-	  --var bin_dir=$(BIN_DIR) --var busybox=$(BUSYBOX) --out $(BUILD)/rootfs.tree
-	env -u SOURCE_DATE_EPOCH mksquashfs $(BUILD)/rootfs.tree $@.tmp -noappend -quiet -no-progress -comp zstd \
+	  --var bin_dir=$(BIN_DIR) --var busybox=$(BUSYBOX) --out $(ARCH_OUT)/rootfs.tree
+	env -u SOURCE_DATE_EPOCH mksquashfs $(ARCH_OUT)/rootfs.tree $@.tmp -noappend -quiet -no-progress -comp zstd \
 	  -all-root -all-time 0 -mkfs-time 0 -no-xattrs -reproducible -processors 1
 	mv -f $@.tmp $@
 
 # Your own root filesystem (ROOTFS=PATH) with plasmd, its unit and a network config added;
 # scripts/own-rootfs.sh prints each file it adds.
-$(BUILD)/own-rootfs.squashfs: build FORCE
+$(ARCH_OUT)/own-rootfs.squashfs: build FORCE
 	scripts/own-rootfs.sh '$(ROOTFS)' $(BIN_DIR)/plasmd '$(strip $(INIT))' $@
 
 # A reference rootfs from a real distribution, for ROOTFS= (kept until removed: a download).
@@ -195,21 +251,22 @@ $(RELEASE_DIR)/manifest.json: $(INITRD) $(ROOTFS_IMG) $(KEY) FORCE
 	cp -f $(KERNEL) $(RELEASE_DIR)/kernel
 	cp -f $(INITRD) $(RELEASE_DIR)/initramfs
 	cp -f $(ROOTFS_IMG) $(RELEASE_DIR)/rootfs
-	$(BIN_DIR)/plasmd manifest build --artifacts $(RELEASE_DIR) --channel $(CHANNEL) --arch $(ARCH) \
-	  --version $(VERSION) --expires-in $(EXPIRES) --cmdline '$(RELEASE_CMDLINE)' --out $(BUILD)/manifest.unsigned.json
-	$(BIN_DIR)/plasmd manifest sign --key $(KEY) --in $(BUILD)/manifest.unsigned.json --out $@
+	$(HOST_PLASMD) manifest build --artifacts $(RELEASE_DIR) --channel $(CHANNEL) --arch $(ARCH) \
+	  --version $(VERSION) --expires-in $(EXPIRES) --cmdline '$(RELEASE_CMDLINE)' --out $(ARCH_OUT)/manifest.unsigned.json
+	$(HOST_PLASMD) manifest sign --key $(KEY) --in $(ARCH_OUT)/manifest.unsigned.json --out $@
 	@echo "release: $(RELEASE_DIR) ($(CHANNEL)/$(ARCH) $(VERSION), signed with $(KEY))$(if $(strip $(ROOTFS)), rootfs from $(ROOTFS))$(if $(strip $(INIT)), init $(strip $(INIT)))"
 
 # ---- disk image ---------------------------------------------------------------------------
 image: deps $(INITRD)
 	@[ -f "$(KERNEL)" ] || { echo "image: kernel $(KERNEL) not found (KERNEL=...)" >&2; exit 1; }
-	scripts/mkimage.sh $(IMAGE) $(MODE) $(KERNEL) $(INITRD) "$(CMDLINE)"
-	scripts/check-image.sh $(IMAGE) $(MODE) $(KERNEL) $(INITRD)
+	SYSTEMD_BOOT=$(SYSTEMD_BOOT) EFI_BOOT_NAME=$(EFI_BOOT_NAME) \
+	  scripts/mkimage.sh $(IMAGE) $(MODE) $(KERNEL) $(INITRD) "$(CMDLINE)"
+	EFI_BOOT_NAME=$(EFI_BOOT_NAME) scripts/check-image.sh $(IMAGE) $(MODE) $(KERNEL) $(INITRD)
 
 # The ESP alone (seed 003 "Build System Pattern"): the FAT partition image that `make image`
 # puts first on the GPT disk, as build/esp-<MODE>.img, for users who write their own ESP.
 esp: image
-	scripts/extract-esp.sh $(IMAGE) $(BUILD)/esp-$(MODE).img
+	scripts/extract-esp.sh $(IMAGE) $(ARCH_OUT)/esp-$(MODE).img
 
 write-usb:
 	scripts/write-usb.sh "$(DEV)" $(IMAGE)
@@ -225,7 +282,7 @@ check-kernel-config: deps layout-tool
 	$(LAYOUT_TOOL) check-kernel-config --config $(KCONFIG)
 
 # ---- tests --------------------------------------------------------------------------------
-test: test-build fuzz-smoke bench-smoke test-qemu
+test: test-build fuzz-smoke bench-smoke test-qemu test-qemu-arm
 # Workspace checks, then the build tests on the real artifacts: two initramfs and two rootfs
 # builds give the same sha256, the cpio holds what the layout lists, the image checks out.
 test-build: deps
@@ -236,15 +293,15 @@ test-build: deps
 	  cargo nextest run --workspace --exclude phase-qemu-tests --no-fail-fast; \
 	else cargo test --workspace --exclude phase-qemu-tests --no-fail-fast; fi
 	$(MAKE) --no-print-directory initramfs rootfs
-	sha256sum $(INITRD) $(BUILD)/rootfs.squashfs > $(BUILD)/first-build.sha256
-	rm -f $(BUILD)/initramfs.cpio* $(BUILD)/rootfs.squashfs
+	sha256sum $(INITRD) $(ARCH_OUT)/rootfs.squashfs > $(ARCH_OUT)/first-build.sha256
+	rm -f $(ARCH_OUT)/initramfs.cpio* $(ARCH_OUT)/rootfs.squashfs
 	$(MAKE) --no-print-directory initramfs rootfs
-	sha256sum -c $(BUILD)/first-build.sha256
-	$(if $(and $(filter zstd,$(INITRD_COMP)),$(if $(NO_MODULES),,1)),scripts/check-size-budget.sh $(BUILD)/initramfs.cpio $(INITRD),@echo "size-budget: skipped (budgets are for zstd with Debian's modules)")
-	diff <(cpio --quiet -t < $(BUILD)/initramfs.cpio) \
+	sha256sum -c $(ARCH_OUT)/first-build.sha256
+	$(if $(and $(filter zstd,$(INITRD_COMP)),$(if $(NO_MODULES),,1)),scripts/check-size-budget.sh $(ARCH_OUT)/initramfs.cpio $(INITRD),@echo "size-budget: skipped (budgets are for zstd with Debian's modules)")
+	diff <(cpio --quiet -t < $(ARCH_OUT)/initramfs.cpio) \
 	  <($(LAYOUT_TOOL) list --names --layout initramfs-layout/initramfs.toml $(LAYOUT_MODULES) \
 	    --var repo=$(CURDIR) --var bin_dir=$(BIN_DIR) \
-	    --var busybox=$(BUSYBOX) --var trust=$(TRUST) --var release=$(BUILD)/release.conf)
+	    --var busybox=$(BUSYBOX) --var trust=$(TRUST) --var release=$(ARCH_OUT)/release.conf)
 	$(MAKE) --no-print-directory check-kernel-config
 	$(MAKE) --no-print-directory image MODE=$(MODE)
 	scripts/check-make-deps.sh
@@ -265,8 +322,15 @@ test-qemu: deps release $(BUILD)/chrony/usr/sbin/chronyd
 	  RELEASE_ROOT=$(BUILD)/release-debian
 	[ -f $(KERNEL_OUT)/bzImage ] || $(MAKE) --no-print-directory kernel
 	if cargo nextest --version >/dev/null 2>&1; then \
-	  cargo nextest run -p phase-qemu-tests --no-fail-fast $(T); \
-	else cargo test -p phase-qemu-tests --no-fail-fast $(T) -- --test-threads 1; fi
+	  cargo nextest run -p phase-qemu-tests --no-fail-fast -E 'not binary(arm64)' $(T); \
+	else cargo test -p phase-qemu-tests --no-fail-fast $(T) -- --test-threads 1 --skip arm64_; fi
+# arm64 guests (issue 17 §3): the arm64 release from a cross build, served beside x86_64's by
+# the host's plasmd from one tree, booted under qemu-system-aarch64 (TCG, one VM at a time).
+test-qemu-arm: deps release
+	$(MAKE) --no-print-directory ARCH=arm64 deps release
+	if cargo nextest --version >/dev/null 2>&1; then \
+	  cargo nextest run -p phase-qemu-tests --no-fail-fast --test arm64 $(T); \
+	else cargo test -p phase-qemu-tests --no-fail-fast --test arm64 $(T) -- --test-threads 1; fi
 # A real NTP server for the no-clock boot test, unpacked from Debian's chrony package instead
 # of installed, so that no chronyd service starts on this host.
 $(BUILD)/chrony/usr/sbin/chronyd: | deps
@@ -291,8 +355,8 @@ bench-deps:
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then echo "bench-deps: installing $$missing"; export DEBIAN_FRONTEND=noninteractive; \
 	    $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $$missing; fi
-bench-baseline: $(BUILD)/initramfs.cpio bench-deps
-	BUSYBOX=$(BUSYBOX) KVER=$(KVER) bench/baseline/build.sh $(BUILD)/initramfs.cpio $(BUILD)/bench/baseline
+bench-baseline: $(ARCH_OUT)/initramfs.cpio bench-deps
+	BUSYBOX=$(BUSYBOX) KVER=$(KVER) bench/baseline/build.sh $(ARCH_OUT)/initramfs.cpio $(BUILD)/bench/baseline
 bench: deps bench-deps release bench-baseline
 	python3 bench/bench.py
 bench-smoke: bench-deps build bench-baseline
@@ -319,8 +383,8 @@ fuzz-smoke: fuzz-deps
 
 # ---- clean --------------------------------------------------------------------------------
 clean:
-	rm -rf $(BUILD)/initramfs.cpio* $(BUILD)/rootfs.* $(BUILD)/release $(BUILD)/release.conf \
-	  $(BUILD)/manifest.unsigned.json $(BUILD)/phase-*.img
+	rm -rf $(ARCH_OUT)/initramfs.cpio* $(ARCH_OUT)/rootfs.* $(BUILD)/release $(ARCH_OUT)/release.conf \
+	  $(ARCH_OUT)/manifest.unsigned.json $(ARCH_OUT)/phase-*.img
 	@echo "clean: kept $(KEYS_DIR) (dev key) and $(KERNEL_OUT); rm -rf $(BUILD) for everything"
 
 FORCE:

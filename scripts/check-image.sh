@@ -4,6 +4,7 @@
 #
 # usage: check-image.sh IMG MODE [KERNEL INITRAMFS]
 #   With KERNEL and INITRAMFS, the copies on the ESP must be byte-identical to them.
+# env: EFI_BOOT_NAME (BOOTX64.EFI, the default, or BOOTAA64.EFI for an arm64 image)
 # Exit 0 when every check passes, 1 on the first failure (named on stderr).
 set -euo pipefail
 
@@ -14,6 +15,7 @@ fi
 img=$1 mode=$2
 fail() { echo "check-image: FAIL: $*" >&2; exit 1; }
 export MTOOLS_SKIP_CHECK=1
+efi_boot=${EFI_BOOT_NAME:-BOOTX64.EFI}
 
 [[ -f $img ]] || fail "$img not found"
 dump=$(sfdisk -d "$img") || fail "sfdisk -d $img: no partition table"
@@ -27,7 +29,7 @@ esp="$img@@$(($(start_of "$esp_line") * 512))"
 cache="$img@@$(($(start_of "$cache_line") * 512))"
 
 listing=$(mdir -i "$esp" -/ -b ::) || fail "ESP is not a FAT filesystem"
-for f in ::/EFI/BOOT/BOOTX64.EFI ::/loader/loader.conf ::/phase/kernel ::/phase/initramfs \
+for f in "::/EFI/BOOT/$efi_boot" ::/loader/loader.conf ::/phase/kernel ::/phase/initramfs \
     ::/loader/entries/internet.conf ::/loader/entries/local.conf ::/loader/entries/private.conf; do
     grep -qixF "$f" <<<"$listing" || fail "ESP lacks $f"
 done
@@ -40,7 +42,7 @@ for m in internet local private; do
     grep -q "^options .*phase.mode=$m\b" <<<"$entry" || fail "$m.conf options lack phase.mode=$m"
 done
 # systemd-boot is a PE/COFF binary: "MZ" header.
-[[ $(mtype -i "$esp" ::/EFI/BOOT/BOOTX64.EFI | head -c 2) == MZ ]] || fail "BOOTX64.EFI is not a PE binary"
+[[ $(mtype -i "$esp" "::/EFI/BOOT/$efi_boot" | head -c 2) == MZ ]] || fail "$efi_boot is not a PE binary"
 if [[ $# -eq 4 ]]; then
     cmp -s <(mtype -i "$esp" ::/phase/kernel) "$3" || fail "ESP kernel differs from $3"
     cmp -s <(mtype -i "$esp" ::/phase/initramfs) "$4" || fail "ESP initramfs differs from $4"

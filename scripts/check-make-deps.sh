@@ -8,7 +8,7 @@ clone=$(mktemp -d)
 trap 'rm -rf "$clone"' EXIT
 git clone -q --no-hardlinks "$top" "$clone/repo"
 status=0
-for target in run test release initramfs rootfs image esp kernel bench distro-rootfs; do
+for target in run test release initramfs rootfs image esp kernel bench distro-rootfs test-qemu-arm; do
     # `make -n` prints each recipe it would run; the deps recipe is the one that calls apt-get.
     # Captured first: `make ... | grep -q` under pipefail fails when grep exits early (SIGPIPE).
     plan=$(make -C "$clone/repo" -n "$target" 2>&1 || true)

@@ -7,7 +7,8 @@
 # phase-cache) for the cache the init writes in internet mode.
 #
 # usage: mkimage.sh OUT MODE KERNEL INITRAMFS [CMDLINE]
-# env:   ESP_MB (default 128), CACHE_MB (default 512), SYSTEMD_BOOT (systemd-bootx64.efi path)
+# env:   ESP_MB (default 128), CACHE_MB (default 512), SYSTEMD_BOOT (systemd-bootx64.efi path),
+#        EFI_BOOT_NAME (the removable-media loader name: BOOTX64.EFI, or BOOTAA64.EFI on arm64)
 set -euo pipefail
 
 if [[ $# -lt 4 ]]; then
@@ -19,6 +20,7 @@ cmdline=${5:-console=tty0 console=ttyS0,115200}
 esp_mb=${ESP_MB:-128}
 cache_mb=${CACHE_MB:-512}
 sdboot=${SYSTEMD_BOOT:-/usr/lib/systemd/boot/efi/systemd-bootx64.efi}
+efi_boot=${EFI_BOOT_NAME:-BOOTX64.EFI}
 
 case $mode in
     internet | local | private) ;;
@@ -63,7 +65,7 @@ export MTOOLS_SKIP_CHECK=1
 esp="$work/esp.img"
 mkfs.vfat --invariant -n PHASE-ESP -i 50480001 -C "$esp" $((esp_sectors / 2)) >/dev/null
 mmd -i "$esp" ::/EFI ::/EFI/BOOT ::/loader ::/loader/entries ::/phase
-mcopy -i "$esp" "$sdboot" ::/EFI/BOOT/BOOTX64.EFI
+mcopy -i "$esp" "$sdboot" "::/EFI/BOOT/$efi_boot"
 mcopy -i "$esp" "$kernel" ::/phase/kernel
 mcopy -i "$esp" "$initramfs" ::/phase/initramfs
 printf 'default %s.conf\ntimeout 3\nconsole-mode keep\n' "$mode" >"$work/loader.conf"
