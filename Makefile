@@ -328,6 +328,7 @@ test-qemu: deps release $(BUILD)/chrony/usr/sbin/chronyd
 # the host's plasmd from one tree, booted under qemu-system-aarch64 (TCG, one VM at a time).
 test-qemu-arm: deps release
 	$(MAKE) --no-print-directory ARCH=arm64 deps release
+	$(MAKE) --no-print-directory ARCH=arm64 image MODE=local
 	if cargo nextest --version >/dev/null 2>&1; then \
 	  cargo nextest run -p phase-qemu-tests --no-fail-fast --test arm64 $(T); \
 	else cargo test -p phase-qemu-tests --no-fail-fast --test arm64 $(T) -- --test-threads 1; fi

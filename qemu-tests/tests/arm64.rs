@@ -1,5 +1,6 @@
 //! Issue 17 §3-§4: arm64 guests (`qemu-system-aarch64 -M virt -cpu cortex-a57`, TCG) boot the
-//! arm64 release end to end from the same x86_64 `plasmd` and release tree that serve x86_64.
+//! arm64 release end to end, in every mode, from the same x86_64 `plasmd` and release tree that
+//! serve x86_64.
 //!
 //! The first kernel is Debian's arm64 kernel, built without `CONFIG_KEXEC_FILE`: the init must
 //! take the `kexec_load` path (its own segments, DTB and trampoline) and say so on the console.
@@ -7,8 +8,12 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{ensure, Context, Result};
-use common::{expect_boot_stage, expect_kexec_to_switch_root, local_lan, secs};
+use common::{expect_boot_stage, expect_kexec_to_switch_root, internet_lan, local_lan, secs};
+use phase_qemu_tests::disk::CacheDisk;
+use phase_qemu_tests::netns::Lan;
 use phase_qemu_tests::qemu::{GuestArch, Vm, VmConfig};
 use phase_qemu_tests::{env, release, timing};
 
@@ -27,41 +32,28 @@ fn ready(test: &str) -> Result<bool> {
     env::ready(test, &inputs)
 }
 
-fn arm64_vm(name: &str, mode: &str, mac: u8) -> Result<VmConfig> {
+fn arm64_vm(name: &str, mode: &str, extra: &str, mac: u8) -> Result<VmConfig> {
     let mut cfg = VmConfig::direct(
         name,
         &env::arm64_kernel()?,
         &env::arm64_initramfs(),
-        &format!("console=ttyAMA0 panic=-1 phase.mode={mode} phase.onfail=halt"),
+        format!("console=ttyAMA0 panic=-1 phase.mode={mode} phase.onfail=halt {extra}").trim(),
     );
     cfg.arch = GuestArch::Aarch64;
     cfg.mac_suffix = mac;
     Ok(cfg)
 }
 
-/// Local mode on Debian's arm64 kernel: mDNS finds the x86_64 host's plasmd, which serves the
-/// aarch64 release beside the x86_64 one; the init loads the target with `kexec_load`; the
-/// target reaches `target ready` and serves the aarch64 release byte for byte.
-#[test]
-fn arm64_local_mode_boots_debian_kernel_through_kexec_load() -> Result<()> {
-    let test = "arm64_local_mode_boots_debian_kernel_through_kexec_load";
-    if !ready(test)? {
-        return Ok(());
-    }
-    let work = env::work_dir("arm64-local")?;
-    let (mut lan, _p) = local_lan("a64", &work)?;
-    let mut vm = Vm::start(&mut lan, arm64_vm("arm64-local", "local", 0x41)?, &work)?;
-    let discover = expect_boot_stage(&mut vm, "local", "mdns")?;
-    ensure!(
-        discover.contains("http://192.0.2.1:8080"),
-        "discovered another provider: {discover}"
-    );
-    expect_kexec_to_switch_root(&mut vm)?;
+/// After `manifest ok`: the kexec by `kexec_load` (Debian's arm64 kernel has no
+/// `kexec_file_load`), the target stage to `target ready`, and the target's own provider
+/// serving the aarch64 release byte for byte. Returns the target's address.
+fn kexec_load_to_serving_target(lan: &Lan, vm: &mut Vm) -> Result<String> {
+    expect_kexec_to_switch_root(vm)?;
     let lines = vm.lines();
     ensure!(
         lines
             .iter()
-            .any(|l| l.contains("phase: cmdline ok mode=local channel=stable arch=aarch64")),
+            .any(|l| l.contains("phase: cmdline ok mode=") && l.contains("arch=aarch64")),
         "the arm64 init did not default to arch=aarch64"
     );
     let kexec = lines
@@ -83,5 +75,143 @@ fn arm64_local_mode_boots_debian_kernel_through_kexec_load() -> Result<()> {
         }
         std::thread::sleep(secs(1));
     }
-    release::check_provider(&lan, &base, &manifest).map_err(|e| vm.failure(&format!("{e:#}")))
+    release::check_provider(lan, &base, &manifest).map_err(|e| vm.failure(&format!("{e:#}")))?;
+    Ok(addr)
+}
+
+/// Local mode on Debian's arm64 kernel: mDNS finds the x86_64 host's plasmd, which serves the
+/// aarch64 release beside the x86_64 one (§4); the init loads the target with `kexec_load`.
+#[test]
+fn arm64_local_mode_boots_debian_kernel_through_kexec_load() -> Result<()> {
+    let test = "arm64_local_mode_boots_debian_kernel_through_kexec_load";
+    if !ready(test)? {
+        return Ok(());
+    }
+    let work = env::work_dir("arm64-local")?;
+    let (mut lan, _p) = local_lan("a64", &work)?;
+    let mut vm = Vm::start(&mut lan, arm64_vm("arm64-local", "local", "", 0x41)?, &work)?;
+    let discover = expect_boot_stage(&mut vm, "local", "mdns")?;
+    ensure!(
+        discover.contains("http://192.0.2.1:8080/stable/aarch64/"),
+        "discovered another release: {discover}"
+    );
+    kexec_load_to_serving_target(&lan, &mut vm)?;
+    Ok(())
+}
+
+/// Internet mode: the DHT (5 nodes, the arch in the record key) finds the aarch64 release, the
+/// cache disk gets it, and the target serves it.
+#[test]
+fn arm64_internet_mode_boots_via_dht_and_fills_cache_disk() -> Result<()> {
+    let test = "arm64_internet_mode_boots_via_dht_and_fills_cache_disk";
+    if !ready(test)? {
+        return Ok(());
+    }
+    let work = env::work_dir("arm64-internet")?;
+    let disk = CacheDisk::create(&work.join("cache.img"), 512)?;
+    let (mut lan, _dht, bootstrap) = internet_lan("a64i", &work, 5)?;
+    let mut cfg = arm64_vm(
+        "arm64-internet",
+        "internet",
+        &format!("phase.bootstrap={bootstrap}"),
+        0x42,
+    )?;
+    cfg.disks.push(disk.path.clone());
+    let mut vm = Vm::start(&mut lan, cfg, &work)?;
+    let discover = expect_boot_stage(&mut vm, "internet", "dht")?;
+    ensure!(
+        discover.contains("/stable/aarch64/"),
+        "the DHT gave another release: {discover}"
+    );
+    vm.expect("phase: cache ok wrote", secs(300))?;
+    kexec_load_to_serving_target(&lan, &mut vm)?;
+    Ok(())
+}
+
+/// Private mode: the DHT with a fresh identity, nothing written to the cache disk.
+#[test]
+fn arm64_private_mode_boots_and_leaves_disk_untouched() -> Result<()> {
+    let test = "arm64_private_mode_boots_and_leaves_disk_untouched";
+    if !ready(test)? {
+        return Ok(());
+    }
+    let work = env::work_dir("arm64-private")?;
+    let disk = CacheDisk::create(&work.join("cache.img"), 512)?;
+    let before = disk.sha256()?;
+    let (mut lan, _dht, bootstrap) = internet_lan("a64p", &work, 5)?;
+    let mut cfg = arm64_vm(
+        "arm64-private",
+        "private",
+        &format!("phase.bootstrap={bootstrap}"),
+        0x43,
+    )?;
+    cfg.disks.push(disk.path.clone());
+    let mut vm = Vm::start(&mut lan, cfg, &work)?;
+    expect_boot_stage(&mut vm, "private", "dht")?;
+    kexec_load_to_serving_target(&lan, &mut vm)?;
+    ensure!(
+        !vm.lines().iter().any(|l| l.contains("phase: cache ok")),
+        "private mode wrote the cache"
+    );
+    drop(vm);
+    ensure!(
+        disk.sha256()? == before,
+        "private mode changed the cache disk"
+    );
+    Ok(())
+}
+
+/// The arm64 USB/ESP image (`make image ARCH=arm64 MODE=local`) under AAVMF: systemd-bootaa64
+/// starts Debian's kernel through its EFI stub, and the init kexecs from that EFI boot (the
+/// DTB's `linux,uefi-*` properties carried over) into the target.
+#[test]
+fn arm64_usb_image_boots_under_aavmf() -> Result<()> {
+    let test = "arm64_usb_image_boots_under_aavmf";
+    if !ready(test)? {
+        return Ok(());
+    }
+    let code = PathBuf::from("/usr/share/AAVMF/AAVMF_CODE.fd");
+    let vars_src = PathBuf::from("/usr/share/AAVMF/AAVMF_VARS.fd");
+    let image = env::repo_root().join("build/aarch64/phase-local.img");
+    if !image.exists() {
+        return env::skip_or_fail(
+            test,
+            "no build/aarch64/phase-local.img (run `make ARCH=arm64 image MODE=local`)",
+        )
+        .map(|_| ());
+    }
+    if !code.exists() || !vars_src.exists() {
+        return env::skip_or_fail(test, "AAVMF firmware missing (make deps ARCH=arm64)")
+            .map(|_| ());
+    }
+    let work = env::work_dir("arm64-usb")?;
+    let vars = work.join("AAVMF_VARS.fd");
+    std::fs::copy(&vars_src, &vars)?;
+    let disk = work.join("usb.img");
+    copy_sparse(&image, &disk)?;
+    let (mut lan, _p) = local_lan("a64u", &work)?;
+    let cfg = VmConfig {
+        kernel: None,
+        initrd: None,
+        disks: vec![disk],
+        firmware: Some((code, vars)),
+        ..arm64_vm("arm64-usb", "local", "", 0x44)?
+    };
+    let mut vm = Vm::start(&mut lan, cfg, &work)?;
+    // AAVMF + systemd-boot under TCG take a while before the kernel prints anything.
+    vm.expect("phase: init stage=boot version=", secs(600))?;
+    vm.expect("phase: discover ok mdns", secs(240))?;
+    vm.expect("phase: manifest ok", secs(60))?;
+    kexec_load_to_serving_target(&lan, &mut vm)?;
+    Ok(())
+}
+
+fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
+    let st = std::process::Command::new("cp")
+        .arg("--sparse=always")
+        .arg(from)
+        .arg(to)
+        .status()?;
+    ensure!(st.success(), "copy {}", from.display());
+    Ok(())
 }
