@@ -2,12 +2,16 @@
 # Builds the Phase Boot kernel (issue 8, `make kernel`): KERNEL_BASE (tinyconfig or defconfig)
 # plus kernel-config/phase.config, then fails if any fragment option did not survive
 # `make olddefconfig` (phase-layout check-kernel-config --exact), then builds bzImage.
+# With KARCH=arm64 (issue 17 §2): kernel-config/phase-arm64.config, cross-compiled with
+# aarch64-linux-gnu-gcc, and a raw Image (what arm64's kexec_file_load accepts).
 #
-# usage: build-kernel.sh OUTDIR        (writes OUTDIR/bzImage and OUTDIR/config)
+# usage: build-kernel.sh OUTDIR        (writes OUTDIR/bzImage or OUTDIR/Image, and OUTDIR/config)
 # env:   KERNEL_SRC   kernel source tree or tarball (default: Debian's linux-source tarball,
 #                     installed with apt-get when absent)
 #        KERNEL_BASE  tinyconfig (default) or defconfig
 #        JOBS         parallel jobs (default: nproc)
+#        KARCH        x86_64 (default) or arm64
+#        KERNEL_SRC_DIR  where a source tarball is unpacked (default OUTDIR/src)
 #        LAYOUT_TOOL  path of the phase-layout binary
 #        CONFIG_ONLY  1: stop after the configuration check (OUTDIR/config), no bzImage
 #        KERNEL_PACKAGES, SUDO   what to apt-get install and how
@@ -18,7 +22,13 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 base=${KERNEL_BASE:-tinyconfig}
 jobs=${JOBS:-$(nproc)}
 tool=${LAYOUT_TOOL:-$repo/target/debug/phase-layout}
-fragment=$repo/kernel-config/phase.config
+karch=${KARCH:-x86_64}
+case $karch in
+    x86_64) fragment=$repo/kernel-config/phase.config image=bzImage image_src=arch/x86/boot/bzImage cross= ;;
+    arm64) fragment=$repo/kernel-config/phase-arm64.config image=Image image_src=arch/arm64/boot/Image
+        cross=aarch64-linux-gnu- ;;
+    *) echo "kernel: KARCH must be x86_64 or arm64" >&2; exit 2 ;;
+esac
 case $base in tinyconfig | defconfig) ;; *) echo "kernel: KERNEL_BASE must be tinyconfig or defconfig" >&2; exit 2 ;; esac
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -37,20 +47,22 @@ if [[ -z $src ]]; then
     src=$tarball
 fi
 if [[ -f $src ]]; then
-    # A tarball: unpack once into OUTDIR/src.
+    # A tarball: unpack once into KERNEL_SRC_DIR (default OUTDIR/src), which both
+    # architectures' builds may share: objects go to OUTDIR/obj.
     name=$(basename "$src" .tar.xz)
-    if [[ ! -f $out/src/$name/Makefile ]]; then
+    srcdir=${KERNEL_SRC_DIR:-$out/src}
+    if [[ ! -f $srcdir/$name/Makefile ]]; then
         echo "kernel: unpacking $src"
-        rm -rf "$out/src" && mkdir -p "$out/src"
-        tar -xf "$src" -C "$out/src"
+        rm -rf "$srcdir" && mkdir -p "$srcdir"
+        tar -xf "$src" -C "$srcdir"
     fi
-    src=$out/src/$name
+    src=$(cd "$srcdir/$name" && pwd)
 fi
 [[ -f $src/Makefile && -d $src/scripts/kconfig ]] || { echo "kernel: $src is not a kernel source tree" >&2; exit 1; }
 
 obj=$out/obj
 mkdir -p "$obj"
-kmake() { make -C "$src" O="$obj" ARCH=x86_64 -j"$jobs" "$@"; }
+kmake() { make -C "$src" O="$obj" ARCH="$karch" ${cross:+CROSS_COMPILE=$cross} -j"$jobs" "$@"; }
 echo "kernel: $base + $fragment in $src"
 kmake -s "$base"
 "$src/scripts/kconfig/merge_config.sh" -m -O "$obj" "$obj/.config" "$fragment" >/dev/null
@@ -59,10 +71,10 @@ kmake -s olddefconfig
     || { echo "kernel: options above did not survive olddefconfig (missing dependencies?)" >&2; exit 1; }
 cp -f "$obj/.config" "$out/config"
 if [[ ${CONFIG_ONLY:-0} == 1 ]]; then
-    echo "kernel: $out/config ok (CONFIG_ONLY=1: bzImage not built)"
+    echo "kernel: $out/config ok (CONFIG_ONLY=1: $image not built)"
     exit 0
 fi
-kmake bzImage KBUILD_BUILD_TIMESTAMP="@${SOURCE_DATE_EPOCH:-0}" KBUILD_BUILD_USER=phase KBUILD_BUILD_HOST=phase
-cp -f "$obj/arch/x86/boot/bzImage" "$out/bzImage"
+kmake "$image" KBUILD_BUILD_TIMESTAMP="@${SOURCE_DATE_EPOCH:-0}" KBUILD_BUILD_USER=phase KBUILD_BUILD_HOST=phase
+cp -f "$obj/$image_src" "$out/$image"
 cp -f "$obj/.config" "$out/config"
-echo "kernel: $out/bzImage ($(stat -c %s "$out/bzImage") bytes)"
+echo "kernel: $out/$image ($(stat -c %s "$out/$image") bytes)"
