@@ -11,6 +11,7 @@
 #                    build/distro/debian.tar: a Debian minbase + systemd rootfs (mmdebstrap)
 #   make image       build/phase-<MODE>.img: GPT, ESP with systemd-boot + phase-cache partition
 #   make kernel      build/kernel/bzImage from linux-source + kernel-config/phase.config
+#                    (ARCH=arm64: build/kernel-arm64/Image, kernel-config/phase-arm64.config)
 #   make check-kernel-config KCONFIG=/boot/config-X
 #   make test        fmt, clippy, workspace tests, build tests, QEMU boot tests (x86_64, arm64)
 #   make ARCH=arm64 release   the same release for aarch64 (cross build; docs/building.md)
@@ -35,6 +36,9 @@ endif
 
 # ---- variables (override on the command line) ---------------------------------------------
 BUILD      ?= build
+# The project's own kernel (`make kernel`): build/kernel/bzImage, or build/kernel-arm64/Image.
+KERNEL_OUT := $(BUILD)/kernel$(if $(filter aarch64,$(ARCH)),-arm64)
+KERNEL_IMAGE := $(KERNEL_OUT)/$(if $(filter aarch64,$(ARCH)),Image,bzImage)
 # The host's own static binaries: plasmd signs every release, whatever its ARCH.
 HOST_TRIPLE := x86_64-unknown-linux-gnu
 HOST_BIN_DIR := target/$(HOST_TRIPLE)/release
@@ -50,7 +54,7 @@ ifeq ($(ARCH),aarch64)
   ARM64_STAMP := $(ARM64_ROOT)/.unpacked
   KVER     ?= $(shell ls $(ARM64_ROOT)/lib/modules 2>/dev/null | sort -rV | head -n1)
   KERNEL   ?= $(ARM64_ROOT)/boot/vmlinuz-$(KVER)
-  KCONFIG  ?= $(ARM64_ROOT)/boot/config-$(KVER)
+  KCONFIG  ?= $(if $(filter $(KERNEL_IMAGE),$(KERNEL)),$(KERNEL_OUT)/config,$(ARM64_ROOT)/boot/config-$(KVER))
   MODULES_ROOT ?= $(ARM64_ROOT)/lib/modules
   BUSYBOX  ?= $(ARM64_ROOT)/bin/busybox
   SYSTEMD_BOOT ?= $(ARM64_ROOT)/usr/lib/systemd/boot/efi/systemd-bootaa64.efi
@@ -80,7 +84,7 @@ MODE       ?= local
 KVER       ?= $(shell for k in $$(ls /lib/modules 2>/dev/null | sort -rV); do \
                 [ -f /boot/vmlinuz-$$k ] && { echo $$k; break; }; done)
 KERNEL     ?= /boot/vmlinuz-$(KVER)
-KCONFIG    ?= $(if $(filter $(KERNEL_OUT)/bzImage,$(KERNEL)),$(KERNEL_OUT)/config,/boot/config-$(KVER))
+KCONFIG    ?= $(if $(filter $(KERNEL_IMAGE),$(KERNEL)),$(KERNEL_OUT)/config,/boot/config-$(KVER))
 MODULES_ROOT ?= /lib/modules
 BUSYBOX    ?= /bin/busybox
 KEYS_DIR   := $(BUILD)/keys
@@ -101,7 +105,6 @@ RELEASE_CMDLINE := $(strip $(CMDLINE) $(if $(strip $(INIT)),phase.init=$(if $(wo
 IMAGE      ?= $(ARCH_OUT)/phase-$(MODE).img
 KERNEL_SRC ?=
 KERNEL_BASE ?= tinyconfig
-KERNEL_OUT := $(BUILD)/kernel
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 # Initramfs compression: zstd when the kernel config has RD_ZSTD, else gzip.
 INITRD_COMP ?= $(shell grep -qs '^CONFIG_RD_ZSTD=y' $(KCONFIG) || [ ! -f $(KCONFIG) ] && echo zstd || echo gzip)
@@ -113,8 +116,9 @@ endif
 SOURCE_DATE_EPOCH ?= 0
 SUDO       ?= $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-# The custom kernel (KERNEL=build/kernel/bzImage) has everything built in: no modules to carry.
-NO_MODULES ?= $(if $(filter $(KERNEL_OUT)/bzImage,$(KERNEL)),1,)
+# The custom kernel (KERNEL=build/kernel/bzImage, build/kernel-arm64/Image) has everything
+# built in: no modules to carry.
+NO_MODULES ?= $(if $(filter $(KERNEL_IMAGE),$(KERNEL)),1,)
 ifeq ($(NO_MODULES),1)
   LAYOUT_MODULES := --no-modules
 else
@@ -274,6 +278,7 @@ write-usb:
 # ---- kernel -------------------------------------------------------------------------------
 kernel: deps layout-tool
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) KERNEL_SRC="$(KERNEL_SRC)" KERNEL_BASE=$(KERNEL_BASE) JOBS=$(JOBS) SUDO="$(SUDO)" \
+	  KARCH=$(if $(filter aarch64,$(ARCH)),arm64,x86_64) KERNEL_SRC_DIR=$(BUILD)/kernel-src \
 	  KERNEL_PACKAGES="$(KERNEL_PACKAGES)" LAYOUT_TOOL=$(LAYOUT_TOOL) \
 	  scripts/build-kernel.sh $(KERNEL_OUT)
 
@@ -320,7 +325,7 @@ test-qemu: deps release $(BUILD)/chrony/usr/sbin/chronyd
 	$(MAKE) --no-print-directory distro-rootfs DISTRO=debian
 	$(MAKE) --no-print-directory release ROOTFS=$(BUILD)/distro/debian.tar INIT=/lib/systemd/systemd \
 	  RELEASE_ROOT=$(BUILD)/release-debian
-	[ -f $(KERNEL_OUT)/bzImage ] || $(MAKE) --no-print-directory kernel
+	[ -f $(KERNEL_IMAGE) ] || $(MAKE) --no-print-directory kernel
 	if cargo nextest --version >/dev/null 2>&1; then \
 	  cargo nextest run -p phase-qemu-tests --no-fail-fast -E 'not binary(arm64)' $(T); \
 	else cargo test -p phase-qemu-tests --no-fail-fast $(T) -- --test-threads 1 --skip arm64_; fi
@@ -329,6 +334,7 @@ test-qemu: deps release $(BUILD)/chrony/usr/sbin/chronyd
 test-qemu-arm: deps release
 	$(MAKE) --no-print-directory ARCH=arm64 deps release
 	$(MAKE) --no-print-directory ARCH=arm64 image MODE=local
+	[ -f $(BUILD)/kernel-arm64/Image ] || $(MAKE) --no-print-directory ARCH=arm64 kernel
 	if cargo nextest --version >/dev/null 2>&1; then \
 	  cargo nextest run -p phase-qemu-tests --no-fail-fast --test arm64 $(T); \
 	else cargo test -p phase-qemu-tests --no-fail-fast --test arm64 $(T) -- --test-threads 1; fi

@@ -621,12 +621,27 @@ fn write_usb_refuses_a_disk_with_mounted_filesystems() {
 }
 
 #[test]
-fn arm64_is_refused_with_a_clear_message() {
+fn unknown_arch_is_refused_and_arm64_aliases_aarch64() {
     let out = run(Command::new("make")
         .current_dir(repo())
-        .args(["-n", "ARCH=arm64", "build"]));
+        .args(["-n", "ARCH=sparc", "build"]));
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("ARCH=arm64 is not yet supported"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ARCH=sparc is unknown"));
+    // Both spellings plan the same cross build, into the aarch64 release directory.
+    for arch in ["arm64", "aarch64"] {
+        let out = run(Command::new("make").current_dir(repo()).args([
+            "-n",
+            &format!("ARCH={arch}"),
+            "release",
+        ]));
+        let plan = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            plan.contains("--target aarch64-unknown-linux-gnu")
+                && plan.contains("/stable/aarch64/manifest.json")
+                && plan.contains("--arch aarch64"),
+            "ARCH={arch}: {plan}"
+        );
+    }
 }
 
 #[test]

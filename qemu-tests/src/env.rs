@@ -4,7 +4,7 @@
 //! Every path can be overridden by an environment variable so a test can be pointed at other
 //! build outputs by hand: `PHASE_KERNEL`, `PHASE_INITRAMFS`, `PHASE_RELEASE`, `PHASE_PLASMD`,
 //! `PHASE_IMAGE`, `PHASE_CUSTOM_KERNEL`, `PHASE_DEBIAN_RELEASE`, `PHASE_ARM64_KERNEL`,
-//! `PHASE_ARM64_INITRAMFS`.
+//! `PHASE_ARM64_INITRAMFS`, `PHASE_ARM64_CUSTOM_KERNEL`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -170,6 +170,14 @@ pub fn arm64_initramfs() -> PathBuf {
 /// `<release>/stable/aarch64/manifest.json`.
 pub fn arm64_release_manifest() -> PathBuf {
     release_dir().join("stable/aarch64/manifest.json")
+}
+
+/// The arm64 kernel from `make kernel ARCH=arm64`: `PHASE_ARM64_CUSTOM_KERNEL` or
+/// build/kernel-arm64/Image.
+pub fn arm64_custom_kernel() -> PathBuf {
+    env_path("PHASE_ARM64_CUSTOM_KERNEL", || {
+        repo_root().join("build/kernel-arm64/Image")
+    })
 }
 
 /// The kernel from `make kernel`: `PHASE_CUSTOM_KERNEL` or build/kernel/bzImage.
