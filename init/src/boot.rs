@@ -712,8 +712,9 @@ fn handoff(
         let kernel = h.get("kernel")?;
         let (initrd, initrd_size) = kexec::initrd_memfd(&h)?;
         let cmdline = kexec::compose_cmdline(&manifest.manifest().cmdline, &early.cmdline);
-        let path = kexec::load(sys, kernel.file, &initrd, &cmdline)?;
-        Ok::<_, KexecError>((kernel.size, initrd_size, path))
+        let (kernel_file, kernel_size) = kexec::kernel_for_load(kernel)?;
+        let path = kexec::load(sys, &kernel_file, &initrd, &cmdline)?;
+        Ok::<_, KexecError>((kernel_size, initrd_size, path))
     })();
     match res {
         Ok((k, i, path)) => st.ok(format_args!("loaded kernel={k} initrd={i} by {path}")),

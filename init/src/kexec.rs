@@ -254,6 +254,39 @@ pub fn reopen_read_only(file: &File) -> Result<File, KexecError> {
     File::open(format!("/proc/self/fd/{fd}")).map_err(|source| KexecError::Reopen { fd, source })
 }
 
+/// The largest kernel Image a gzip `Image.gz` may inflate to, in bytes (256 MiB; Debian's
+/// arm64 Image is 33 MB).
+pub const MAX_INFLATED_KERNEL: u64 = 256 << 20;
+
+/// The kernel file to load: `kernel` itself, or, when it is a gzip stream (an arm64 `Image.gz`,
+/// which neither `kexec_file_load` nor the `kexec_load` path accepts), its inflated bytes in a
+/// sealed memfd reopened read-only. The inflation reads the verified descriptor, so what is
+/// loaded is what was verified. Returns the file and its size in bytes. Errors:
+/// [`KexecError::Sys`] (memfd, seals), [`KexecError::Initrd`] (a corrupt stream, or one over
+/// [`MAX_INFLATED_KERNEL`]), [`KexecError::Reopen`].
+pub fn kernel_for_load(kernel: Verified<'_>) -> Result<(File, u64), KexecError> {
+    let mut magic = [0u8; 2];
+    let is_gzip = kernel.file.read_at(&mut magic, 0).ok() == Some(2) && magic == [0x1f, 0x8b];
+    if !is_gzip {
+        return Ok((reopen_read_only(kernel.file)?, kernel.size));
+    }
+    let inflate_err = |source: io::Error| KexecError::Initrd {
+        what: "inflating the gzip kernel Image".into(),
+        source,
+    };
+    let mut out = crate::sys::linux::memfd_sealable("phase-kernel").map_err(KexecError::Sys)?;
+    let mut gz = flate2::read::GzDecoder::new(reader(kernel).take(kernel.size))
+        .take(MAX_INFLATED_KERNEL + 1);
+    let n = io::copy(&mut gz, &mut out).map_err(inflate_err)?;
+    if n > MAX_INFLATED_KERNEL {
+        return Err(inflate_err(io::Error::other(format!(
+            "inflates to more than {MAX_INFLATED_KERNEL} bytes"
+        ))));
+    }
+    crate::sys::linux::seal(&out).map_err(KexecError::Sys)?;
+    Ok((reopen_read_only(&out)?, n))
+}
+
 /// Which system call loaded the next kernel; the kexec stage logs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadPath {
@@ -568,6 +601,122 @@ mod tests {
             "{e}"
         );
         assert_eq!(f.calls(), ["kexec_file_load x"]);
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn read_all(mut f: &File) -> Vec<u8> {
+        let mut v = Vec::new();
+        f.read_to_end(&mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn gzip_kernel_is_inflated_into_a_sealed_read_only_memfd() {
+        let image: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let gz = gzip(&image);
+        let f = file_with(&gz);
+        let (k, size) = kernel_for_load(Verified {
+            file: &f,
+            size: gz.len() as u64,
+        })
+        .unwrap();
+        assert_eq!(size, image.len() as u64);
+        assert_eq!(read_all(&k), image);
+        let mut w = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&k)
+            ))
+            .unwrap();
+        assert!(
+            w.write_all(b"tamper").is_err(),
+            "the inflated kernel must be sealed against writes"
+        );
+        // A raw Image is passed through unchanged.
+        let raw = file_with(b"KERNEL-BYTES");
+        let (k, size) = kernel_for_load(Verified {
+            file: &raw,
+            size: 12,
+        })
+        .unwrap();
+        assert_eq!((read_all(&k), size), (b"KERNEL-BYTES".to_vec(), 12));
+    }
+
+    #[test]
+    fn corrupt_or_oversized_gzip_kernel_is_refused() {
+        let gz = gzip(&[1u8; 100_000]);
+        let cut = file_with(&gz[..gz.len() / 2]);
+        let e = kernel_for_load(Verified {
+            file: &cut,
+            size: (gz.len() / 2) as u64,
+        })
+        .unwrap_err();
+        assert!(crate::log::error_chain(&e).contains("inflating"), "{e}");
+        // Only the verified size is read: bytes after it are not part of the kernel.
+        let mut longer = gz.clone();
+        longer.extend_from_slice(b"junk after the verified bytes");
+        let f = file_with(&longer);
+        let (k, _) = kernel_for_load(Verified {
+            file: &f,
+            size: gz.len() as u64,
+        })
+        .unwrap();
+        assert_eq!(read_all(&k), vec![1u8; 100_000]);
+    }
+
+    #[test]
+    fn arm64_fallback_runs_only_on_enosys_and_loads_the_inflated_image() {
+        use super::arm64::{Inputs, Seeds, IMAGE_MAGIC};
+        let mut image = vec![0u8; 4096];
+        image[16..24].copy_from_slice(&(1u64 << 20).to_le_bytes());
+        image[24..32].copy_from_slice(&2u64.to_le_bytes());
+        image[0x38..0x3c].copy_from_slice(&IMAGE_MAGIC.to_le_bytes());
+        let gz = gzip(&image);
+        let f = file_with(&gz);
+        let (k, _) = kernel_for_load(Verified {
+            file: &f,
+            size: gz.len() as u64,
+        })
+        .unwrap();
+        let i = file_with(b"INITRD");
+        let inputs = || {
+            Ok(Inputs {
+                fdt: dtoolkit::model::DeviceTree::new().to_dtb(),
+                iomem: "40000000-7fffffff : System RAM\n".into(),
+                page_size: 4096,
+                seeds: Seeds::default(),
+            })
+        };
+        // Another error than ENOSYS is reported as is: no fallback.
+        let sys = Recording::new();
+        sys.fail_on("kexec_file_load", libc::EKEYREJECTED);
+        assert!(matches!(
+            load_with(&sys, &k, &i, "x", Some(&inputs)),
+            Err(KexecError::Sys(_))
+        ));
+        assert_eq!(sys.calls().len(), 1);
+        // ENOSYS without a fallback (x86_64) is reported too.
+        let sys = Recording::new();
+        sys.fail_on("kexec_file_load", libc::ENOSYS);
+        assert!(load_with(&sys, &k, &i, "x", None).is_err());
+        // ENOSYS with the fallback: kexec_load gets the inflated Image, not the gzip bytes.
+        let sys = Recording::new();
+        sys.fail_on("kexec_file_load", libc::ENOSYS);
+        let path = load_with(&sys, &k, &i, "x", Some(&inputs)).unwrap();
+        assert!(matches!(path, LoadPath::Arm64Load(_)), "{path}");
+        assert!(
+            sys.calls()[1].starts_with("kexec_load "),
+            "{:?}",
+            sys.calls()
+        );
+        assert_eq!(sys.kexec_segments()[0].1, image);
+        assert_eq!(sys.kexec_segments()[1].1, b"INITRD");
     }
 
     #[test]

@@ -121,7 +121,7 @@ impl ImageHeader {
             ));
         }
         if image.starts_with(&[0x1f, 0x8b]) {
-            return bad("a gzip Image.gz; the release must carry the raw Image".into());
+            return bad("a gzip stream: kexec::kernel_for_load inflates an Image.gz first".into());
         }
         let u64_at = |o: usize| {
             let mut b = [0u8; 8];
