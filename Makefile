@@ -365,6 +365,7 @@ bench-deps:
 bench-baseline: $(ARCH_OUT)/initramfs.cpio bench-deps
 	BUSYBOX=$(BUSYBOX) KVER=$(KVER) bench/baseline/build.sh $(ARCH_OUT)/initramfs.cpio $(BUILD)/bench/baseline
 bench: deps bench-deps release bench-baseline
+	$(MAKE) --no-print-directory ARCH=arm64 deps release
 	python3 bench/bench.py
 bench-smoke: bench-deps build bench-baseline
 	BENCH_SMOKE=1 python3 bench/bench.py --smoke --only $(BENCH_SMOKE_SECTIONS) \
