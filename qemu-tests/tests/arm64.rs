@@ -44,14 +44,9 @@ fn arm64_vm(name: &str, mode: &str, extra: &str, mac: u8) -> Result<VmConfig> {
     Ok(cfg)
 }
 
-/// After `manifest ok`: the kexec by `kexec_load` (Debian's arm64 kernel has no
-/// `kexec_file_load`), the target stage to `target ready`, and the target's own provider
+/// After `manifest ok`: the kexec (its console line must contain `path`: which system call
+/// loaded the target), the target stage to `target ready`, and the target's own provider
 /// serving the aarch64 release byte for byte. Returns the target's address.
-fn kexec_load_to_serving_target(lan: &Lan, vm: &mut Vm) -> Result<String> {
-    kexec_to_serving_target(lan, vm, "by kexec_load (no KEXEC_FILE)")
-}
-
-/// As [`kexec_load_to_serving_target`], with the kexec line required to contain `path`.
 fn kexec_to_serving_target(lan: &Lan, vm: &mut Vm, path: &str) -> Result<String> {
     expect_kexec_to_switch_root(vm)?;
     let lines = vm.lines();
@@ -84,73 +79,87 @@ fn kexec_to_serving_target(lan: &Lan, vm: &mut Vm, path: &str) -> Result<String>
     Ok(addr)
 }
 
-/// Local mode on Debian's arm64 kernel: mDNS finds the x86_64 host's plasmd, which serves the
-/// aarch64 release beside the x86_64 one (§4); the init loads the target with `kexec_load`.
-#[test]
-fn arm64_local_mode_boots_debian_kernel_through_kexec_load() -> Result<()> {
-    let test = "arm64_local_mode_boots_debian_kernel_through_kexec_load";
+/// The first kernel of an arm64 boot test.
+#[derive(Debug, Clone, Copy)]
+enum FirstKernel {
+    /// Debian's arm64 kernel (modules in the initramfs, no `KEXEC_FILE`): `kexec_load`.
+    Debian,
+    /// The project's own (`make kernel ARCH=arm64`: tinyconfig + phase-arm64.config, no
+    /// modules, `KEXEC_FILE=y`): `kexec_file_load`, the x86_64 path.
+    Own,
+}
+
+impl FirstKernel {
+    /// The kexec line must contain this.
+    fn kexec_path(self) -> &'static str {
+        match self {
+            FirstKernel::Debian => "by kexec_load (no KEXEC_FILE)",
+            FirstKernel::Own => "by kexec_file_load",
+        }
+    }
+
+    /// A VM config booting this kernel with the arm64 initramfs; `None` when the test must
+    /// skip (the own kernel was not built, outside CI).
+    fn vm(
+        self,
+        test: &str,
+        name: &str,
+        mode: &str,
+        extra: &str,
+        mac: u8,
+    ) -> Result<Option<VmConfig>> {
+        let mut cfg = arm64_vm(name, mode, extra, mac)?;
+        if let FirstKernel::Own = self {
+            let kernel = env::arm64_custom_kernel();
+            if !kernel.exists() {
+                let why = format!(
+                    "{} missing (run `make kernel ARCH=arm64`)",
+                    kernel.display()
+                );
+                return env::skip_or_fail(test, &why).map(|_| None);
+            }
+            cfg.kernel = Some(kernel);
+        }
+        Ok(Some(cfg))
+    }
+}
+
+/// Local mode: mDNS finds the x86_64 host's plasmd, which serves the aarch64 release beside
+/// the x86_64 one (§4); the target is loaded by `first`'s kexec path and serves the release.
+fn local_mode(test: &str, first: FirstKernel, mac: u8) -> Result<()> {
     if !ready(test)? {
         return Ok(());
     }
-    let work = env::work_dir("arm64-local")?;
-    let (mut lan, _p) = local_lan("a64", &work)?;
-    let mut vm = Vm::start(&mut lan, arm64_vm("arm64-local", "local", "", 0x41)?, &work)?;
+    let name = format!("arm64-local-{first:?}").to_lowercase();
+    let Some(cfg) = first.vm(test, &name, "local", "", mac)? else {
+        return Ok(());
+    };
+    let work = env::work_dir(&name)?;
+    let (mut lan, _p) = local_lan(&format!("a64l{mac:x}"), &work)?;
+    let mut vm = Vm::start(&mut lan, cfg, &work)?;
     let discover = expect_boot_stage(&mut vm, "local", "mdns")?;
     ensure!(
         discover.contains("http://192.0.2.1:8080/stable/aarch64/"),
         "discovered another release: {discover}"
     );
-    kexec_load_to_serving_target(&lan, &mut vm)?;
-    Ok(())
-}
-
-/// The project's own arm64 kernel (`make kernel ARCH=arm64`: tinyconfig + phase-arm64.config,
-/// `CONFIG_KEXEC_FILE=y`, no modules) boots the initramfs and loads the target (Debian's
-/// kernel, an EFI-stub Image) with `kexec_file_load`, the x86_64 path.
-#[test]
-fn arm64_custom_kernel_kexecs_with_kexec_file_load() -> Result<()> {
-    let test = "arm64_custom_kernel_kexecs_with_kexec_file_load";
-    if !ready(test)? {
-        return Ok(());
-    }
-    let kernel = env::arm64_custom_kernel();
-    if !kernel.exists() {
-        return env::skip_or_fail(
-            test,
-            &format!(
-                "{} missing (run `make kernel ARCH=arm64`)",
-                kernel.display()
-            ),
-        )
-        .map(|_| ());
-    }
-    let work = env::work_dir("arm64-custom")?;
-    let (mut lan, _p) = local_lan("a64c", &work)?;
-    let mut cfg = arm64_vm("arm64-custom", "local", "", 0x45)?;
-    cfg.kernel = Some(kernel);
-    let mut vm = Vm::start(&mut lan, cfg, &work)?;
-    expect_boot_stage(&mut vm, "local", "mdns")?;
-    kexec_to_serving_target(&lan, &mut vm, "by kexec_file_load")?;
+    kexec_to_serving_target(&lan, &mut vm, first.kexec_path())?;
     Ok(())
 }
 
 /// Internet mode: the DHT (5 nodes, the arch in the record key) finds the aarch64 release, the
 /// cache disk gets it, and the target serves it.
-#[test]
-fn arm64_internet_mode_boots_via_dht_and_fills_cache_disk() -> Result<()> {
-    let test = "arm64_internet_mode_boots_via_dht_and_fills_cache_disk";
+fn internet_mode(test: &str, first: FirstKernel, mac: u8) -> Result<()> {
     if !ready(test)? {
         return Ok(());
     }
-    let work = env::work_dir("arm64-internet")?;
+    let name = format!("arm64-internet-{first:?}").to_lowercase();
+    let work = env::work_dir(&name)?;
     let disk = CacheDisk::create(&work.join("cache.img"), 512)?;
-    let (mut lan, _dht, bootstrap) = internet_lan("a64i", &work, 5)?;
-    let mut cfg = arm64_vm(
-        "arm64-internet",
-        "internet",
-        &format!("phase.bootstrap={bootstrap}"),
-        0x42,
-    )?;
+    let (mut lan, _dht, bootstrap) = internet_lan(&format!("a64i{mac:x}"), &work, 5)?;
+    let extra = format!("phase.bootstrap={bootstrap}");
+    let Some(mut cfg) = first.vm(test, &name, "internet", &extra, mac)? else {
+        return Ok(());
+    };
     cfg.disks.push(disk.path.clone());
     let mut vm = Vm::start(&mut lan, cfg, &work)?;
     let discover = expect_boot_stage(&mut vm, "internet", "dht")?;
@@ -159,31 +168,28 @@ fn arm64_internet_mode_boots_via_dht_and_fills_cache_disk() -> Result<()> {
         "the DHT gave another release: {discover}"
     );
     vm.expect("phase: cache ok wrote", secs(300))?;
-    kexec_load_to_serving_target(&lan, &mut vm)?;
+    kexec_to_serving_target(&lan, &mut vm, first.kexec_path())?;
     Ok(())
 }
 
 /// Private mode: the DHT with a fresh identity, nothing written to the cache disk.
-#[test]
-fn arm64_private_mode_boots_and_leaves_disk_untouched() -> Result<()> {
-    let test = "arm64_private_mode_boots_and_leaves_disk_untouched";
+fn private_mode(test: &str, first: FirstKernel, mac: u8) -> Result<()> {
     if !ready(test)? {
         return Ok(());
     }
-    let work = env::work_dir("arm64-private")?;
+    let name = format!("arm64-private-{first:?}").to_lowercase();
+    let work = env::work_dir(&name)?;
     let disk = CacheDisk::create(&work.join("cache.img"), 512)?;
     let before = disk.sha256()?;
-    let (mut lan, _dht, bootstrap) = internet_lan("a64p", &work, 5)?;
-    let mut cfg = arm64_vm(
-        "arm64-private",
-        "private",
-        &format!("phase.bootstrap={bootstrap}"),
-        0x43,
-    )?;
+    let (mut lan, _dht, bootstrap) = internet_lan(&format!("a64p{mac:x}"), &work, 5)?;
+    let extra = format!("phase.bootstrap={bootstrap}");
+    let Some(mut cfg) = first.vm(test, &name, "private", &extra, mac)? else {
+        return Ok(());
+    };
     cfg.disks.push(disk.path.clone());
     let mut vm = Vm::start(&mut lan, cfg, &work)?;
     expect_boot_stage(&mut vm, "private", "dht")?;
-    kexec_load_to_serving_target(&lan, &mut vm)?;
+    kexec_to_serving_target(&lan, &mut vm, first.kexec_path())?;
     ensure!(
         !vm.lines().iter().any(|l| l.contains("phase: cache ok")),
         "private mode wrote the cache"
@@ -194,6 +200,60 @@ fn arm64_private_mode_boots_and_leaves_disk_untouched() -> Result<()> {
         "private mode changed the cache disk"
     );
     Ok(())
+}
+
+#[test]
+fn arm64_local_mode_debian_kernel_kexec_load() -> Result<()> {
+    local_mode(
+        "arm64_local_mode_debian_kernel_kexec_load",
+        FirstKernel::Debian,
+        0x41,
+    )
+}
+
+#[test]
+fn arm64_local_mode_own_kernel_kexec_file_load() -> Result<()> {
+    local_mode(
+        "arm64_local_mode_own_kernel_kexec_file_load",
+        FirstKernel::Own,
+        0x45,
+    )
+}
+
+#[test]
+fn arm64_internet_mode_debian_kernel_kexec_load() -> Result<()> {
+    internet_mode(
+        "arm64_internet_mode_debian_kernel_kexec_load",
+        FirstKernel::Debian,
+        0x42,
+    )
+}
+
+#[test]
+fn arm64_internet_mode_own_kernel_kexec_file_load() -> Result<()> {
+    internet_mode(
+        "arm64_internet_mode_own_kernel_kexec_file_load",
+        FirstKernel::Own,
+        0x46,
+    )
+}
+
+#[test]
+fn arm64_private_mode_debian_kernel_kexec_load() -> Result<()> {
+    private_mode(
+        "arm64_private_mode_debian_kernel_kexec_load",
+        FirstKernel::Debian,
+        0x43,
+    )
+}
+
+#[test]
+fn arm64_private_mode_own_kernel_kexec_file_load() -> Result<()> {
+    private_mode(
+        "arm64_private_mode_own_kernel_kexec_file_load",
+        FirstKernel::Own,
+        0x47,
+    )
 }
 
 /// The arm64 USB/ESP image (`make image ARCH=arm64 MODE=local`) under AAVMF: systemd-bootaa64
@@ -237,7 +297,7 @@ fn arm64_usb_image_boots_under_aavmf() -> Result<()> {
     vm.expect("phase: init stage=boot version=", secs(600))?;
     vm.expect("phase: discover ok mdns", secs(240))?;
     vm.expect("phase: manifest ok", secs(60))?;
-    kexec_load_to_serving_target(&lan, &mut vm)?;
+    kexec_to_serving_target(&lan, &mut vm, FirstKernel::Debian.kexec_path())?;
     Ok(())
 }
 
