@@ -251,7 +251,7 @@ write("cmdline", "internet-all-keys",
       "phase.mode=internet phase.arch=amd64 phase.provider=http://192.0.2.1:8080 "
       "phase.bootstrap=/ip4/192.0.2.1/tcp/4001/p2p/12D3KooWGzBvSLvqmrVXFAqcnAsEaB8WjFq2KQ3hgwFbAVUeUGYr,/ip4/192.0.2.1/tcp/4002 "
       "phase.iface=eth0 phase.timeout=120 phase.onfail=halt phase.kexec=never phase.init=/sbin/init "
-      "phase.debug phase.reverify=0 phase.colour=1 -- single")
+      "phase.debug phase.colour=1 -- single")
 write("cmdline", "quotes", 'phase.cmdline="console=ttyS0 quiet" "phase.channel=st able" phase.mode="private" "unterminated')
 write("cmdline", "bad-values", "phase.timeout=99999999999999999999999 phase.mode= phase.onfail=maybe")
 write("cmdline", "empty", "")

@@ -114,9 +114,6 @@ pub struct BootParams {
     pub init: Option<String>,
     /// `phase.debug` (or `phase.debug=1`): verbose logs.
     pub debug: bool,
-    /// `phase.reverify=0` skips the target stage's second hash check of `/phase/boot/*`
-    /// (issue 7); default true. The signature of the manifest is always checked.
-    pub reverify: bool,
     /// `phase.net=on|off` (default on). Off, in private mode, boots the signed release carried
     /// read-only on the boot medium and brings no interface up (seed 003: private mode's
     /// network is optional; issue 16 §6).
@@ -141,7 +138,6 @@ impl Default for BootParams {
             kexec: KexecMode::Auto,
             init: None,
             debug: false,
-            reverify: true,
             net: true,
             min_rate: DEFAULT_MIN_RATE,
         }
@@ -300,7 +296,6 @@ pub fn parse(cmdline: &str) -> Result<Parsed, CmdlineError> {
             }
             "init" => p.init = Some(need(key, value)?.to_string()),
             "debug" => p.debug = parse_bool(key, value)?,
-            "reverify" => p.reverify = parse_bool(key, value)?,
             "net" => p.net = parse_bool(key, value)?,
             "minrate" => {
                 let v = need(key, value)?;
@@ -375,10 +370,10 @@ mod tests {
                 BootParams {
                     bootstrap: vec!["/ip4/192.0.2.1/tcp/4001".into(), "/ip4/192.0.2.1/tcp/4002".into()],
                     debug: true,
-                    reverify: false,
                     ..def.clone()
                 },
-                vec![],
+                // The switch that skipped the target's hashes is gone (DESIGN §3): unknown.
+                vec!["reverify"],
             ),
             (
                 "phase.init=\"/sbin/init --single\" quiet",

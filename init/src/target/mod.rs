@@ -4,7 +4,7 @@
 //! modules; [`run`] then:
 //!
 //! 1. [`verify`]: the manifest against `/etc/phase/trust.toml`, the artifacts' sizes and hashes
-//!    (unless `phase.reverify=0`): `phase: verify ok version=<v> artifacts=<n> in <N>ms`;
+//!    (always; no switch skips it): `phase: verify ok version=<v> artifacts=<n> in <N>ms`;
 //! 2. [`rootfs`]: squashfs lower + tmpfs upper overlay on `/newroot`, `/phase/boot` read-only at
 //!    `/var/lib/phase/boot`, API filesystems moved: `phase: rootfs ok overlay on /newroot`;
 //! 3. frees the initramfs and switches root: `phase: switch_root ok in <N>ms`;
@@ -112,7 +112,6 @@ pub fn run(params: &BootParams) -> Result<Infallible, TargetError> {
         clock.trust,
         params.channel.as_deref(),
         Some(params.arch),
-        params.reverify,
     );
     let verified = match verified {
         Ok(v) => v,
@@ -130,13 +129,8 @@ pub fn run(params: &BootParams) -> Result<Infallible, TargetError> {
         );
     }
     let m = verified.manifest();
-    let hashes = if params.reverify {
-        ""
-    } else {
-        " (hashes skipped: phase.reverify=0)"
-    };
     stage.ok(format!(
-        "version={} artifacts={}{hashes}",
+        "version={} artifacts={}",
         m.version,
         m.artifacts.len()
     ));

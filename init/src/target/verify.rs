@@ -1,7 +1,7 @@
 //! Step 1 of the target stage (issue 7 §1): verify again what the boot stage handed over in
 //! `/phase/boot`. The manifest is checked against the trust root built into the initramfs
 //! (`/etc/phase/trust.toml`) with [`phase_protocol::verify()`], then each artifact's size and
-//! SHA-256 unless `phase.reverify=0`. No rollback floor applies here: the boot stage enforced it.
+//! SHA-256 (there is no switch to skip it: DESIGN §3). No rollback floor applies here: the boot stage enforced it.
 
 use std::fs::File;
 use std::io::Read;
@@ -79,8 +79,8 @@ pub fn artifact_path(dir: &Path, name: &str, filename: &str) -> PathBuf {
 }
 
 /// Verifies `dir/manifest.json` against the trust root in `trust_file` at `now`, believed as
-/// `clock` says ([`ClockTrust`]; channel and arch checked when given), then, when `hashes`,
-/// every artifact's size and SHA-256.
+/// `clock` says ([`ClockTrust`]; channel and arch checked when given), then every artifact's
+/// size and SHA-256. Nothing on the command line turns the hashes off (DESIGN §3).
 ///
 /// # Errors
 /// [`ReverifyError`] naming the file and the failed check.
@@ -91,7 +91,6 @@ pub fn reverify(
     clock: ClockTrust,
     channel: Option<&str>,
     arch: Option<Arch>,
-    hashes: bool,
 ) -> Result<VerifiedManifest, ReverifyError> {
     let trust = TrustRoot::load(trust_file).map_err(|source| ReverifyError::Trust {
         path: trust_file.to_path_buf(),
@@ -126,16 +125,14 @@ pub fn reverify(
                 expected: artifact.size_bytes,
             });
         }
-        if hashes {
-            let digest = sha256_file(&path)?;
-            if digest != artifact.hash {
-                return Err(ReverifyError::Hash {
-                    name: name.clone(),
-                    path,
-                    found: digest.hex(),
-                    expected: artifact.hash.to_string(),
-                });
-            }
+        let digest = sha256_file(&path)?;
+        if digest != artifact.hash {
+            return Err(ReverifyError::Hash {
+                name: name.clone(),
+                path,
+                found: digest.hex(),
+                expected: artifact.hash.to_string(),
+            });
         }
     }
     Ok(verified)

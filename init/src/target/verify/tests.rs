@@ -52,7 +52,6 @@ fn intact_boot_dir_is_verified() {
         ClockTrust::Trusted,
         Some("stable"),
         Some(Arch::X86_64),
-        true,
     )
     .unwrap();
     assert_eq!(v.manifest().artifacts.len(), 3);
@@ -70,7 +69,6 @@ fn tampered_rootfs_is_refused() {
         ClockTrust::Trusted,
         None,
         None,
-        true,
     )
     .unwrap_err();
     assert!(
@@ -80,24 +78,7 @@ fn tampered_rootfs_is_refused() {
 }
 
 #[test]
-fn tampered_rootfs_of_same_size_passes_only_with_reverify_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let trust = signed_boot_dir(dir.path());
-    std::fs::write(dir.path().join("rootfs"), b"squashfs BYTES").unwrap();
-    assert!(reverify(
-        dir.path(),
-        &trust,
-        Utc::now(),
-        ClockTrust::Trusted,
-        None,
-        None,
-        false
-    )
-    .is_ok());
-}
-
-#[test]
-fn truncated_artifact_is_refused_even_with_reverify_off() {
+fn truncated_artifact_is_refused_by_its_size() {
     let dir = tempfile::tempdir().unwrap();
     let trust = signed_boot_dir(dir.path());
     std::fs::write(dir.path().join("kernel"), b"kernel").unwrap();
@@ -108,7 +89,6 @@ fn truncated_artifact_is_refused_even_with_reverify_off() {
         ClockTrust::Trusted,
         None,
         None,
-        false,
     )
     .unwrap_err();
     assert!(
@@ -136,7 +116,6 @@ fn manifest_signed_by_an_untrusted_key_is_refused() {
         ClockTrust::Trusted,
         None,
         None,
-        true,
     )
     .unwrap_err();
     assert!(matches!(err, ReverifyError::Manifest { .. }), "{err}");
@@ -153,7 +132,6 @@ fn manifest_for_another_channel_is_refused() {
         ClockTrust::Trusted,
         Some("beta"),
         None,
-        true,
     )
     .unwrap_err();
     assert!(matches!(err, ReverifyError::Manifest { .. }), "{err}");
@@ -170,7 +148,6 @@ fn missing_trust_file_is_reported() {
         ClockTrust::Trusted,
         None,
         None,
-        true,
     )
     .unwrap_err();
     assert!(matches!(err, ReverifyError::Trust { .. }), "{err}");
@@ -181,26 +158,8 @@ fn clock_of_1970_verifies_by_signed_evidence_only_when_known_below_floor() {
     let dir = tempfile::tempdir().unwrap();
     let trust = signed_boot_dir(dir.path());
     let rtc = chrono::DateTime::<Utc>::UNIX_EPOCH;
-    let err = reverify(
-        dir.path(),
-        &trust,
-        rtc,
-        ClockTrust::Trusted,
-        None,
-        None,
-        false,
-    )
-    .unwrap_err();
+    let err = reverify(dir.path(), &trust, rtc, ClockTrust::Trusted, None, None).unwrap_err();
     assert!(matches!(err, ReverifyError::Manifest { .. }), "{err}");
-    let v = reverify(
-        dir.path(),
-        &trust,
-        rtc,
-        ClockTrust::BelowFloor,
-        None,
-        None,
-        false,
-    )
-    .unwrap();
+    let v = reverify(dir.path(), &trust, rtc, ClockTrust::BelowFloor, None, None).unwrap();
     assert_eq!(v.checked_at(), v.manifest().created_at);
 }
