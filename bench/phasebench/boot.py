@@ -253,18 +253,28 @@ def run_section(s, res):
     walls = {m: [] for m in modes}
     stages = {m: None for m in modes}
     fails = {m: None for m in modes}
+    hung = {m: 0 for m in modes}
+    retries = int(os.environ.get("BENCH_BOOT_RETRIES", "2"))
     try:
         for r in range(s.boot_runs):
             for m in modes:
-                if fails[m] and not got[m]:
-                    continue  # it failed before and never worked: do not spend more TCG minutes on it
+                if fails[m] and not got[m] and hung[m] > retries:
+                    continue  # it never worked: do not spend more TCG minutes on it
                 kind, extra = VARIANTS[m]
                 kdir = arm_dir if kind == "arm64" else rel_dir
                 initrd = os.path.join(kdir, "initramfs") if kind != "baseline" else \
                     os.path.join(REPO, "build/bench/baseline/initramfs.cpio.zst")
-                log(f"boot: {m} run {r + 1}/{s.boot_runs}")
-                a, wall, err = boot_once(s, lan, os.path.join(kdir, "kernel"), initrd,
-                                         extra.format(boot=lan.boot_addr), f"{m}-{r}", arm64=kind == "arm64")
+                # A hung run (no ready line, no failure line: e.g. a kernel that never comes
+                # back from kexec) is retried up to BENCH_BOOT_RETRIES times and counted.
+                for attempt in range(retries + 1):
+                    log(f"boot: {m} run {r + 1}/{s.boot_runs}" + (f" retry {attempt}" if attempt else ""))
+                    a, wall, err = boot_once(s, lan, os.path.join(kdir, "kernel"), initrd,
+                                             extra.format(boot=lan.boot_addr), f"{m}-{r}-{attempt}",
+                                             arm64=kind == "arm64")
+                    if not err or not err.startswith("no ready line"):
+                        break
+                    hung[m] += 1
+                    log(f"boot: {m}: hung: {err}")
                 if err:
                     fails[m] = err
                     log(f"boot: {m}: {err}")
@@ -278,10 +288,10 @@ def run_section(s, res):
     for m in modes:
         fig = f"kernel start to target ready, {m}"
         if not got[m]:
-            res.skip(sec, fig, fails[m] or "no run")
+            res.skip(sec, fig, (fails[m] or "no run") + f" ({hung[m]} hung runs)")
             continue
         v = median(got[m])
-        note = f"{len(got[m])} runs; wall clock from QEMU start {median(walls[m]):.1f} s"
+        note = f"{len(got[m])} runs; wall clock from QEMU start {median(walls[m]):.1f} s; {hung[m]} hung runs retried"
         if fails[m]:
             note += f"; some runs failed: {fails[m]}"
         if m == "baseline":
