@@ -22,8 +22,11 @@ kpkg=$(apt-cache depends linux-image-arm64:arm64 | sed -n 's/^ *Depends: \(linux
 dl=$(mktemp -d)
 trap 'rm -rf "$dl" "$out.tmp"' EXIT
 chmod 755 "$dl" # apt's _apt user writes the download here
+# (apt warns that root downloads unsandboxed: noise here, filtered; failures are caught below.)
 (cd "$dl" && apt-get download -q "$kpkg:arm64" busybox-static:arm64 systemd-boot-efi:arm64 2>&1 |
     grep -v 'unsandboxed' || true)
+n=$(find "$dl" -name '*.deb' | wc -l)
+[[ $n -eq 3 ]] || { echo "arm64-debs: apt-get download fetched $n of 3 packages ($kpkg, busybox-static, systemd-boot-efi)" >&2; exit 1; }
 rm -rf "$out.tmp"
 mkdir -p "$out.tmp"
 for deb in "$dl"/*.deb; do
