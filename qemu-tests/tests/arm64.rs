@@ -14,6 +14,7 @@ use anyhow::{ensure, Context, Result};
 use common::{expect_boot_stage, expect_kexec_to_switch_root, internet_lan, local_lan, secs};
 use phase_qemu_tests::disk::CacheDisk;
 use phase_qemu_tests::netns::Lan;
+use phase_qemu_tests::provider::DhtNode;
 use phase_qemu_tests::qemu::{GuestArch, Vm, VmConfig};
 use phase_qemu_tests::{env, release, timing};
 
@@ -146,57 +147,74 @@ fn local_mode(test: &str, first: FirstKernel, mac: u8) -> Result<()> {
     Ok(())
 }
 
-/// Internet mode: the DHT (5 nodes, the arch in the record key) finds the aarch64 release, the
-/// cache disk gets it, and the target serves it.
-fn internet_mode(test: &str, first: FirstKernel, mac: u8) -> Result<()> {
+/// An arm64 VM in `mode` on a LAN with 5 DHT nodes (`phase.bootstrap` set), with a fresh
+/// 512 MiB cache disk, started and past `manifest ok` (discovery by the DHT).
+struct DhtBoot {
+    disk: CacheDisk,
+    /// The disk's SHA-256 before the VM started.
+    disk_before: String,
+    lan: Lan,
+    _dht: Vec<DhtNode>,
+    vm: Vm,
+    discover: String,
+}
+
+/// Starts a [`DhtBoot`]; `None` when the test must skip.
+fn dht_boot(test: &str, first: FirstKernel, mode: &str, mac: u8) -> Result<Option<DhtBoot>> {
     if !ready(test)? {
-        return Ok(());
+        return Ok(None);
     }
-    let name = format!("arm64-internet-{first:?}").to_lowercase();
+    let name = format!("arm64-{mode}-{first:?}").to_lowercase();
     let work = env::work_dir(&name)?;
     let disk = CacheDisk::create(&work.join("cache.img"), 512)?;
-    let (mut lan, _dht, bootstrap) = internet_lan(&format!("a64i{mac:x}"), &work, 5)?;
+    let disk_before = disk.sha256()?;
+    let (mut lan, dht, bootstrap) = internet_lan(&format!("a64{mac:x}"), &work, 5)?;
     let extra = format!("phase.bootstrap={bootstrap}");
-    let Some(mut cfg) = first.vm(test, &name, "internet", &extra, mac)? else {
-        return Ok(());
+    let Some(mut cfg) = first.vm(test, &name, mode, &extra, mac)? else {
+        return Ok(None);
     };
     cfg.disks.push(disk.path.clone());
     let mut vm = Vm::start(&mut lan, cfg, &work)?;
-    let discover = expect_boot_stage(&mut vm, "internet", "dht")?;
+    let discover = expect_boot_stage(&mut vm, mode, "dht")?;
+    Ok(Some(DhtBoot {
+        disk,
+        disk_before,
+        lan,
+        _dht: dht,
+        vm,
+        discover,
+    }))
+}
+
+/// Internet mode: the DHT (the arch in the record key) finds the aarch64 release, the cache
+/// disk gets it, and the target serves it.
+fn internet_mode(test: &str, first: FirstKernel, mac: u8) -> Result<()> {
+    let Some(mut b) = dht_boot(test, first, "internet", mac)? else {
+        return Ok(());
+    };
     ensure!(
-        discover.contains("/stable/aarch64/"),
-        "the DHT gave another release: {discover}"
+        b.discover.contains("/stable/aarch64/"),
+        "the DHT gave another release: {}",
+        b.discover
     );
-    vm.expect("phase: cache ok wrote", secs(300))?;
-    kexec_to_serving_target(&lan, &mut vm, first.kexec_path())?;
+    b.vm.expect("phase: cache ok wrote", secs(300))?;
+    kexec_to_serving_target(&b.lan, &mut b.vm, first.kexec_path())?;
     Ok(())
 }
 
 /// Private mode: the DHT with a fresh identity, nothing written to the cache disk.
 fn private_mode(test: &str, first: FirstKernel, mac: u8) -> Result<()> {
-    if !ready(test)? {
-        return Ok(());
-    }
-    let name = format!("arm64-private-{first:?}").to_lowercase();
-    let work = env::work_dir(&name)?;
-    let disk = CacheDisk::create(&work.join("cache.img"), 512)?;
-    let before = disk.sha256()?;
-    let (mut lan, _dht, bootstrap) = internet_lan(&format!("a64p{mac:x}"), &work, 5)?;
-    let extra = format!("phase.bootstrap={bootstrap}");
-    let Some(mut cfg) = first.vm(test, &name, "private", &extra, mac)? else {
+    let Some(mut b) = dht_boot(test, first, "private", mac)? else {
         return Ok(());
     };
-    cfg.disks.push(disk.path.clone());
-    let mut vm = Vm::start(&mut lan, cfg, &work)?;
-    expect_boot_stage(&mut vm, "private", "dht")?;
-    kexec_to_serving_target(&lan, &mut vm, first.kexec_path())?;
+    kexec_to_serving_target(&b.lan, &mut b.vm, first.kexec_path())?;
     ensure!(
-        !vm.lines().iter().any(|l| l.contains("phase: cache ok")),
+        !b.vm.lines().iter().any(|l| l.contains("phase: cache ok")),
         "private mode wrote the cache"
     );
-    drop(vm);
+    drop(b.vm);
     ensure!(
-        disk.sha256()? == before,
+        b.disk.sha256()? == b.disk_before,
         "private mode changed the cache disk"
     );
     Ok(())
