@@ -274,7 +274,7 @@ pub fn kernel_for_load(kernel: Verified<'_>) -> Result<(File, u64), KexecError> 
         what: "inflating the gzip kernel Image".into(),
         source,
     };
-    let mut out = crate::sys::linux::memfd_sealable("phase-kernel").map_err(KexecError::Sys)?;
+    let mut out = crate::sys::linux::memfd("phase-kernel").map_err(KexecError::Sys)?;
     let mut gz = flate2::read::GzDecoder::new(reader(kernel).take(kernel.size))
         .take(MAX_INFLATED_KERNEL + 1);
     let n = io::copy(&mut gz, &mut out).map_err(inflate_err)?;

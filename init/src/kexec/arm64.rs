@@ -221,6 +221,12 @@ fn align_up(x: u64, a: u64) -> Option<u64> {
     x.checked_add(a - 1).map(|v| v / a * a)
 }
 
+/// `n` bytes (at least 1) rounded up to whole `page`s: a segment's `memsz`. Saturates at
+/// `u64::MAX`, which no RAM range holds, so an absurd size fails placement, not arithmetic.
+fn page_round(n: u64, page: u64) -> u64 {
+    align_up(n.max(1), page).unwrap_or(u64::MAX)
+}
+
 /// The lowest `align`-aligned address at or above `from` where `size` bytes fit in `ram`.
 fn place(ram: &[Range<u64>], from: u64, size: u64, align: u64) -> Option<u64> {
     ram.iter().find_map(|r| {
@@ -259,7 +265,7 @@ pub fn plan(
     if dtb_len > MAX_DTB {
         return Err(Arm64Error::DtbTooLarge(dtb_len));
     }
-    let round = |n: u64| align_up(n.max(1), page_size).unwrap_or(u64::MAX);
+    let round = |n: u64| page_round(n, page_size);
     let kernel_memsz = round(h.image_size.max(image_len));
     let need = h.text_offset.saturating_add(kernel_memsz);
     let base = place(ram, 0, need, IMAGE_ALIGN).ok_or(Arm64Error::NoRoom {
@@ -468,7 +474,7 @@ pub fn load(
         )));
     }
     let tramp = trampoline(layout.kernel, layout.dtb);
-    let round = |n: usize| align_up((n as u64).max(1), page).unwrap_or(u64::MAX);
+    let round = |n: usize| page_round(n as u64, page);
     let segments = [
         KexecSegment {
             buf: image,

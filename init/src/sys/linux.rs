@@ -229,27 +229,9 @@ impl Syscalls for Linux {
     }
 }
 
-/// `memfd_create(name, MFD_CLOEXEC)`: an anonymous in-memory file (for the kexec initrd).
+/// `memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)`: an anonymous in-memory file (the
+/// kexec initrd, an inflated kernel), which [`seal`] can seal.
 pub fn memfd(name: &str) -> Result<std::fs::File, SysError> {
-    rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)
-        .map(std::fs::File::from)
-        .map_err(|e| SysError::new(format!("memfd_create({name:?}, MFD_CLOEXEC)"), e))
-}
-
-/// Seals `file`, a memfd created with [`memfd_sealable`]: `F_SEAL_SHRINK | F_SEAL_GROW |
-/// F_SEAL_WRITE | F_SEAL_SEAL`, so its bytes can no longer change through any descriptor.
-/// Errors: [`SysError`] naming the call (`EPERM` if a writable mapping exists).
-pub fn seal(file: &std::fs::File) -> Result<(), SysError> {
-    use rustix::fs::SealFlags;
-    rustix::fs::fcntl_add_seals(
-        file,
-        SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
-    )
-    .map_err(|e| SysError::new("fcntl(F_ADD_SEALS, SHRINK|GROW|WRITE|SEAL)", e))
-}
-
-/// `memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)`: a memfd [`seal`] can seal.
-pub fn memfd_sealable(name: &str) -> Result<std::fs::File, SysError> {
     rustix::fs::memfd_create(
         name,
         rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
@@ -261,6 +243,18 @@ pub fn memfd_sealable(name: &str) -> Result<std::fs::File, SysError> {
             e,
         )
     })
+}
+
+/// Seals `file`, a memfd created with [`memfd`]: `F_SEAL_SHRINK | F_SEAL_GROW |
+/// F_SEAL_WRITE | F_SEAL_SEAL`, so its bytes can no longer change through any descriptor.
+/// Errors: [`SysError`] naming the call (`EPERM` if a writable mapping exists).
+pub fn seal(file: &std::fs::File) -> Result<(), SysError> {
+    use rustix::fs::SealFlags;
+    rustix::fs::fcntl_add_seals(
+        file,
+        SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
+    )
+    .map_err(|e| SysError::new("fcntl(F_ADD_SEALS, SHRINK|GROW|WRITE|SEAL)", e))
 }
 
 #[cfg(test)]
