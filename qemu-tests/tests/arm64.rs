@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
 use common::{expect_boot_stage, expect_kexec_to_switch_root, internet_lan, local_lan, secs};
@@ -301,7 +301,7 @@ fn arm64_usb_image_boots_under_aavmf() -> Result<()> {
     let vars = work.join("AAVMF_VARS.fd");
     std::fs::copy(&vars_src, &vars)?;
     let disk = work.join("usb.img");
-    copy_sparse(&image, &disk)?;
+    common::copy_sparse(&image, &disk)?;
     let (mut lan, _p) = local_lan("a64u", &work)?;
     let cfg = VmConfig {
         kernel: None,
@@ -316,15 +316,5 @@ fn arm64_usb_image_boots_under_aavmf() -> Result<()> {
     vm.expect("phase: discover ok mdns", secs(240))?;
     vm.expect("phase: manifest ok", secs(60))?;
     kexec_to_serving_target(&lan, &mut vm, FirstKernel::Debian.kexec_path())?;
-    Ok(())
-}
-
-fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
-    let st = std::process::Command::new("cp")
-        .arg("--sparse=always")
-        .arg(from)
-        .arg(to)
-        .status()?;
-    ensure!(st.success(), "copy {}", from.display());
     Ok(())
 }

@@ -272,12 +272,7 @@ fn usb_image_boots_under_uefi_via_systemd_boot_local_entry() -> Result<()> {
     let vars = work.join("OVMF_VARS_4M.fd");
     std::fs::copy(&vars_src, &vars)?;
     let disk = work.join("usb.img");
-    let st = std::process::Command::new("cp")
-        .args(["--sparse=always"])
-        .arg(&image)
-        .arg(&disk)
-        .status()?;
-    ensure!(st.success(), "copy {}", image.display());
+    copy_sparse(&image, &disk)?;
     let (mut lan, _p) = local_lan("usb", &work)?;
     let cfg = VmConfig {
         kernel: None,
