@@ -118,9 +118,9 @@ METHOD = """\
   the same provider: mode-handler.sh (mode from the command line, URL given as with
   `phase.provider`), kexec-boot.sh (`kexec -l ... --initrd --command-line`, `kexec -e`), and
   overlayfs-setup.sh (squashfs lower, tmpfs upper, overlay on /newroot) after the kexec. The
-  baseline checks SHA-256 only; it does not verify the Ed25519 signature and does not re-verify
-  the artifacts after the kexec (phase's `target:verify` stage, under a second on TCG), which
-  favours it.
+  baseline checks SHA-256 only; it does not verify the Ed25519 signature, and after the kexec it
+  checks nothing (phase's `target:verify` stage verifies the manifest again and checks the boot
+  stage's custody record and the sizes, without hashing again: docs/security.md).
 - **Client pinning and the 90% target**: plasmd (and the loopback TCP work it causes) is pinned to
   core 0 and every client to core 1, so `phase fetch` receives, hashes and writes on one core.
   SHA-256 alone costs about 0.7 CPU-s/GiB there (sha2 with SHA-NI; 1.42 GB/s on a buffer in

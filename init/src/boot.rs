@@ -309,8 +309,11 @@ fn release_from_cache(
         state.check(&m).map_err(CacheRead::Verify)?;
         manifest_ms = t.elapsed().as_millis();
         let t = std::time::Instant::now();
-        let artifacts =
-            fetch::verify_artifacts_in_dir(&m, &c.dir()).map_err(CacheRead::Artifacts)?;
+        // Hashed while copied into RAM: the disk is read once, and what kexec hands on is
+        // what was hashed (crate::custody; docs/security.md).
+        std::fs::create_dir_all(FETCH_DIR).map_err(|e| CacheRead::Io(FETCH_DIR.into(), e))?;
+        let artifacts = fetch::copy_verified_artifacts(&m, &c.dir(), Path::new(FETCH_DIR))
+            .map_err(CacheRead::Artifacts)?;
         artifacts_ms = t.elapsed().as_millis();
         Ok::<_, CacheRead>(Release {
             manifest: m,
@@ -675,6 +678,14 @@ fn handoff(
     // The download's descriptors are writable, which kexec_file_load refuses (ETXTBSY): reopen
     // each verified file read-only (same inode) and close the writable descriptors.
     let mut files: Vec<(&'static str, std::fs::File, u64)> = Vec::new();
+    // What this stage hashed, for the target stage, which does not hash again (crate::custody).
+    let custody = crate::custody::Record {
+        entries: artifacts
+            .iter()
+            .map(|(name, v)| (name.clone(), (v.size, v.hash)))
+            .collect(),
+    }
+    .render();
     for name in kexec::BOOT_ARTIFACTS {
         if let Some(v) = artifacts.get(name) {
             let ro = kexec::reopen_read_only(&v.file).map_err(|e| BootError::Kexec(Box::new(e)))?;
@@ -697,6 +708,7 @@ fn handoff(
     let h = Handoff {
         manifest_raw: manifest.raw(),
         artifacts,
+        custody: &custody,
     };
     let st = Stage::start("kexec");
     if early.params.kexec == KexecMode::Never {

@@ -4,7 +4,8 @@
 //!   running command line (those override a `phase.*` key the manifest also sets).
 //! - The initrd is built in a memfd: the verified initramfs bytes, zero-padded to 4 bytes, then
 //!   an appended reproducible newc cpio ([`phase_layout::newc`]) holding `phase/`, `phase/boot/`
-//!   and `phase/boot/{manifest.json,kernel,initramfs,rootfs}`: the exact verified manifest bytes
+//!   and `phase/boot/{manifest.json,verified,kernel,initramfs,rootfs}`: the exact verified
+//!   manifest bytes, the chain-of-custody record ([`crate::custody`]: what the boot stage hashed)
 //!   and the artifacts copied from the verified file descriptors kept since the fetch. The
 //!   kernel unpacks both archives into the target's rootfs, where the target stage finds
 //!   `/phase/boot/manifest.json`.
@@ -95,6 +96,9 @@ pub struct Handoff<'a> {
     pub manifest_raw: &'a [u8],
     /// Artifacts by name (`kernel`, `initramfs`, optional `rootfs`).
     pub artifacts: Vec<(&'static str, Verified<'a>)>,
+    /// `phase/boot/verified`: [`crate::custody::Record::render`] of the sizes and SHA-256
+    /// digests the boot stage computed over these artifacts' bytes.
+    pub custody: &'a str,
 }
 
 impl<'a> Handoff<'a> {
@@ -188,6 +192,11 @@ pub fn compose_initrd<W: Write>(out: W, h: &Handoff<'_>) -> Result<u64, KexecErr
         Entry::dir("phase", 0o755),
         Entry::dir("phase/boot", 0o755),
         Entry::bytes("phase/boot/manifest.json", 0o444, h.manifest_raw),
+        Entry::bytes(
+            format!("phase/boot/{}", crate::custody::FILE),
+            0o444,
+            h.custody.as_bytes(),
+        ),
     ];
     for (name, v) in &h.artifacts {
         if BOOT_ARTIFACTS.contains(name) {
@@ -398,6 +407,8 @@ pub fn write_boot_dir(dir: &Path, h: &Handoff<'_>) -> Result<(), KexecError> {
     std::fs::create_dir_all(dir).map_err(werr(dir.to_path_buf()))?;
     let m = dir.join("manifest.json");
     std::fs::write(&m, h.manifest_raw).map_err(werr(m))?;
+    let c = dir.join(crate::custody::FILE);
+    std::fs::write(&c, h.custody).map_err(werr(c))?;
     for (name, v) in &h.artifacts {
         if !BOOT_ARTIFACTS.contains(name) {
             continue;
@@ -481,8 +492,13 @@ mod tests {
                     },
                 ),
             ],
+            custody: CUSTODY,
         }
     }
+
+    /// A stand-in custody record (its contents are the boot stage's business, not kexec's).
+    const CUSTODY: &str =
+        "kernel 12 sha256:0000000000000000000000000000000000000000000000000000000000000000\n";
 
     #[test]
     fn initrd_is_initramfs_padded_then_cpio_the_cpio_tool_extracts() {
@@ -525,7 +541,8 @@ mod tests {
                 "phase/boot/initramfs",
                 "phase/boot/kernel",
                 "phase/boot/manifest.json",
-                "phase/boot/rootfs"
+                "phase/boot/rootfs",
+                "phase/boot/verified"
             ]
         );
         let b = dir.path().join("phase/boot");
@@ -533,6 +550,10 @@ mod tests {
         assert_eq!(std::fs::read(b.join("kernel")).unwrap(), b"KERNEL-BYTES");
         assert_eq!(std::fs::read(b.join("initramfs")).unwrap(), b"INITRAMFS-5");
         assert_eq!(std::fs::read(b.join("rootfs")).unwrap(), vec![7u8; 5000]);
+        assert_eq!(
+            std::fs::read(b.join("verified")).unwrap(),
+            CUSTODY.as_bytes()
+        );
     }
 
     #[test]
@@ -554,6 +575,7 @@ mod tests {
                 ("kernel", Verified { file: &k, size: 99 }),
                 ("initramfs", Verified { file: &i, size: 11 }),
             ],
+            custody: CUSTODY,
         };
         let e = compose_initrd(Vec::new(), &h).unwrap_err();
         assert!(
@@ -568,6 +590,7 @@ mod tests {
         let h = Handoff {
             manifest_raw: &m,
             artifacts: vec![("kernel", Verified { file: &k, size: 12 })],
+            custody: CUSTODY,
         };
         assert!(matches!(
             compose_initrd(Vec::new(), &h),
@@ -749,6 +772,10 @@ mod tests {
                 .unwrap()
                 .len(),
             5000
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("phase/boot/verified")).unwrap(),
+            CUSTODY
         );
     }
 }

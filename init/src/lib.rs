@@ -2,7 +2,8 @@
 //!
 //! Stage "boot" (in the phase initramfs): mounts, `phase.*` command line, kernel modules, DHCP,
 //! discovery, fetch + verify, cache, kexec. Stage "target" (after kexec, when
-//! `/phase/boot/manifest.json` exists): verify again, overlay root, switch_root, supervisor.
+//! `/phase/boot/manifest.json` exists): check the handover ([`custody`]), overlay root,
+//! switch_root, supervisor.
 //! All `unsafe` and raw syscalls live in [`sys`] behind safe functions.
 #![cfg_attr(
     not(test),
@@ -14,6 +15,7 @@ pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod cmdline;
+pub mod custody;
 pub mod fetch;
 pub mod kexec;
 pub mod log;

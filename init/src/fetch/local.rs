@@ -3,10 +3,12 @@
 //!
 //! Each artifact is opened by its manifest `filename`, its size checked with fstat, and its
 //! SHA-256 computed over the open descriptor, which is then handed back: what is mounted or
-//! kexec'd later is the very file that was hashed.
+//! kexec'd later is the very file that was hashed. [`copy_verified_artifacts`] (the boot
+//! stage's cache, issue 18 §3) instead writes the bytes it hashes into RAM and hands back the
+//! copy, so a disk that answers a second read with other bytes cannot reach the kexec initrd.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use phase_protocol::{Sha256Digest, VerifiedManifest};
@@ -68,6 +70,29 @@ pub fn verify_artifacts_in_dir(
     m: &VerifiedManifest,
     dir: &Path,
 ) -> Result<BTreeMap<String, VerifiedFile>, LocalVerifyError> {
+    verify_in_dir(m, dir, None)
+}
+
+/// Like [`verify_artifacts_in_dir`], but every byte hashed is also written to
+/// `into/<filename>` (a tmpfs such as `/run/phase/fetch`), and the returned files are those
+/// copies: the bytes handed on are the bytes hashed, read from `dir` exactly once. A copy whose
+/// artifact is refused is removed.
+///
+/// # Errors
+/// The first [`LocalVerifyError`] found; `op` `create` or `write` for the copy.
+pub fn copy_verified_artifacts(
+    m: &VerifiedManifest,
+    dir: &Path,
+    into: &Path,
+) -> Result<BTreeMap<String, VerifiedFile>, LocalVerifyError> {
+    verify_in_dir(m, dir, Some(into))
+}
+
+fn verify_in_dir(
+    m: &VerifiedManifest,
+    dir: &Path,
+    copy_to: Option<&Path>,
+) -> Result<BTreeMap<String, VerifiedFile>, LocalVerifyError> {
     let mut out = BTreeMap::new();
     let mut buf = vec![0u8; BUF];
     for (name, a) in &m.manifest().artifacts {
@@ -83,14 +108,44 @@ pub fn verify_artifacts_in_dir(
         };
         let mut file = std::fs::File::open(&path).map_err(io("open"))?;
         let found = file.metadata().map_err(io("stat"))?.len();
+        let copy = match copy_to {
+            Some(into) => {
+                let p = into.join(&a.filename);
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&p)
+                    .map_err(|source| LocalVerifyError::Io {
+                        artifact: name.clone(),
+                        op: "create",
+                        path: p.clone(),
+                        source,
+                    })?;
+                Some((p, f))
+            }
+            None => None,
+        };
+        // Whatever refuses this artifact from here on also removes its copy.
+        let refuse = |e: LocalVerifyError, copy: Option<(PathBuf, std::fs::File)>| {
+            if let Some((p, _)) = copy {
+                let _ = std::fs::remove_file(p);
+            }
+            e
+        };
         if found != a.size_bytes {
-            return Err(LocalVerifyError::Size {
-                artifact: name.clone(),
-                path,
-                expected: a.size_bytes,
-                found,
-            });
+            return Err(refuse(
+                LocalVerifyError::Size {
+                    artifact: name.clone(),
+                    path,
+                    expected: a.size_bytes,
+                    found,
+                },
+                copy,
+            ));
         }
+        let mut copy = copy;
         let mut hasher = Sha256::new();
         let mut total = 0u64;
         loop {
@@ -98,30 +153,60 @@ pub fn verify_artifacts_in_dir(
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io("read")(e)),
+                Err(e) => return Err(refuse(io("read")(e), copy)),
             };
             hasher.update(&buf[..n]);
+            if let Some((p, f)) = &mut copy {
+                if let Err(source) = f.write_all(&buf[..n]) {
+                    let e = LocalVerifyError::Io {
+                        artifact: name.clone(),
+                        op: "write",
+                        path: p.clone(),
+                        source,
+                    };
+                    return Err(refuse(e, copy));
+                }
+            }
             total += n as u64;
         }
         let digest = Sha256Digest(hasher.finalize().into());
         // A file that changed size while being read is refused like a wrong one.
         if total != a.size_bytes {
-            return Err(LocalVerifyError::Size {
-                artifact: name.clone(),
-                path,
-                expected: a.size_bytes,
-                found: total,
-            });
+            return Err(refuse(
+                LocalVerifyError::Size {
+                    artifact: name.clone(),
+                    path,
+                    expected: a.size_bytes,
+                    found: total,
+                },
+                copy,
+            ));
         }
         if digest != a.hash {
-            return Err(LocalVerifyError::Hash {
-                artifact: name.clone(),
-                path,
-                expected: a.hash,
-                found: digest,
-            });
+            return Err(refuse(
+                LocalVerifyError::Hash {
+                    artifact: name.clone(),
+                    path,
+                    expected: a.hash,
+                    found: digest,
+                },
+                copy,
+            ));
         }
         file.seek(SeekFrom::Start(0)).map_err(io("seek"))?;
+        let (path, file) = match copy {
+            Some((p, mut f)) => {
+                f.seek(SeekFrom::Start(0))
+                    .map_err(|source| LocalVerifyError::Io {
+                        artifact: name.clone(),
+                        op: "seek",
+                        path: p.clone(),
+                        source,
+                    })?;
+                (p, f)
+            }
+            None => (path, file),
+        };
         out.insert(
             name.clone(),
             VerifiedFile {
@@ -133,4 +218,59 @@ pub fn verify_artifacts_in_dir(
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use phase_protocol::{Expectation, TrustRoot};
+
+    /// A signed release in `dir` (target::verify's test helper) and its verified manifest.
+    fn release(dir: &Path) -> VerifiedManifest {
+        let trust = crate::target::verify::tests::signed_boot_dir(dir);
+        let bytes = std::fs::read(dir.join("manifest.json")).unwrap();
+        phase_protocol::verify(
+            &bytes,
+            &TrustRoot::load(&trust).unwrap(),
+            chrono::Utc::now(),
+            &Expectation::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_copy_holds_the_bytes_hashed_even_when_the_disk_changes_afterwards() {
+        let (disk, ram) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let m = release(disk.path());
+        let got = copy_verified_artifacts(&m, disk.path(), ram.path()).unwrap();
+        assert_eq!(got.len(), 3);
+        // The cache disk now answers with other bytes of the same size.
+        std::fs::write(disk.path().join("rootfs"), b"squashfs BYTES").unwrap();
+        let v = &got["rootfs"];
+        assert_eq!(v.path, ram.path().join("rootfs"));
+        let mut handed_on = Vec::new();
+        (&v.file).read_to_end(&mut handed_on).unwrap();
+        assert_eq!(handed_on, b"squashfs bytes");
+        assert_eq!(v.hash, Sha256Digest::of(b"squashfs bytes"));
+        // Without the copy, the descriptor handed on reads whatever the disk holds now.
+        let direct = verify_artifacts_in_dir(&m, disk.path()).unwrap_err();
+        assert!(matches!(direct, LocalVerifyError::Hash { .. }), "{direct}");
+    }
+
+    #[test]
+    fn a_refused_artifact_leaves_no_copy_behind() {
+        let (disk, ram) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let m = release(disk.path());
+        std::fs::write(disk.path().join("kernel"), b"kernel BYTES").unwrap();
+        let e = copy_verified_artifacts(&m, disk.path(), ram.path()).unwrap_err();
+        assert!(
+            matches!(&e, LocalVerifyError::Hash { artifact, .. } if artifact == "kernel"),
+            "{e}"
+        );
+        assert!(!ram.path().join("kernel").exists(), "refused copy kept");
+        std::fs::write(disk.path().join("kernel"), b"kernel").unwrap();
+        let e = copy_verified_artifacts(&m, disk.path(), ram.path()).unwrap_err();
+        assert!(matches!(e, LocalVerifyError::Size { .. }), "{e}");
+        assert!(!ram.path().join("kernel").exists(), "refused copy kept");
+    }
 }

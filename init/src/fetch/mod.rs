@@ -38,7 +38,7 @@ use reqwest::Url;
 
 pub use client::ClientError;
 pub use download::{SourceError, SourceFailure};
-pub use local::{verify_artifacts_in_dir, LocalVerifyError};
+pub use local::{copy_verified_artifacts, verify_artifacts_in_dir, LocalVerifyError};
 pub use partial::LocalIoError;
 pub use rate::MinRate;
 pub use sources::SourceUrlError;

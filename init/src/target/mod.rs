@@ -3,8 +3,10 @@
 //! The caller (the boot dispatcher) has already mounted /proc, /sys, /dev, /run and loaded the
 //! modules; [`run`] then:
 //!
-//! 1. [`verify`]: the manifest against `/etc/phase/trust.toml`, the artifacts' sizes and hashes
-//!    (always; no switch skips it): `phase: verify ok version=<v> artifacts=<n> in <N>ms`;
+//! 1. [`verify`]: the manifest against `/etc/phase/trust.toml`, the boot stage's custody record
+//!    ([`crate::custody`]) against the manifest, the artifacts' sizes (always; no switch skips
+//!    it; the hashes are not computed again: docs/security.md "What the target stage
+//!    trusts"): `phase: verify ok version=<v> artifacts=<n> in <N>ms`;
 //! 2. [`rootfs`]: squashfs lower + tmpfs upper overlay on `/newroot`, `/phase/boot` read-only at
 //!    `/var/lib/phase/boot`, API filesystems moved: `phase: rootfs ok overlay on /newroot`;
 //! 3. frees the initramfs and switches root: `phase: switch_root ok in <N>ms`;
@@ -49,7 +51,7 @@ pub enum TargetError {
     /// Blocking signals or opening the signalfd failed.
     #[error("signals")]
     Signals(#[source] SignalError),
-    /// Re-verification failed.
+    /// The check of the handover (manifest, custody record, sizes) failed.
     #[error("verify")]
     Verify(#[source] verify::ReverifyError),
     /// Building the overlay root failed.

@@ -7,9 +7,9 @@ use serde_json::json;
 
 use super::*;
 
-/// Writes a signed boot dir (`manifest.json`, `kernel`, `initramfs`, `rootfs`) and a trust file
-/// into `dir`; returns the trust file path.
-fn signed_boot_dir(dir: &Path) -> PathBuf {
+/// Writes a signed boot dir (`manifest.json`, `kernel`, `initramfs`, `rootfs`), the boot
+/// stage's custody record and a trust file into `dir`; returns the trust file path.
+pub(crate) fn signed_boot_dir(dir: &Path) -> PathBuf {
     let key = generate_key();
     let files: [(&str, &[u8]); 3] = [
         ("kernel", b"kernel bytes"),
@@ -17,7 +17,12 @@ fn signed_boot_dir(dir: &Path) -> PathBuf {
         ("rootfs", b"squashfs bytes"),
     ];
     let mut artifacts = serde_json::Map::new();
+    let mut record = crate::custody::Record::default();
     for (name, bytes) in files {
+        record.entries.insert(
+            name.to_owned(),
+            (bytes.len() as u64, Sha256Digest::of(bytes)),
+        );
         std::fs::write(dir.join(name), bytes).unwrap();
         artifacts.insert(
             name.to_owned(),
@@ -31,6 +36,7 @@ fn signed_boot_dir(dir: &Path) -> PathBuf {
         "cmdline": "console=ttyS0", "artifacts": artifacts,
     });
     sign_document(&mut doc, &key, now).unwrap();
+    std::fs::write(dir.join(crate::custody::FILE), record.render()).unwrap();
     std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&doc).unwrap()).unwrap();
     let trust = dir.join("trust.toml");
     std::fs::write(
@@ -57,24 +63,64 @@ fn intact_boot_dir_is_verified() {
     assert_eq!(v.manifest().artifacts.len(), 3);
 }
 
+fn reverify_default(dir: &Path, trust: &Path) -> Result<VerifiedManifest, ReverifyError> {
+    reverify(dir, trust, Utc::now(), ClockTrust::Trusted, None, None)
+}
+
 #[test]
-fn tampered_rootfs_is_refused() {
+fn handover_without_the_boot_stages_custody_record_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let trust = signed_boot_dir(dir.path());
-    std::fs::write(dir.path().join("rootfs"), b"squashfs BYTES").unwrap();
-    let err = reverify(
-        dir.path(),
-        &trust,
-        Utc::now(),
-        ClockTrust::Trusted,
-        None,
-        None,
-    )
-    .unwrap_err();
+    std::fs::remove_file(dir.path().join(crate::custody::FILE)).unwrap();
+    let err = reverify_default(dir.path(), &trust).unwrap_err();
     assert!(
-        matches!(err, ReverifyError::Hash { ref name, .. } if name == "rootfs"),
+        matches!(err, ReverifyError::Read { ref path, .. } if path.ends_with("verified")),
         "{err}"
     );
+}
+
+#[test]
+fn custody_record_that_disagrees_with_the_manifest_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let trust = signed_boot_dir(dir.path());
+    let path = dir.path().join(crate::custody::FILE);
+    let good = std::fs::read_to_string(&path).unwrap();
+    // The boot stage verified other rootfs bytes than the manifest names.
+    let other = Sha256Digest::of(b"squashfs BYTES").to_string();
+    let rootfs_hash = Sha256Digest::of(b"squashfs bytes").to_string();
+    std::fs::write(&path, good.replace(&rootfs_hash, &other)).unwrap();
+    let err = reverify_default(dir.path(), &trust).unwrap_err();
+    assert!(
+        matches!(&err, ReverifyError::Custody { source: crate::custody::CustodyError::Mismatch { name, .. }, .. } if name == "rootfs"),
+        "{err}"
+    );
+    // A record that leaves an artifact out.
+    let without: String = good
+        .lines()
+        .filter(|l| !l.starts_with("kernel "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, without).unwrap();
+    let err = reverify_default(dir.path(), &trust).unwrap_err();
+    assert!(
+        matches!(&err, ReverifyError::Custody { source: crate::custody::CustodyError::Missing(n), .. } if n == "kernel"),
+        "{err}"
+    );
+    // A malformed one.
+    std::fs::write(&path, "kernel twelve sha256:00\n").unwrap();
+    let err = reverify_default(dir.path(), &trust).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ReverifyError::Custody {
+                source: crate::custody::CustodyError::Syntax { line: 1, .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    std::fs::write(&path, good).unwrap();
+    reverify_default(dir.path(), &trust).unwrap();
 }
 
 #[test]
