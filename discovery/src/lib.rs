@@ -18,6 +18,24 @@ use std::time::Duration;
 use phase_protocol::Arch;
 
 pub use dht::{DhtConfig, DhtError, DhtNode, Publication, Role};
+
+/// Sends `tracing` events to stderr, filtered by `RUST_LOG` in `target=level` form (e.g.
+/// `warn,phase_discovery=debug`; [`tracing_subscriber::filter::Targets`], which needs no regex
+/// engine in the initramfs binaries that link this crate); errors only when `RUST_LOG` is unset
+/// or does not parse. For the probe tool and tests; a second call does nothing.
+pub fn log_to_stderr_from_env() {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|s| s.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::ERROR));
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
+        .try_init();
+}
 pub use mdns::{MdnsAdvertiser, MdnsBrowser, MdnsError, MdnsEvent};
 
 /// Where a provider was found.

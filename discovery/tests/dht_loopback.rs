@@ -11,10 +11,7 @@ const NODES: usize = 8;
 
 /// Logs to the test output when RUST_LOG is set (e.g. `RUST_LOG=phase_discovery=debug`).
 fn init_log() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .try_init();
+    phase_discovery::log_to_stderr_from_env();
 }
 
 fn listen() -> Vec<libp2p::Multiaddr> {

@@ -108,16 +108,29 @@ impl Stage {
 /// DHT client's peer id and every record it skips); `debug` (`phase.debug`) lowers both to debug.
 /// A second call does nothing.
 pub fn init_tracing(debug: bool) {
+    use tracing::Level;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // filter::Targets, not EnvFilter: the same target=level rules without regex-automata in
+    // /init (issue 18 §1).
     let filter = if debug {
-        "info,phase_discovery=debug,phase_init=debug"
+        tracing_subscriber::filter::Targets::new()
+            .with_default(Level::INFO)
+            .with_target("phase_discovery", Level::DEBUG)
+            .with_target("phase_init", Level::DEBUG)
     } else {
-        "warn,phase_discovery=info"
+        tracing_subscriber::filter::Targets::new()
+            .with_default(Level::WARN)
+            .with_target("phase_discovery", Level::INFO)
     };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(ConsoleWriter)
-        .with_ansi(false)
-        .without_time()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(ConsoleWriter)
+                .with_ansi(false)
+                .without_time(),
+        )
+        .with(filter)
         .try_init();
 }
 

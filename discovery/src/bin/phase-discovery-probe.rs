@@ -108,10 +108,7 @@ fn say(line: &str) {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    phase_discovery::log_to_stderr_from_env();
     match Cli::parse().cmd {
         Cmd::Advertise {
             advert,
