@@ -722,14 +722,20 @@ fn handoff(
     }
     let res = (|| {
         let kernel = h.get("kernel")?;
+        let t = std::time::Instant::now();
         let (initrd, initrd_size) = kexec::initrd_memfd(&h)?;
+        let compose_ms = t.elapsed().as_millis();
         let cmdline = kexec::compose_cmdline(&manifest.manifest().cmdline, &early.cmdline);
         let (kernel_file, kernel_size) = kexec::kernel_for_load(kernel)?;
+        let t = std::time::Instant::now();
         let path = kexec::load(sys, &kernel_file, &initrd, &cmdline)?;
-        Ok::<_, KexecError>((kernel_size, initrd_size, path))
+        let load_ms = t.elapsed().as_millis();
+        Ok::<_, KexecError>((kernel_size, initrd_size, path, compose_ms, load_ms))
     })();
     match res {
-        Ok((k, i, path)) => st.ok(format_args!("loaded kernel={k} initrd={i} by {path}")),
+        Ok((k, i, path, compose_ms, load_ms)) => st.ok(format_args!(
+            "loaded kernel={k} initrd={i} by {path} (initrd composed in {compose_ms}ms, loaded in {load_ms}ms)"
+        )),
         Err(e) => {
             st.failed(&e);
             return Err(BootError::Kexec(Box::new(e)));
