@@ -68,10 +68,28 @@ fn reverify_default(dir: &Path, trust: &Path) -> Result<VerifiedManifest, Reveri
 }
 
 #[test]
-fn handover_without_the_boot_stages_custody_record_is_refused() {
+fn handover_without_a_custody_record_is_hashed_and_a_tampered_rootfs_refused() {
     let dir = tempfile::tempdir().unwrap();
     let trust = signed_boot_dir(dir.path());
     std::fs::remove_file(dir.path().join(crate::custody::FILE)).unwrap();
+    // An older boot stage's handover, intact: accepted after hashing.
+    reverify_default(dir.path(), &trust).unwrap();
+    // The same with other rootfs bytes of the same size: the hash catches it.
+    std::fs::write(dir.path().join("rootfs"), b"squashfs BYTES").unwrap();
+    let err = reverify_default(dir.path(), &trust).unwrap_err();
+    assert!(
+        matches!(err, ReverifyError::Hash { ref name, .. } if name == "rootfs"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreadable_custody_record_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let trust = signed_boot_dir(dir.path());
+    let path = dir.path().join(crate::custody::FILE);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
     let err = reverify_default(dir.path(), &trust).unwrap_err();
     assert!(
         matches!(err, ReverifyError::Read { ref path, .. } if path.ends_with("verified")),
