@@ -1,7 +1,8 @@
 //! Streaming download of one artifact with fallback and resume (DESIGN §7, issue 5
 //! "Streaming", "Resume", "Errors and timeouts"; seed 003 "Verification Pipeline Pattern").
 //!
-//! Bytes are hashed (SHA-256) and counted as they arrive and appended to `<filename>.partial`;
+//! Bytes are hashed (SHA-256; on a hashing thread when 2+ cores are available,
+//! [`super::hashing`]) and counted as they arrive and appended to `<filename>.partial`;
 //! a body is never allowed past `size_bytes`. When a source fails, the next one continues from
 //! the byte count reached with `Range: bytes=<offset>-` and must answer 206 with exactly
 //! `Content-Range: bytes <offset>-<size-1>/<size>`; a 200 restarts from byte 0 (never appended).
@@ -29,8 +30,9 @@ use std::time::Duration;
 use phase_protocol::{Artifact, Sha256Digest};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
-use sha2::{Digest, Sha256};
 use tokio::time::{timeout_at, Instant};
+
+use super::hashing::StreamHasher;
 
 use super::partial::{LocalIoError, Partial};
 use super::progress::Meter;
@@ -214,7 +216,7 @@ pub enum Outcome {
 /// The running state of one download.
 struct Progress<'a> {
     part: Partial,
-    hasher: Sha256,
+    hasher: StreamHasher,
     offset: u64,
     size: u64,
     contributors: BTreeSet<usize>,
@@ -224,7 +226,7 @@ struct Progress<'a> {
 impl Progress<'_> {
     fn restart(&mut self) -> Result<(), LocalIoError> {
         self.part.reset()?;
-        self.hasher = Sha256::new();
+        self.hasher = StreamHasher::new();
         self.offset = 0;
         self.contributors.clear();
         Ok(())
@@ -285,7 +287,7 @@ pub async fn download(
     let part = Partial::create(dir.join(format!("{}.partial", artifact.filename)))?;
     let mut p = Progress {
         part,
-        hasher: Sha256::new(),
+        hasher: StreamHasher::new(),
         offset: 0,
         size: artifact.size_bytes,
         contributors: BTreeSet::new(),
@@ -341,7 +343,14 @@ pub async fn download(
             }
             let error = match result {
                 Ok(()) => {
-                    let got = Sha256Digest(std::mem::take(&mut p.hasher).finalize().into());
+                    let got =
+                        std::mem::take(&mut p.hasher)
+                            .finish()
+                            .map_err(|lost| LocalIoError {
+                                op: "hash",
+                                path: p.part.path().to_path_buf(),
+                                source: std::io::Error::other(lost),
+                            })?;
                     if got == artifact.hash {
                         let file = p.part.finish(&final_path)?;
                         return Ok(Outcome::Verified { file, failures });

@@ -16,6 +16,7 @@
 
 pub mod client;
 pub mod download;
+pub mod hashing;
 pub mod local;
 pub mod partial;
 pub mod progress;
