@@ -128,8 +128,11 @@ METHOD = """\
   SHA-256 alone costs about 0.7 CPU-s/GiB there (sha2 with SHA-NI; 1.42 GB/s on a buffer in
   cache) and receiving plus writing to tmpfs about 0.5 to 0.7, so on one core the fetch cannot
   reach 90% of the hash-only rate; the "hash floor" row reads the file from page cache, not from
-  a socket. Hashing on a separate thread was tried (November 2026): pinned it was slower, and
-  unpinned it was within noise of the plain version, because core 0 is busy serving. A `perf`
+  a socket. Since issue 18 §4 `phase fetch` hashes on a thread of its own, fed by a bounded
+  channel, whenever its affinity mask allows 2+ cores (init/src/fetch/hashing.rs); pinned to
+  one core it hashes inline. The "client unpinned" rows run it so, beside the pinned run; on a
+  2-core machine core 0 is busy serving, so the client has 1 free core and the 0.9x is not
+  judged. A `perf`
   profile of a pinned fetch (November 2026): SHA-256 about 59% of the client core, tmpfs page
   allocation and copy in `write` about 23%, socket receive and softirq about 10%. Writing 1 GiB
   with `dd` costs 0.39 s of system time on a default tmpfs and 0.15 s on one mounted
