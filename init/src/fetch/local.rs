@@ -73,10 +73,13 @@ pub fn verify_artifacts_in_dir(
     verify_in_dir(m, dir, None)
 }
 
+/// Where [`verify_in_dir`] copies to, and the list of copies it made.
+type CopyTo<'a> = Option<(&'a Path, &'a mut Vec<PathBuf>)>;
+
 /// Like [`verify_artifacts_in_dir`], but every byte hashed is also written to
 /// `into/<filename>` (a tmpfs such as `/run/phase/fetch`), and the returned files are those
-/// copies: the bytes handed on are the bytes hashed, read from `dir` exactly once. A copy whose
-/// artifact is refused is removed.
+/// copies: the bytes handed on are the bytes hashed, read from `dir` exactly once. When any
+/// artifact is refused, every copy made so far is removed (the RAM is given back).
 ///
 /// # Errors
 /// The first [`LocalVerifyError`] found; `op` `create` or `write` for the copy.
@@ -85,13 +88,20 @@ pub fn copy_verified_artifacts(
     dir: &Path,
     into: &Path,
 ) -> Result<BTreeMap<String, VerifiedFile>, LocalVerifyError> {
-    verify_in_dir(m, dir, Some(into))
+    let mut made = Vec::new();
+    let res = verify_in_dir(m, dir, Some((into, &mut made)));
+    if res.is_err() {
+        for p in made {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    res
 }
 
 fn verify_in_dir(
     m: &VerifiedManifest,
     dir: &Path,
-    copy_to: Option<&Path>,
+    mut copy_to: CopyTo<'_>,
 ) -> Result<BTreeMap<String, VerifiedFile>, LocalVerifyError> {
     let mut out = BTreeMap::new();
     let mut buf = vec![0u8; BUF];
@@ -108,8 +118,8 @@ fn verify_in_dir(
         };
         let mut file = std::fs::File::open(&path).map_err(io("open"))?;
         let found = file.metadata().map_err(io("stat"))?.len();
-        let copy = match copy_to {
-            Some(into) => {
+        let mut copy = match copy_to.as_mut() {
+            Some((into, made)) => {
                 let p = into.join(&a.filename);
                 let f = std::fs::OpenOptions::new()
                     .read(true)
@@ -123,29 +133,19 @@ fn verify_in_dir(
                         path: p.clone(),
                         source,
                     })?;
+                made.push(p.clone());
                 Some((p, f))
             }
             None => None,
         };
-        // Whatever refuses this artifact from here on also removes its copy.
-        let refuse = |e: LocalVerifyError, copy: Option<(PathBuf, std::fs::File)>| {
-            if let Some((p, _)) = copy {
-                let _ = std::fs::remove_file(p);
-            }
-            e
-        };
         if found != a.size_bytes {
-            return Err(refuse(
-                LocalVerifyError::Size {
-                    artifact: name.clone(),
-                    path,
-                    expected: a.size_bytes,
-                    found,
-                },
-                copy,
-            ));
+            return Err(LocalVerifyError::Size {
+                artifact: name.clone(),
+                path,
+                expected: a.size_bytes,
+                found,
+            });
         }
-        let mut copy = copy;
         let mut hasher = Sha256::new();
         let mut total = 0u64;
         loop {
@@ -153,7 +153,7 @@ fn verify_in_dir(
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(refuse(io("read")(e), copy)),
+                Err(e) => return Err(io("read")(e)),
             };
             hasher.update(&buf[..n]);
             if let Some((p, f)) = &mut copy {
@@ -164,7 +164,7 @@ fn verify_in_dir(
                         path: p.clone(),
                         source,
                     };
-                    return Err(refuse(e, copy));
+                    return Err(e);
                 }
             }
             total += n as u64;
@@ -172,26 +172,20 @@ fn verify_in_dir(
         let digest = Sha256Digest(hasher.finalize().into());
         // A file that changed size while being read is refused like a wrong one.
         if total != a.size_bytes {
-            return Err(refuse(
-                LocalVerifyError::Size {
-                    artifact: name.clone(),
-                    path,
-                    expected: a.size_bytes,
-                    found: total,
-                },
-                copy,
-            ));
+            return Err(LocalVerifyError::Size {
+                artifact: name.clone(),
+                path,
+                expected: a.size_bytes,
+                found: total,
+            });
         }
         if digest != a.hash {
-            return Err(refuse(
-                LocalVerifyError::Hash {
-                    artifact: name.clone(),
-                    path,
-                    expected: a.hash,
-                    found: digest,
-                },
-                copy,
-            ));
+            return Err(LocalVerifyError::Hash {
+                artifact: name.clone(),
+                path,
+                expected: a.hash,
+                found: digest,
+            });
         }
         file.seek(SeekFrom::Start(0)).map_err(io("seek"))?;
         let (path, file) = match copy {
@@ -268,6 +262,11 @@ mod tests {
             "{e}"
         );
         assert!(!ram.path().join("kernel").exists(), "refused copy kept");
+        // "initramfs" comes first in name order and was verified before "kernel" failed.
+        assert!(
+            !ram.path().join("initramfs").exists(),
+            "a verified copy kept after the release was refused"
+        );
         std::fs::write(disk.path().join("kernel"), b"kernel").unwrap();
         let e = copy_verified_artifacts(&m, disk.path(), ram.path()).unwrap_err();
         assert!(matches!(e, LocalVerifyError::Size { .. }), "{e}");
