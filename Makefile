@@ -171,13 +171,15 @@ FILE_ARCH := $(if $(filter aarch64,$(ARCH)),ARM aarch64,x86-64)
 # phase-init and phase-provider build apart (issue 18 §1): cargo unifies the features of the
 # packages of one build, and plasmd's tracing-subscriber env-filter (regex-automata) must not
 # reach /init. /init is built for size (Cargo.toml: opt-level "z"); plasmd, which lives on the
-# rootfs and serves every peer, for speed (PLASMD_OPT_LEVEL; at "z" it served the manifest
-# 0.77x as fast as at 3 in one run of the provider bench).
-PLASMD_OPT_LEVEL ?= 3
+# rootfs and serves every peer, for speed (PLASMD_OPT_LEVEL; at "z" it answered 0.80x as many
+# manifest requests per second as at 3 in one run of the provider bench). The arm64 cross
+# build keeps one dependency tree (both at "z"), which saves `make test` a second cross
+# compile of it; PLASMD_OPT_LEVEL=3 builds arm64's plasmd for speed too.
+PLASMD_OPT_LEVEL ?= $(if $(filter aarch64,$(ARCH)),,3)
 build: deps $(ARM64_STAMP)
 	$(if $(filter 1,$(SKIP_BUILD)),@echo "build: SKIP_BUILD=1 so using $(BIN_DIR)",$(CARGO_BUILD) -p phase-init)
-	$(if $(filter 1,$(SKIP_BUILD)),,CARGO_PROFILE_RELEASE_OPT_LEVEL=$(PLASMD_OPT_LEVEL) $(CARGO_BUILD) -p phase-provider)
-	$(if $(or $(filter 1,$(SKIP_BUILD)),$(filter x86_64,$(ARCH))),,CARGO_PROFILE_RELEASE_OPT_LEVEL=$(PLASMD_OPT_LEVEL) RUSTFLAGS="$(STATIC_RUSTFLAGS)" cargo build --release --target $(HOST_TRIPLE) -p phase-provider)
+	$(if $(filter 1,$(SKIP_BUILD)),,$(if $(PLASMD_OPT_LEVEL),CARGO_PROFILE_RELEASE_OPT_LEVEL=$(PLASMD_OPT_LEVEL)) $(CARGO_BUILD) -p phase-provider)
+	$(if $(or $(filter 1,$(SKIP_BUILD)),$(filter x86_64,$(ARCH))),,CARGO_PROFILE_RELEASE_OPT_LEVEL=3 RUSTFLAGS="$(STATIC_RUSTFLAGS)" cargo build --release --target $(HOST_TRIPLE) -p phase-provider)
 	@for b in phase-init phase plasmd; do \
 	    file -L $(BIN_DIR)/$$b | grep -qE 'statically linked|static-pie linked' || { echo "build: $(BIN_DIR)/$$b is not static" >&2; exit 1; }; \
 	    file -L $(BIN_DIR)/$$b | grep -q '$(FILE_ARCH)' || { echo "build: $(BIN_DIR)/$$b is not $(FILE_ARCH)" >&2; exit 1; }; \
