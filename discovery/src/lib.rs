@@ -18,6 +18,7 @@ use std::time::Duration;
 use phase_protocol::Arch;
 
 pub use dht::{DhtConfig, DhtError, DhtNode, Publication, Role};
+pub use mdns::{MdnsAdvertiser, MdnsBrowser, MdnsError, MdnsEvent};
 
 /// Sends `tracing` events to stderr, filtered by `RUST_LOG` in `target=level` form (e.g.
 /// `warn,phase_discovery=debug`; [`tracing_subscriber::filter::Targets`], which needs no regex
@@ -36,7 +37,6 @@ pub fn log_to_stderr_from_env() {
         .with(filter)
         .try_init();
 }
-pub use mdns::{MdnsAdvertiser, MdnsBrowser, MdnsError, MdnsEvent};
 
 /// Where a provider was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
