@@ -55,16 +55,15 @@ def run_section(s, rel, res):
             if want not in out:
                 raise RuntimeError(f"pipeline printed {out.strip()!r}, expected {want}")
 
-        phase = _measure(s, s.pin("client") + [s.bin("phase"), "fetch", "--manifest-url", f"{base}/manifest.json",
-                                               "--trust", rel.trust, "--out", out_dir, "-q"],
-                         False, rel.size, fetched_ok, clean)
+        fetch = [s.bin("phase"), "fetch", "--manifest-url", f"{base}/manifest.json", "--trust", rel.trust,
+                 "--out", out_dir, "-q"]
+        phase = _measure(s, s.pin("client") + fetch, False, rel.size, fetched_ok, clean)
         res.facts["phase_fetch_Bps"] = phase[0]
         mib = rel.size // MiB
         if s.cores >= 2:
             # Issue 18 §4: unpinned, `phase fetch` sees 2+ cores and hashes on its own thread
             # (init/src/fetch/hashing.rs); plasmd stays pinned to core 0.
-            un = _measure(s, [s.bin("phase"), "fetch", "--manifest-url", f"{base}/manifest.json",
-                              "--trust", rel.trust, "--out", out_dir, "-q"], False, rel.size, fetched_ok, clean)
+            un = _measure(s, fetch, False, rel.size, fetched_ok, clean)
             res.facts["phase_fetch_unpinned_Bps"] = un[0]
             res.add(sec, f"fetch+verify {mib} MiB throughput, client unpinned (hashing thread)", un[0] / 1e9,
                     "GB/s", "phase fetch pinned to 1 core (hashing inline)", phase[0] / 1e9, div(un[0], phase[0]),

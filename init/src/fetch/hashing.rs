@@ -78,11 +78,6 @@ impl StreamHasher {
         }
     }
 
-    /// Whether the chunks go to a hashing thread.
-    pub fn is_threaded(&self) -> bool {
-        matches!(self, Self::Thread { .. })
-    }
-
     /// Adds `chunk` (blocks while [`CHANNEL_CHUNKS`] chunks wait for the hashing thread).
     pub fn update(&mut self, chunk: &Bytes) {
         match self {
@@ -134,7 +129,7 @@ mod tests {
         let want = Sha256Digest::of(&all);
         let mut inline = StreamHasher::Inline(Sha256::new());
         let mut thread = StreamHasher::threaded();
-        assert!(thread.is_threaded());
+        assert!(matches!(thread, StreamHasher::Thread { .. }));
         for c in chunks() {
             inline.update(&c);
             thread.update(&c);

@@ -158,13 +158,12 @@ fn verify_in_dir(
             hasher.update(&buf[..n]);
             if let Some((p, f)) = &mut copy {
                 if let Err(source) = f.write_all(&buf[..n]) {
-                    let e = LocalVerifyError::Io {
+                    return Err(LocalVerifyError::Io {
                         artifact: name.clone(),
                         op: "write",
                         path: p.clone(),
                         source,
-                    };
-                    return Err(e);
+                    });
                 }
             }
             total += n as u64;
