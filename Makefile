@@ -78,6 +78,10 @@ HOST_PLASMD := $(HOST_BIN_DIR)/plasmd
 CHANNEL    ?= stable
 VERSION    ?= 0.1.0
 EXPIRES    ?= 30d
+# Manifest format of `make release` (docs/manifest.md): 2 lists every chunk's SHA-256 (issue
+# 19); 1 for boot media built before v2. CHUNK_SIZE (e.g. 1M) overrides the per-artifact default.
+MANIFEST_VERSION ?= 2
+CHUNK_SIZE ?=
 CMDLINE    ?= console=tty0 console=ttyS0,115200 panic=10
 MODE       ?= local
 # The newest kernel in /lib/modules that has a matching /boot/vmlinuz.
@@ -265,7 +269,9 @@ $(RELEASE_DIR)/manifest.json: $(INITRD) $(ROOTFS_IMG) $(KEY) FORCE
 	cp -f $(INITRD) $(RELEASE_DIR)/initramfs
 	cp -f $(ROOTFS_IMG) $(RELEASE_DIR)/rootfs
 	$(HOST_PLASMD) manifest build --artifacts $(RELEASE_DIR) --channel $(CHANNEL) --arch $(ARCH) \
-	  --version $(VERSION) --expires-in $(EXPIRES) --cmdline '$(RELEASE_CMDLINE)' --out $(ARCH_OUT)/manifest.unsigned.json
+	  --version $(VERSION) --expires-in $(EXPIRES) --cmdline '$(RELEASE_CMDLINE)' \
+	  --manifest-version $(MANIFEST_VERSION) $(if $(strip $(CHUNK_SIZE)),--chunk-size $(CHUNK_SIZE)) \
+	  --out $(ARCH_OUT)/manifest.unsigned.json
 	$(HOST_PLASMD) manifest sign --key $(KEY) --in $(ARCH_OUT)/manifest.unsigned.json --out $@
 	@echo "release: $(RELEASE_DIR) ($(CHANNEL)/$(ARCH) $(VERSION), signed with $(KEY))$(if $(strip $(ROOTFS)), rootfs from $(ROOTFS))$(if $(strip $(INIT)), init $(strip $(INIT)))"
 
@@ -318,6 +324,8 @@ test-build: deps
 	    --var repo=$(CURDIR) --var bin_dir=$(BIN_DIR) \
 	    --var busybox=$(BUSYBOX) --var trust=$(TRUST) --var release=$(ARCH_OUT)/release.conf)
 	$(MAKE) --no-print-directory check-kernel-config
+	$(MAKE) --no-print-directory release
+	scripts/test-check-chunks.sh $(HOST_PLASMD) $(RELEASE_DIR) $(TRUST)
 	$(MAKE) --no-print-directory image MODE=$(MODE)
 	scripts/check-make-deps.sh
 	BUSYBOX=$(BUSYBOX) scripts/test-own-rootfs.sh

@@ -1,8 +1,8 @@
 //! `phase-protocol`: the data and crypto every other Phase Boot part stands on.
 //!
 //! Pure data and crypto, no sockets and no async runtime (DESIGN §2):
-//! - [`manifest`]: the boot manifest v1 schema and its validation (DESIGN §5, seed 003
-//!   "Boot Manifest Schema Pattern").
+//! - [`manifest`]: the boot manifest schema, v1 and v2, and its validation (DESIGN §5, seed 003
+//!   "Boot Manifest Schema Pattern"); [`chunks`]: v2's piece digests (issue 19).
 //! - [`canonical`] and [`json`]: RFC 8785 (JCS) signing bytes over the *received* JSON value, with
 //!   a strict parser (size cap, nesting limit, duplicate keys refused).
 //! - [`signing`] and [`trust`]: Ed25519 over SHA-256 of the canonical bytes; a trust root of keys
@@ -14,6 +14,7 @@
 
 pub mod arch;
 pub mod canonical;
+pub mod chunks;
 pub mod digest;
 pub mod json;
 pub mod manifest;

@@ -1,8 +1,10 @@
-//! Boot manifest v1 (DESIGN §5; seed 003 "Boot Manifest Schema Pattern", with its fixes).
+//! Boot manifest v1 and v2 (DESIGN §5; seed 003 "Boot Manifest Schema Pattern", with its fixes;
+//! issue 19 §1 for v2).
 //!
 //! A manifest names one release for one (channel, arch): its SemVer `version`, validity window,
 //! the signed kernel command line of the target and the artifacts (`kernel` and `initramfs`
-//! required, `rootfs` optional), each with size and SHA-256. Artifacts live in a `BTreeMap`;
+//! required, `rootfs` optional), each with size and SHA-256. Version 2 adds to every artifact a
+//! `chunk_size` and the SHA-256 of every chunk ([`crate::chunks`]); version 1 has neither. Artifacts live in a `BTreeMap`;
 //! unknown members are kept in `extra` and stay covered by the signature because signing works
 //! on the received JSON value ([`crate::canonical`]), never on this struct.
 
@@ -15,8 +17,11 @@ use serde_json::Value;
 use crate::arch::Arch;
 use crate::digest::Sha256Digest;
 
-/// The only `manifest_version` this crate understands.
-pub const MANIFEST_VERSION: u32 = 1;
+/// The newest `manifest_version`: what `plasmd manifest build` writes (piece digests, issue 19).
+pub const MANIFEST_VERSION: u32 = 2;
+/// The first `manifest_version`: whole-file hashes only; still accepted, and written by
+/// `plasmd manifest build --manifest-version 1` for boot media older than v2.
+pub const MANIFEST_VERSION_V1: u32 = 1;
 /// Artifacts every manifest must name.
 pub const REQUIRED_ARTIFACTS: [&str; 2] = ["kernel", "initramfs"];
 /// Longest `cmdline` accepted, in bytes; x86's 2048-byte limit leaves room for `phase.*` keys.
@@ -25,7 +30,7 @@ pub const MAX_CMDLINE_BYTES: usize = 1536;
 /// A boot manifest v1. Field meanings and JSON names follow DESIGN §5.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BootManifest {
-    /// Schema version; must be [`MANIFEST_VERSION`].
+    /// Schema version: [`MANIFEST_VERSION_V1`] or [`MANIFEST_VERSION`] (2).
     pub manifest_version: u32,
     /// SemVer of the release; rollback protection compares it.
     pub version: semver::Version,
@@ -65,9 +70,24 @@ pub struct Artifact {
     /// Absolute http(s) mirrors, tried after every provider.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub urls: Vec<String>,
+    /// v2: the chunk size in bytes, a power of two in 64 KiB..=16 MiB
+    /// ([`crate::chunks::valid_chunk_size`]); absent in v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_size: Option<u64>,
+    /// v2: SHA-256 of every chunk in order, `ceil(size_bytes / chunk_size)` of them; absent in v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<Vec<Sha256Digest>>,
     /// Members this version does not know.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
+}
+
+impl Artifact {
+    /// The v2 piece list: `(chunk_size in bytes, one digest per chunk)`, or `None` for a v1
+    /// artifact. Meaningful on a manifest that passed [`BootManifest::validate`].
+    pub fn chunking(&self) -> Option<(u64, &[Sha256Digest])> {
+        Some((self.chunk_size?, self.chunks.as_deref()?))
+    }
 }
 
 /// One signature entry: Ed25519 over SHA-256 of the RFC 8785 signing bytes.
@@ -86,9 +106,41 @@ pub struct SignatureEntry {
 /// A manifest that parses but breaks a rule of DESIGN §5.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
-    /// `manifest_version` is not 1.
-    #[error("manifest_version {0} is not supported (this build reads version {MANIFEST_VERSION})")]
+    /// `manifest_version` is neither 1 nor 2.
+    #[error("manifest_version {0} is not supported (this build reads versions {MANIFEST_VERSION_V1} and {MANIFEST_VERSION})")]
     UnsupportedVersion(u32),
+    /// A v2 artifact lacks `chunk_size` or `chunks`, or a v1 artifact has one of them.
+    #[error("artifact {artifact:?}: manifest_version {version} {why}")]
+    ChunkFields {
+        /// Artifact name.
+        artifact: String,
+        /// The manifest's version.
+        version: u32,
+        /// `needs chunk_size and chunks` or `has no chunk_size or chunks`.
+        why: &'static str,
+    },
+    /// A v2 `chunk_size` is not a power of two in 64 KiB..=16 MiB.
+    #[error("artifact {artifact:?}: chunk_size {chunk_size} is not a power of two from 65536 to 16777216 bytes")]
+    BadChunkSize {
+        /// Artifact name.
+        artifact: String,
+        /// The declared chunk size.
+        chunk_size: u64,
+    },
+    /// A v2 chunk list does not have `ceil(size_bytes / chunk_size)` entries.
+    #[error("artifact {artifact:?}: {got} chunk digests for {size_bytes} bytes in chunks of {chunk_size} (expected {expected})")]
+    ChunkCount {
+        /// Artifact name.
+        artifact: String,
+        /// Its size in bytes.
+        size_bytes: u64,
+        /// Its chunk size in bytes.
+        chunk_size: u64,
+        /// Entries required.
+        expected: u64,
+        /// Entries listed.
+        got: usize,
+    },
     /// A required artifact is absent.
     #[error("manifest has no {0:?} artifact")]
     MissingArtifact(&'static str),
@@ -177,7 +229,8 @@ impl BootManifest {
     /// # Errors
     /// The first [`ManifestError`] found.
     pub fn validate(&self) -> Result<(), ManifestError> {
-        if self.manifest_version != MANIFEST_VERSION {
+        if self.manifest_version != MANIFEST_VERSION && self.manifest_version != MANIFEST_VERSION_V1
+        {
             return Err(ManifestError::UnsupportedVersion(self.manifest_version));
         }
         if !valid_channel(&self.channel) {
@@ -234,6 +287,40 @@ impl BootManifest {
                     });
                 }
             }
+            self.validate_chunks(name, a)?;
+        }
+        Ok(())
+    }
+
+    /// The v2 piece rules for one artifact (issue 19 §1): both chunk fields present in v2 and
+    /// absent in v1, a valid chunk size, and one digest per chunk.
+    fn validate_chunks(&self, name: &str, a: &Artifact) -> Result<(), ManifestError> {
+        let fields = |why| ManifestError::ChunkFields {
+            artifact: name.to_owned(),
+            version: self.manifest_version,
+            why,
+        };
+        let (chunk_size, chunks) = match (self.manifest_version, a.chunk_size, &a.chunks) {
+            (MANIFEST_VERSION_V1, None, None) => return Ok(()),
+            (MANIFEST_VERSION_V1, ..) => return Err(fields("has no chunk_size or chunks")),
+            (_, Some(size), Some(list)) => (size, list),
+            _ => return Err(fields("needs chunk_size and chunks")),
+        };
+        if !crate::chunks::valid_chunk_size(chunk_size) {
+            return Err(ManifestError::BadChunkSize {
+                artifact: name.to_owned(),
+                chunk_size,
+            });
+        }
+        let expected = crate::chunks::chunk_count(a.size_bytes, chunk_size);
+        if chunks.len() as u64 != expected {
+            return Err(ManifestError::ChunkCount {
+                artifact: name.to_owned(),
+                size_bytes: a.size_bytes,
+                chunk_size,
+                expected,
+                got: chunks.len(),
+            });
         }
         Ok(())
     }
@@ -277,6 +364,8 @@ pub(crate) mod tests {
             hash: Sha256Digest::of(name.as_bytes()),
             download_url: Some(name.to_owned()),
             urls: vec![],
+            chunk_size: None,
+            chunks: None,
             extra: BTreeMap::new(),
         };
         BootManifest {
@@ -303,6 +392,80 @@ pub(crate) mod tests {
         let back: BootManifest = serde_json::from_value(m.to_value().unwrap()).unwrap();
         assert_eq!(back, m);
         assert_eq!(m.total_bytes(), 60);
+    }
+
+    /// [`sample`] as v2: 64 KiB chunks, one (made-up) digest per chunk.
+    pub(crate) fn sample_v2() -> BootManifest {
+        let mut m = sample();
+        m.manifest_version = MANIFEST_VERSION;
+        for a in m.artifacts.values_mut() {
+            a.size_bytes = 3 * 65536 + 5;
+            a.chunk_size = Some(65536);
+            a.chunks = Some(vec![Sha256Digest::of(b"c"); 4]);
+        }
+        m
+    }
+
+    #[test]
+    fn v2_sample_is_valid_and_round_trips_with_its_chunks() {
+        let m = sample_v2();
+        m.validate().unwrap();
+        let v = m.to_value().unwrap();
+        assert_eq!(v["artifacts"]["kernel"]["chunk_size"], 65536);
+        assert_eq!(
+            v["artifacts"]["kernel"]["chunks"].as_array().unwrap().len(),
+            4
+        );
+        let back: BootManifest = serde_json::from_value(v).unwrap();
+        assert_eq!(back, m);
+        let (size, list) = back.artifacts["rootfs"].chunking().unwrap();
+        assert_eq!((size, list.len()), (65536, 4));
+        assert!(sample().artifacts["rootfs"].chunking().is_none());
+    }
+
+    #[test]
+    fn v2_piece_rules_are_enforced() {
+        let mut m = sample_v2();
+        m.artifacts.get_mut("kernel").unwrap().chunks = None;
+        assert!(matches!(
+            m.validate(),
+            Err(ManifestError::ChunkFields { version: 2, .. })
+        ));
+        let mut m = sample_v2();
+        m.artifacts.get_mut("kernel").unwrap().chunk_size = None;
+        assert!(matches!(
+            m.validate(),
+            Err(ManifestError::ChunkFields { .. })
+        ));
+        for bad in [0, 1000, 65536 + 1, 32 << 10, 32 << 20] {
+            let mut m = sample_v2();
+            m.artifacts.get_mut("kernel").unwrap().chunk_size = Some(bad);
+            assert!(
+                matches!(m.validate(), Err(ManifestError::BadChunkSize { chunk_size, .. }) if chunk_size == bad),
+                "{bad}"
+            );
+        }
+        for n in [0, 3, 5] {
+            let mut m = sample_v2();
+            m.artifacts.get_mut("rootfs").unwrap().chunks = Some(vec![Sha256Digest::of(b"c"); n]);
+            assert!(
+                matches!(m.validate(), Err(ManifestError::ChunkCount { expected: 4, got, .. }) if got == n),
+                "{n}"
+            );
+        }
+        // An empty artifact has no chunk.
+        let mut m = sample_v2();
+        let a = m.artifacts.get_mut("rootfs").unwrap();
+        a.size_bytes = 0;
+        a.chunks = Some(vec![]);
+        m.validate().unwrap();
+        // v1 carries no piece fields.
+        let mut m = sample();
+        m.artifacts.get_mut("kernel").unwrap().chunk_size = Some(65536);
+        assert!(matches!(
+            m.validate(),
+            Err(ManifestError::ChunkFields { version: 1, .. })
+        ));
     }
 
     #[test]
@@ -335,9 +498,11 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_fields_are_refused_with_typed_errors() {
-        let mut m = sample();
-        m.manifest_version = 2;
-        assert_eq!(m.validate(), Err(ManifestError::UnsupportedVersion(2)));
+        for v in [0, 3, u32::MAX] {
+            let mut m = sample();
+            m.manifest_version = v;
+            assert_eq!(m.validate(), Err(ManifestError::UnsupportedVersion(v)));
+        }
         let mut m = sample();
         m.channel = "../x".into();
         assert!(matches!(m.validate(), Err(ManifestError::BadChannel(_))));

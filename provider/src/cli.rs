@@ -24,7 +24,7 @@ Examples:
   plasmd manifest build --artifacts build/release/stable/x86_64 --channel stable --arch x86_64 \\
       --version 0.1.0 --expires-in 30d --out manifest.unsigned.json
   plasmd manifest sign --key release.key --in manifest.unsigned.json --out manifest.json
-  plasmd manifest verify --trust trust.toml manifest.json
+  plasmd manifest verify --trust trust.toml --artifacts build/release/stable/x86_64 manifest.json
   plasmd serve --artifacts build/release --port 8080
   plasmd provider status -a http://192.0.2.1:8080";
 
@@ -221,6 +221,15 @@ pub enum ManifestCommand {
         /// Target kernel command line.
         #[arg(long, default_value = "")]
         cmdline: String,
+        /// manifest_version to write: 2 lists the SHA-256 of every chunk of every artifact, so
+        /// clients can check pieces from several peers (docs/manifest.md); 1 has whole-file
+        /// hashes only, for boot media built before v2 (they refuse v2).
+        #[arg(long, value_name = "1|2", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=2))]
+        manifest_version: u32,
+        /// v2 chunk size: a power of two from 64K to 16M (suffix K or M for KiB, MiB)
+        /// [default: per artifact, 1M up to 256 MiB, 2M up to 1 GiB, 4M above].
+        #[arg(long, value_name = "BYTES", value_parser = parse_chunk_size)]
+        chunk_size: Option<u64>,
         /// Output file [default: stdout].
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
@@ -250,7 +259,36 @@ pub enum ManifestCommand {
         /// Required architecture (any alias).
         #[arg(long)]
         arch: Option<String>,
+        /// Also check the artifact files in DIR (by filename) against the manifest: size,
+        /// whole-file SHA-256 and, for v2, every chunk's SHA-256 re-derived from the file.
+        #[arg(long, value_name = "DIR")]
+        artifacts: Option<PathBuf>,
     },
+}
+
+/// A v2 chunk size: `<n>`, `<n>K` or `<n>M` (KiB, MiB), a power of two from 64 KiB to 16 MiB.
+///
+/// # Errors
+/// A message naming the rule broken.
+pub fn parse_chunk_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.as_bytes().last() {
+        Some(b'K' | b'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some(b'M' | b'm') => (&t[..t.len() - 1], 1u64 << 20),
+        _ => (t, 1),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a byte count like 1M, 512K or 1048576"))?;
+    let bytes = n
+        .checked_mul(unit)
+        .ok_or_else(|| format!("{text:?} is too large"))?;
+    if !phase_protocol::chunks::valid_chunk_size(bytes) {
+        return Err(format!(
+            "{text:?} ({bytes} bytes) is not a power of two from 64K to 16M"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// `plasmd dht-node`.

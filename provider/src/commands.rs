@@ -265,17 +265,26 @@ fn manifest(cmd: ManifestCommand) -> Result<u8, CommandError> {
             version,
             expires_in,
             cmdline,
+            manifest_version,
+            chunk_size,
             out,
         } => {
-            let info = ReleaseInfo {
+            let mut info = ReleaseInfo::new(
                 channel,
-                arch: arch.parse().map_err(ConfigError::from)?,
-                version: version
+                arch.parse().map_err(ConfigError::from)?,
+                version
                     .parse()
                     .map_err(|e| ConfigError::BadVersion(version.clone(), e))?,
-                expires_in: parse_duration(&expires_in)?,
+                parse_duration(&expires_in)?,
                 cmdline,
-            };
+            );
+            info.manifest_version = manifest_version;
+            info.chunk_size = chunk_size;
+            if manifest_version == 1 && chunk_size.is_some() {
+                return Err(CommandError::Usage(
+                    "--chunk-size needs --manifest-version 2 (v1 has no chunks)".into(),
+                ));
+            }
             // A throwaway cache: `manifest build` always hashes what is there now.
             let cache =
                 crate::hashcache::HashCache::load(PathBuf::from("/nonexistent/plasmd-no-cache"));
@@ -307,6 +316,7 @@ fn manifest(cmd: ManifestCommand) -> Result<u8, CommandError> {
             manifest,
             channel,
             arch,
+            artifacts,
         } => {
             let trust = phase_protocol::TrustRoot::load(&trust)?;
             let bytes = read_input(Some(&manifest))?;
@@ -322,7 +332,25 @@ fn manifest(cmd: ManifestCommand) -> Result<u8, CommandError> {
             match phase_protocol::verify(&bytes, &trust, now, &expect) {
                 Ok(v) => {
                     print!("{}", verify_report(&manifest, &v, trust.threshold(), now));
-                    Ok(0)
+                    let Some(dir) = artifacts else {
+                        return Ok(0);
+                    };
+                    let problems = check_artifact_files(v.manifest(), &dir);
+                    for p in &problems {
+                        println!("{}: REFUSED: {p}", manifest.display());
+                    }
+                    if problems.is_empty() {
+                        println!(
+                            "  files      match ({}, every artifact{})",
+                            dir.display(),
+                            if v.manifest().manifest_version >= 2 {
+                                " and every chunk"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                    Ok(u8::from(!problems.is_empty()))
                 }
                 Err(e) => {
                     println!(
@@ -335,6 +363,65 @@ fn manifest(cmd: ManifestCommand) -> Result<u8, CommandError> {
             }
         }
     }
+}
+
+/// Checks each artifact file `<dir>/<filename>` against `m`: size, whole-file SHA-256 and, for
+/// v2, every chunk's SHA-256 re-derived from the file (issue 19 §1). Returns one line per
+/// problem (empty when all match); the first differing chunk is named with its byte offset.
+pub fn check_artifact_files(m: &phase_protocol::BootManifest, dir: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, a) in &m.artifacts {
+        let path = dir.join(&a.filename);
+        let chunk_size = a
+            .chunk_size
+            .unwrap_or(phase_protocol::chunks::MAX_CHUNK_SIZE);
+        let list = match std::fs::File::open(&path)
+            .and_then(|f| phase_protocol::chunks::chunk_list_of(f, chunk_size))
+        {
+            Ok(list) => list,
+            Err(e) => {
+                problems.push(format!("{name}: cannot read {}: {e}", path.display()));
+                continue;
+            }
+        };
+        if list.size != a.size_bytes {
+            problems.push(format!(
+                "{name}: {} is {} bytes, the manifest says {}",
+                path.display(),
+                list.size,
+                a.size_bytes
+            ));
+        } else if list.whole != a.hash {
+            problems.push(format!(
+                "{name}: {} has SHA-256 {}, the manifest says {}",
+                path.display(),
+                list.whole,
+                a.hash
+            ));
+        }
+        if let Some((size, expected)) = a.chunking() {
+            let bad = list
+                .chunks
+                .iter()
+                .zip(expected)
+                .position(|(got, want)| got != want);
+            if let Some(i) = bad {
+                problems.push(format!(
+                    "{name}: chunk {i} (bytes {}..) of {} does not match the manifest's chunk list",
+                    i as u64 * size,
+                    path.display()
+                ));
+            } else if list.chunks.len() != expected.len() {
+                problems.push(format!(
+                    "{name}: {} has {} chunks, the manifest lists {}",
+                    path.display(),
+                    list.chunks.len(),
+                    expected.len()
+                ));
+            }
+        }
+    }
+    problems
 }
 
 /// The readable report of a manifest that verified.
@@ -372,11 +459,15 @@ pub fn verify_report(
         m.artifacts.len(),
         m.total_bytes()
     );
+    out += &format!("  format     manifest_version {}\n", m.manifest_version);
     for (name, a) in &m.artifacts {
         out += &format!(
             "    {name:<10} {:<12} {:>12} bytes  {}\n",
             a.filename, a.size_bytes, a.hash
         );
+        if let Some((size, list)) = a.chunking() {
+            out += &format!("               {} chunks of {size} bytes\n", list.len());
+        }
     }
     out
 }

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use ed25519_dalek::SigningKey;
-use phase_protocol::manifest::MANIFEST_VERSION;
+use phase_protocol::chunks::default_chunk_size;
+use phase_protocol::manifest::{MANIFEST_VERSION, MANIFEST_VERSION_V1};
 use phase_protocol::{Arch, Artifact, BootManifest, ManifestError};
 
 use crate::hashcache::{HashCache, HashError};
@@ -61,6 +62,33 @@ pub struct ReleaseInfo {
     pub expires_in: Duration,
     /// Kernel command line of the target.
     pub cmdline: String,
+    /// `manifest_version` to write: [`MANIFEST_VERSION`] (2, with chunk digests) or
+    /// [`MANIFEST_VERSION_V1`] (for boot media older than v2).
+    pub manifest_version: u32,
+    /// v2 chunk size in bytes for every artifact; `None` picks
+    /// [`default_chunk_size`] per artifact (1-4 MiB by size).
+    pub chunk_size: Option<u64>,
+}
+
+impl ReleaseInfo {
+    /// `info` with the newest manifest version and per-artifact default chunk sizes.
+    pub fn new(
+        channel: String,
+        arch: Arch,
+        version: semver::Version,
+        expires_in: Duration,
+        cmdline: String,
+    ) -> Self {
+        ReleaseInfo {
+            channel,
+            arch,
+            version,
+            expires_in,
+            cmdline,
+            manifest_version: MANIFEST_VERSION,
+            chunk_size: None,
+        }
+    }
 }
 
 /// Builds an unsigned manifest for the `kernel`, `initramfs` and `rootfs` files of `dir`,
@@ -87,15 +115,31 @@ pub fn build_manifest(
             }
             continue;
         }
-        let (hash, stamp) = hashes.hash(&path)?;
+        let (size_bytes, hash, chunk_size, chunks) = if info.manifest_version == MANIFEST_VERSION_V1
+        {
+            let (hash, stamp) = hashes.hash(&path)?;
+            (stamp.size, hash, None, None)
+        } else {
+            let size = std::fs::metadata(&path)
+                .map_err(|source| HashError::Io {
+                    path: path.clone(),
+                    source,
+                })?
+                .len();
+            let chunk_size = info.chunk_size.unwrap_or_else(|| default_chunk_size(size));
+            let (list, stamp) = hashes.chunk_list(&path, chunk_size)?;
+            (stamp.size, list.whole, Some(chunk_size), Some(list.chunks))
+        };
         artifacts.insert(
             name.to_owned(),
             Artifact {
                 filename: name.to_owned(),
-                size_bytes: stamp.size,
+                size_bytes,
                 hash,
                 download_url: Some(name.to_owned()),
                 urls: Vec::new(),
+                chunk_size,
+                chunks,
                 extra: BTreeMap::new(),
             },
         );
@@ -107,7 +151,7 @@ pub fn build_manifest(
         .and_then(|d| created_at.checked_add_signed(d))
         .ok_or(GenerateError::Expiry(info.expires_in))?;
     let manifest = BootManifest {
-        manifest_version: MANIFEST_VERSION,
+        manifest_version: info.manifest_version,
         version: info.version.clone(),
         channel: info.channel.clone(),
         arch: info.arch.as_str().to_owned(),
@@ -161,13 +205,49 @@ mod tests {
     use phase_protocol::{verify, Expectation, TrustRoot};
 
     fn info() -> ReleaseInfo {
-        ReleaseInfo {
-            channel: "stable".into(),
-            arch: Arch::X86_64,
-            version: semver::Version::new(0, 1, 0),
-            expires_in: Duration::from_secs(86_400),
-            cmdline: "console=ttyS0".into(),
-        }
+        ReleaseInfo::new(
+            "stable".into(),
+            Arch::X86_64,
+            semver::Version::new(0, 1, 0),
+            Duration::from_secs(86_400),
+            "console=ttyS0".into(),
+        )
+    }
+
+    #[test]
+    fn v2_chunks_are_the_files_pieces_and_v1_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 256) as u8).collect();
+        std::fs::write(dir.path().join("kernel"), b"k").unwrap();
+        std::fs::write(dir.path().join("initramfs"), b"").unwrap();
+        std::fs::write(dir.path().join("rootfs"), &rootfs).unwrap();
+        let cache = HashCache::load(dir.path().join(".c"));
+        let mut i = info();
+        i.chunk_size = Some(65536);
+        let m = build_manifest(dir.path(), &i, &cache, Utc::now()).unwrap();
+        assert_eq!(m.manifest_version, 2);
+        let (size, list) = m.artifacts["rootfs"].chunking().unwrap();
+        assert_eq!(size, 65536);
+        let by_hand: Vec<_> = rootfs
+            .chunks(65536)
+            .map(phase_protocol::Sha256Digest::of)
+            .collect();
+        assert_eq!(list, &by_hand[..]);
+        assert_eq!(m.artifacts["initramfs"].chunking().unwrap().1.len(), 0);
+        // The default picks 1 MiB for small artifacts.
+        let m = build_manifest(dir.path(), &info(), &cache, Utc::now()).unwrap();
+        assert_eq!(m.artifacts["rootfs"].chunk_size, Some(1 << 20));
+        i.manifest_version = MANIFEST_VERSION_V1;
+        let m = build_manifest(dir.path(), &i, &cache, Utc::now()).unwrap();
+        assert_eq!(m.manifest_version, 1);
+        assert!(m.artifacts.values().all(|a| a.chunking().is_none()));
+        // A chunk size outside the rules is refused by validation.
+        i.manifest_version = MANIFEST_VERSION;
+        i.chunk_size = Some(1000);
+        assert!(matches!(
+            build_manifest(dir.path(), &i, &cache, Utc::now()),
+            Err(GenerateError::Invalid(ManifestError::BadChunkSize { .. }))
+        ));
     }
 
     #[test]

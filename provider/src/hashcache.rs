@@ -1,5 +1,6 @@
 //! SHA-256 of artifact files, cached by (path, size, mtime) so a restart of `plasmd serve` does
-//! not rehash gigabytes (issue 3 "Must have" 1).
+//! not rehash gigabytes (issue 3 "Must have" 1), with the chunk digests of manifest v2 (issue 19
+//! §1) when a generated manifest needed them.
 //!
 //! The hashes give generated manifests their `hash` and artifact responses their `ETag`. The
 //! cache is a JSON file (`<artifacts>/.plasmd-hashes.json` by default); a file whose size or
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
 
+use phase_protocol::chunks::{chunk_list_of, ChunkList};
 use phase_protocol::Sha256Digest;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -43,7 +45,7 @@ pub enum HashError {
 }
 
 /// One cached hash and what it was computed for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheEntry {
     /// Size in bytes when hashed.
     pub size: u64,
@@ -51,6 +53,18 @@ pub struct CacheEntry {
     pub mtime_ns: u128,
     /// The file's SHA-256.
     pub sha256: Sha256Digest,
+    /// Its chunk digests at one chunk size, if a v2 manifest needed them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<CachedChunks>,
+}
+
+/// Chunk digests of one file at one chunk size ([`phase_protocol::chunks`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedChunks {
+    /// Chunk size in bytes.
+    pub chunk_size: u64,
+    /// SHA-256 of every chunk, in order.
+    pub digests: Vec<Sha256Digest>,
 }
 
 /// The (size, mtime) identity of a file, as compared against [`CacheEntry`].
@@ -136,10 +150,67 @@ impl HashCache {
                     size: stamp.size,
                     mtime_ns: stamp.mtime_ns,
                     sha256: digest,
+                    chunks: None,
                 },
             );
         }
         Ok((digest, stamp))
+    }
+
+    /// The whole-file hash and the digests of every `chunk_size`-byte chunk of `file`, with its
+    /// stamp: from the cache when (size, mtime, chunk size) match, else read whole once (both
+    /// digests in one pass). Blocking; call from a blocking thread.
+    ///
+    /// # Errors
+    /// [`HashError::Io`].
+    pub fn chunk_list(
+        &self,
+        file: &Path,
+        chunk_size: u64,
+    ) -> Result<(ChunkList, FileStamp), HashError> {
+        let io = |source| HashError::Io {
+            path: file.to_owned(),
+            source,
+        };
+        let meta = std::fs::metadata(file).map_err(io)?;
+        let stamp = FileStamp::of(&meta);
+        if let Ok(entries) = self.entries.lock() {
+            let hit = entries
+                .get(file)
+                .filter(|e| e.size == stamp.size && e.mtime_ns == stamp.mtime_ns);
+            if let Some((e, c)) = hit.and_then(|e| Some((e, e.chunks.as_ref()?))) {
+                if c.chunk_size == chunk_size {
+                    let list = ChunkList {
+                        whole: e.sha256,
+                        chunks: c.digests.clone(),
+                        size: e.size,
+                    };
+                    return Ok((list, stamp));
+                }
+            }
+        }
+        let list = chunk_list_of(std::fs::File::open(file).map_err(io)?, chunk_size).map_err(io)?;
+        if list.size != stamp.size {
+            return Err(io(std::io::Error::other(format!(
+                "changed while hashed: {} bytes read, {} bytes at stat",
+                list.size, stamp.size
+            ))));
+        }
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.insert(
+                file.to_owned(),
+                CacheEntry {
+                    size: stamp.size,
+                    mtime_ns: stamp.mtime_ns,
+                    sha256: list.whole,
+                    chunks: Some(CachedChunks {
+                        chunk_size,
+                        digests: list.chunks.clone(),
+                    }),
+                },
+            );
+        }
+        Ok((list, stamp))
     }
 
     /// Writes the cache file (to a temporary name, then renamed).
@@ -204,6 +275,30 @@ mod tests {
         std::fs::write(&file, b"abcd").unwrap();
         let (h2, _) = reloaded.hash(&file).unwrap();
         assert_eq!(h2, Sha256Digest::of(b"abcd"));
+    }
+
+    #[test]
+    fn chunk_lists_are_cached_per_chunk_size_and_redone_for_a_changed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rootfs");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&file, &data).unwrap();
+        let cache_path = dir.path().join("cache.json");
+        let cache = HashCache::load(&cache_path);
+        let (list, _) = cache.chunk_list(&file, 65536).unwrap();
+        let by_hand: Vec<_> = data.chunks(65536).map(Sha256Digest::of).collect();
+        assert_eq!(list.chunks, by_hand);
+        assert_eq!(list.whole, Sha256Digest::of(&data));
+        cache.save().unwrap();
+        let reloaded = HashCache::load(&cache_path);
+        assert_eq!(reloaded.chunk_list(&file, 65536).unwrap().0, list);
+        // Another chunk size is computed, not taken from the cache.
+        let (bigger, _) = reloaded.chunk_list(&file, 1 << 17).unwrap();
+        assert_eq!(bigger.chunks.len(), 2);
+        std::fs::write(&file, &data[..70_000]).unwrap();
+        let (shorter, _) = reloaded.chunk_list(&file, 65536).unwrap();
+        assert_eq!(shorter.chunks.len(), 2);
+        assert_eq!(shorter.whole, Sha256Digest::of(&data[..70_000]));
     }
 
     #[test]

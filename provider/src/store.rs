@@ -390,13 +390,13 @@ impl Store {
                 reason: "no --key to sign a manifest".into(),
             };
         };
-        let info = ReleaseInfo {
-            channel: release.channel.clone(),
-            arch: release.arch,
-            version: self.opts.release_version.clone(),
-            expires_in: self.opts.expires_in,
-            cmdline: self.opts.cmdline.clone(),
-        };
+        let info = ReleaseInfo::new(
+            release.channel.clone(),
+            release.arch,
+            self.opts.release_version.clone(),
+            self.opts.expires_in,
+            self.opts.cmdline.clone(),
+        );
         let signed = build_manifest(&release.dir, &info, &self.hashes, now)
             .and_then(|m| sign_to_text(unsigned_json(&m)?, key, now));
         match signed {

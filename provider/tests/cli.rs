@@ -372,3 +372,100 @@ fn serve_with_key_signs_its_manifest_again_before_it_expires() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn v2_manifest_verify_with_artifacts_names_the_chunk_a_changed_file_breaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let rel = dir.path().join("rel");
+    std::fs::create_dir(&rel).unwrap();
+    let rootfs: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(rel.join("kernel"), b"kernel").unwrap();
+    std::fs::write(rel.join("initramfs"), b"initramfs").unwrap();
+    std::fs::write(rel.join("rootfs"), &rootfs).unwrap();
+    let key = dir.path().join("k");
+    assert!(plasmd(&["keygen", "--out", s(&key)]).status.success());
+    let public = std::fs::read_to_string(dir.path().join("k.pub")).unwrap();
+    let trust = dir.path().join("trust.toml");
+    std::fs::write(
+        &trust,
+        format!("threshold = 1\nkeys = [\"{}\"]\n", public.trim()),
+    )
+    .unwrap();
+    let unsigned = dir.path().join("unsigned.json");
+    let build = |extra: &[&str]| {
+        let mut args = vec![
+            "manifest",
+            "build",
+            "--artifacts",
+            s(&rel),
+            "--channel",
+            "stable",
+            "--arch",
+            "x86_64",
+            "--version",
+            "1.0.0",
+            "--expires-in",
+            "1d",
+            "--out",
+            s(&unsigned),
+        ];
+        args.extend_from_slice(extra);
+        plasmd(&args)
+    };
+    // Chunk sizes outside the rules are usage errors.
+    for bad in ["1000", "32K", "32M", "1G", "x"] {
+        assert_eq!(
+            build(&["--chunk-size", bad]).status.code(),
+            Some(2),
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        build(&["--manifest-version", "1", "--chunk-size", "64K"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert!(build(&["--chunk-size", "64K"]).status.success());
+    let manifest = rel.join("manifest.json");
+    let out = plasmd(&[
+        "manifest",
+        "sign",
+        "--key",
+        s(&key),
+        "--in",
+        s(&unsigned),
+        "--out",
+        s(&manifest),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let verify = || {
+        plasmd(&[
+            "manifest",
+            "verify",
+            "--trust",
+            s(&trust),
+            "--artifacts",
+            s(&rel),
+            s(&manifest),
+        ])
+    };
+    let out = verify();
+    let report = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(
+        report.contains("manifest_version 2") && report.contains("4 chunks of 65536 bytes"),
+        "{report}"
+    );
+    // One byte of chunk 1 changes: refused, naming chunk 1 and its offset.
+    let mut changed = rootfs.clone();
+    changed[70_000] ^= 1;
+    std::fs::write(rel.join("rootfs"), &changed).unwrap();
+    let out = verify();
+    let report = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("REFUSED: rootfs: chunk 1 (bytes 65536..)"),
+        "{report}"
+    );
+}

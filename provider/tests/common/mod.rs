@@ -39,13 +39,13 @@ pub fn sign_release(dir: &Path) -> ed25519_dalek::SigningKey {
     use phase_provider::generate::{build_manifest, sign_to_text, unsigned_json, ReleaseInfo};
     let key = phase_protocol::signing::generate_key();
     let cache = phase_provider::hashcache::HashCache::load(dir.join(".cache-unused"));
-    let info = ReleaseInfo {
-        channel: "stable".into(),
-        arch: phase_protocol::Arch::X86_64,
-        version: semver::Version::new(1, 2, 3),
-        expires_in: Duration::from_secs(86_400),
-        cmdline: "console=ttyS0".into(),
-    };
+    let info = ReleaseInfo::new(
+        "stable".into(),
+        phase_protocol::Arch::X86_64,
+        semver::Version::new(1, 2, 3),
+        Duration::from_secs(86_400),
+        "console=ttyS0".into(),
+    );
     let m = build_manifest(dir, &info, &cache, chrono::Utc::now()).unwrap();
     let text = sign_to_text(unsigned_json(&m).unwrap(), &key, chrono::Utc::now()).unwrap();
     std::fs::write(dir.join("manifest.json"), text).unwrap();
