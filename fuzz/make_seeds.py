@@ -170,8 +170,27 @@ mirrors["artifacts"]["kernel"]["urls"] = ["https://mirror.example/kernel"]
 mirrors["artifacts"]["kernel"]["size_bytes"] = 9007199254740991
 mirrors["artifacts"]["extra-thing"] = {"filename": "extra", "hash": "sha256:" + "0" * 64, "size_bytes": 0}
 write("manifest_verify", "resign-mirrors-and-extra", clock(MNOW) + b"\x80" + json.dumps(mirrors).encode())
+# Manifest v2 (issue 19): piece fields, re-signed so the checks behind the signature see them.
+v2 = json.loads(json.dumps(unsigned))
+v2["manifest_version"] = 2
+for a in v2["artifacts"].values():
+    a["chunk_size"] = 65536
+    a["chunks"] = ["sha256:" + "ab" * 32] * ((a["size_bytes"] + 65535) // 65536)
+write("manifest_verify", "resign-v2-chunks", clock(MNOW) + b"\x8f" + json.dumps(v2).encode())
+v2_bad = json.loads(json.dumps(v2))
+v2_bad["artifacts"]["kernel"]["chunk_size"] = 1000
+v2_bad["artifacts"]["rootfs"]["chunks"] = []
+write("manifest_verify", "resign-v2-bad-chunk-size-and-count", clock(MNOW) + b"\x80" + json.dumps(v2_bad).encode())
 write("manifest_verify", "duplicate-key", clock(MNOW) + b"\x00" + b'{"version":"1.0.0","version":"2.0.0"}')
 write("manifest_verify", "deep-nesting", clock(MNOW) + b"\x80" + b"[" * 200 + b"]" * 200)
+
+# ---- chunk_gate ------------------------------------------------------------------------------
+# [chunk size - 1][flip][8 slice lengths - 1][data]
+GATE_DATA = bytes(range(256)) * 3
+write("chunk_gate", "good-64-byte-chunks", bytes([63, 0]) + bytes([6, 63, 64, 0, 200, 1, 9, 30]) + GATE_DATA)
+write("chunk_gate", "flip-in-chunk-1", bytes([63, 2 * 100 + 1]) + bytes([15] * 8) + GATE_DATA)
+write("chunk_gate", "one-byte-chunks-flip-first", bytes([0, 1]) + bytes([0] * 8) + GATE_DATA[:40])
+write("chunk_gate", "empty-data", bytes([255, 3]) + bytes(8))
 
 # ---- http_range ------------------------------------------------------------------------------
 ETAG = b'"a0c936696eb7d5ee3192bf53b9d281cecbb40ca9db520de72cb95817ad92ac72"'

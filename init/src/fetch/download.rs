@@ -8,11 +8,17 @@
 //! `Content-Range: bytes <offset>-<size-1>/<size>`; a 200 restarts from byte 0 (never appended).
 //! Sources are tried in rounds (at most `retries + 1`) until the total deadline.
 //!
-//! Blame: a hash mismatch is only known at the end. If one source delivered every byte, it is
-//! dropped. If several contributed (after a resume), nobody can be blamed, so resume is switched
-//! off for this artifact: each remaining source must then deliver the whole file alone, which
-//! pins the next mismatch on exactly one source. Splitting one artifact across providers is not
-//! done; it would need per-chunk hashes in a later manifest version to pin a bad range.
+//! Blame, manifest v2 (issue 19 §1): every chunk is checked against the signed chunk list as it
+//! completes ([`super::pieces`]) and written only when it matches, so resume points are chunk
+//! boundaries and a bad chunk is pinned on the one source that sent it: that source is dropped
+//! for this artifact (`fetch <artifact>: chunk <i> (bytes <offset>..) from <url> does not match
+//! the manifest; dropping the source, resuming at byte <offset>`), the verified chunks stay,
+//! and the next source resumes at the bad chunk. The whole-file hash is still checked at the end.
+//!
+//! Blame, manifest v1: a hash mismatch is only known at the end. If one source delivered every
+//! byte, it is dropped. If several contributed (after a resume), nobody can be blamed, so resume
+//! is switched off for this artifact: each remaining source must then deliver the whole file
+//! alone, which pins the next mismatch on exactly one source.
 //!
 //! Liveness (issue 15 §5): a source below the minimum rate ([`super::rate`], default 64 KiB/s
 //! over 10 s) is cut off and the next source resumes from the verified offset, so one slow
@@ -33,6 +39,7 @@ use reqwest::{StatusCode, Url};
 use tokio::time::{timeout_at, Instant};
 
 use super::hashing::StreamHasher;
+use super::pieces::ChunkGate;
 
 use super::partial::{LocalIoError, Partial};
 use super::progress::Meter;
@@ -125,6 +132,18 @@ pub enum SourceError {
         /// `size_bytes`.
         size: u64,
     },
+    /// A v2 chunk's SHA-256 is not the manifest's (the chunk was not written).
+    #[error("chunk {index} (bytes {offset}..) hash mismatch: got {got}, manifest says {expected}")]
+    ChunkMismatch {
+        /// Index of the chunk.
+        index: u64,
+        /// Its first byte's offset.
+        offset: u64,
+        /// The digest of the bytes received.
+        got: Sha256Digest,
+        /// The manifest's digest for the chunk.
+        expected: Sha256Digest,
+    },
     /// All bytes arrived but their SHA-256 is not the manifest's.
     #[error("hash mismatch: got {got}, manifest says {expected}")]
     HashMismatch {
@@ -174,7 +193,8 @@ impl SourceError {
             | SourceError::Total { .. } => Fate::Retry,
             SourceError::Status(_)
             | SourceError::ContentLength { .. }
-            | SourceError::ContentRange { .. } => Fate::Drop,
+            | SourceError::ContentRange { .. }
+            | SourceError::ChunkMismatch { .. } => Fate::Drop,
             SourceError::TooLong { .. } | SourceError::HashMismatch { .. } => Fate::DropAndRestart,
             SourceError::TooSlow { .. } => Fate::Slow,
         }
@@ -217,10 +237,15 @@ pub enum Outcome {
 struct Progress<'a> {
     part: Partial,
     hasher: StreamHasher,
+    /// Bytes written and hashed (verified chunks only, for v2): where a resume starts.
     offset: u64,
     size: u64,
     contributors: BTreeSet<usize>,
     meter: &'a mut Meter,
+    /// v2: holds each chunk back until it matches ([`super::pieces`]); `None` for v1.
+    gate: Option<ChunkGate<'a>>,
+    /// Reused list of checked bytes from the gate.
+    ready: Vec<bytes::Bytes>,
 }
 
 impl Progress<'_> {
@@ -229,7 +254,40 @@ impl Progress<'_> {
         self.hasher = StreamHasher::new();
         self.offset = 0;
         self.contributors.clear();
+        if let Some(g) = self.gate.as_mut() {
+            g.reset_to(0);
+        }
         Ok(())
+    }
+
+    /// Bytes received in this attempt's position: written plus held back by the gate.
+    fn position(&self) -> u64 {
+        self.offset + self.gate.as_ref().map_or(0, ChunkGate::pending_len)
+    }
+
+    /// Hashes and writes `chunk` (v1), or passes it through the gate and hashes and writes the
+    /// chunks it releases (v2).
+    fn take(&mut self, chunk: bytes::Bytes) -> Result<(), AttemptError> {
+        let Some(gate) = self.gate.as_mut() else {
+            self.hasher.update(&chunk);
+            self.part.write(&chunk)?;
+            self.offset += chunk.len() as u64;
+            return Ok(());
+        };
+        let checked = gate.feed(chunk, &mut self.ready);
+        for piece in self.ready.drain(..) {
+            self.hasher.update(&piece);
+            self.part.write(&piece)?;
+            self.offset += piece.len() as u64;
+        }
+        checked.map_err(|m| {
+            AttemptError::Source(SourceError::ChunkMismatch {
+                index: m.index,
+                offset: m.offset,
+                got: m.got,
+                expected: m.expected,
+            })
+        })
     }
 }
 
@@ -292,6 +350,10 @@ pub async fn download(
         size: artifact.size_bytes,
         contributors: BTreeSet::new(),
         meter,
+        gate: artifact
+            .chunking()
+            .map(|(chunk_size, list)| ChunkGate::new(artifact.size_bytes, chunk_size, list)),
+        ready: Vec::new(),
     };
     let mut failures = Vec::new();
     let mut dropped = vec![false; sources.len()];
@@ -363,6 +425,14 @@ pub async fn download(
                 Err(AttemptError::Local(e)) => return Err(e),
                 Err(AttemptError::Source(e)) => e,
             };
+            if let SourceError::ChunkMismatch { index, offset, .. } = &error {
+                log::line(&format!(
+                    "fetch {}: chunk {index} (bytes {offset}..) from {url} does not match the \
+                     manifest; dropping the source, resuming at byte {}",
+                    p.meter.name(),
+                    p.offset
+                ));
+            }
             match error.fate() {
                 Fate::Retry => {}
                 Fate::Drop => dropped[i] = true,
@@ -495,6 +565,10 @@ async fn attempt(
     limits: &Limits,
     rate_floor: bool,
 ) -> Result<(), AttemptError> {
+    if let Some(g) = p.gate.as_mut() {
+        // Held-back bytes of another attempt are never mixed with this one's.
+        g.reset_to(p.offset);
+    }
     let mut req = client.get(url.clone());
     if p.offset > 0 {
         req = req.header(RANGE, format!("bytes={}-", p.offset));
@@ -541,26 +615,24 @@ async fn attempt(
     let mut idle_at = Instant::now() + limits.idle;
     loop {
         let window_end = window.as_ref().map(RateWindow::ends_at);
-        match next_chunk(&mut resp, limits, idle_at, window_end, p.offset).await? {
+        match next_chunk(&mut resp, limits, idle_at, window_end, p.position()).await? {
             Next::Chunk(None) => break,
             Next::Chunk(Some(chunk)) => {
-                if chunk.len() as u64 > p.size - p.offset {
+                if chunk.len() as u64 > p.size - p.position() {
                     return Err(SourceError::TooLong { size: p.size }.into());
                 }
-                p.hasher.update(&chunk);
-                p.part.write(&chunk)?;
-                p.offset += chunk.len() as u64;
-                p.meter.tick(p.offset);
+                p.take(chunk)?;
+                p.meter.tick(p.position());
                 idle_at = Instant::now() + limits.idle;
             }
             Next::WindowEnd => {}
         }
-        if p.offset == p.size {
+        if p.position() == p.size {
             // Every byte is here: the pace no longer matters (and a window left behind would
             // wake the wait above at once, over and over, while the body's end is awaited).
             window = None;
         } else if let Some(w) = window.as_mut() {
-            w.check(Instant::now(), p.offset)
+            w.check(Instant::now(), p.position())
                 .map_err(|slow| SourceError::TooSlow {
                     rate: slow.rate,
                     window_ms: slow.window_ms,
@@ -569,9 +641,9 @@ async fn attempt(
                 })?;
         }
     }
-    if p.offset < p.size {
+    if p.position() < p.size {
         return Err(SourceError::Short {
-            got: p.offset,
+            got: p.position(),
             size: p.size,
         }
         .into());

@@ -19,6 +19,7 @@ pub mod download;
 pub mod hashing;
 pub mod local;
 pub mod partial;
+pub mod pieces;
 pub mod progress;
 pub mod rate;
 pub mod recovery;

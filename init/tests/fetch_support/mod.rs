@@ -396,19 +396,58 @@ impl Signer {
         created: chrono::DateTime<Utc>,
         expires: chrono::DateTime<Utc>,
     ) -> Vec<u8> {
+        self.manifest_with(version, arch, artifacts, created, expires, None)
+    }
+
+    /// A signed manifest v2 like [`Signer::manifest`], every artifact in chunks of
+    /// `chunk_size` bytes with the digest of each.
+    pub fn manifest_v2(
+        &self,
+        version: &str,
+        arch: &str,
+        artifacts: &[(&str, &[u8], Vec<String>)],
+        chunk_size: u64,
+    ) -> Vec<u8> {
+        let now = Utc::now();
+        self.manifest_with(
+            version,
+            arch,
+            artifacts,
+            now - ChronoDuration::hours(1),
+            now + ChronoDuration::days(1),
+            Some(chunk_size),
+        )
+    }
+
+    fn manifest_with(
+        &self,
+        version: &str,
+        arch: &str,
+        artifacts: &[(&str, &[u8], Vec<String>)],
+        created: chrono::DateTime<Utc>,
+        expires: chrono::DateTime<Utc>,
+        chunk_size: Option<u64>,
+    ) -> Vec<u8> {
         let mut arts = serde_json::Map::new();
         for (name, bytes, urls) in artifacts {
-            arts.insert(
-                (*name).to_owned(),
-                serde_json::json!({
-                    "filename": name, "size_bytes": bytes.len(),
-                    "hash": Sha256Digest::of(bytes).to_string(),
-                    "download_url": name, "urls": urls,
-                }),
-            );
+            let mut a = serde_json::json!({
+                "filename": name, "size_bytes": bytes.len(),
+                "hash": Sha256Digest::of(bytes).to_string(),
+                "download_url": name, "urls": urls,
+            });
+            if let Some(size) = chunk_size {
+                let chunks: Vec<String> = bytes
+                    .chunks(size as usize)
+                    .map(|c| Sha256Digest::of(c).to_string())
+                    .collect();
+                a["chunk_size"] = size.into();
+                a["chunks"] = chunks.into();
+            }
+            arts.insert((*name).to_owned(), a);
         }
         let mut doc = serde_json::json!({
-            "manifest_version": 1, "version": version, "channel": "stable", "arch": arch,
+            "manifest_version": if chunk_size.is_some() { 2 } else { 1 },
+            "version": version, "channel": "stable", "arch": arch,
             "created_at": created.to_rfc3339(), "expires_at": expires.to_rfc3339(),
             "cmdline": "console=ttyS0", "artifacts": arts,
         });
