@@ -87,6 +87,26 @@ def run_section(s, rel, res):
                     phase[2] < 16 * 1024 if name == peers[0][0] else None,
                     note="peer: largest pipeline member")
         res.facts["phase_fetch_rss_kib"] = phase[2]
+        v2_row(s, rel, res, phase, fetched_ok, clean)
+    finally:
+        stop(srv)
+
+
+def v2_row(s, rel, res, v1, fetched_ok, clean):
+    """Issue 19 §1: the same fetch of the same files under a v2 manifest, where every chunk is
+    also hashed and checked before it is written: CPU per GiB against the v1 fetch above."""
+    port = free_port()
+    srv = start(s.pin("server") + [s.bin("plasmd"), "serve", "-a", rel.dir_v2, "--bind", "127.0.0.1", "--port",
+                                   str(port), "--no-dht", "--no-mdns"], os.path.join(s.work, "plasmd-client-v2.log"))
+    try:
+        wait_http("127.0.0.1", port, "/health", proc=srv)
+        out_dir = os.path.join(s.work, "fetched")
+        fetch = [s.bin("phase"), "fetch", "--manifest-url", f"http://127.0.0.1:{port}/stable/x86_64/manifest.json",
+                 "--trust", rel.trust, "--out", out_dir, "-q"]
+        v2 = _measure(s, s.pin("client") + fetch, False, rel.size, fetched_ok, clean)
+        res.add("client", "fetch+verify CPU per GiB, manifest v2 (every chunk checked too)", v2[1], "CPU-s/GiB",
+                "same fetch, manifest v1", v1[1], div(v2[1], v1[1]), "reported",
+                note=f"{v2[0] / 1e9:.3g} GB/s, peak RSS {v2[2] / 1024:.3g} MiB; client on {client_cores(s)} core(s)")
     finally:
         stop(srv)
 
