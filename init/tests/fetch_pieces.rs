@@ -1,4 +1,5 @@
-//! Manifest v2 in the streaming fetch (issue 19 §1-§2): every chunk is checked as it completes
+//! Manifest v2 in the streaming fetch, one source at a time (`FetchOptions::swarm = None`, the
+//! path of a single source) (issue 19 §1-§2): every chunk is checked as it completes
 //! and written only when it matches, so a bad chunk is pinned on the source that sent it and the
 //! next source resumes at that chunk, keeping the verified ones. Real HTTP on 127.0.0.1
 //! (`fetch_support`'s fault-injecting server).
@@ -49,6 +50,8 @@ async fn case(mirrors: &[&str]) -> Case {
     opts.retries = 1;
     opts.backoff = Duration::from_millis(10);
     opts.progress = false;
+    // The streaming path, one source at a time (init/tests/fetch_swarm.rs has the other).
+    opts.swarm = None;
     Case {
         server,
         dir,

@@ -25,7 +25,8 @@ pub struct FetchArgs {
     #[arg(long, value_name = "URL")]
     pub manifest_url: String,
     /// Extra provider base URL; artifacts are also tried at <URL>/<channel>/<arch>/<file>.
-    /// Repeatable.
+    /// Repeatable. With a v2 manifest (chunk digests) and two or more sources, each artifact's
+    /// chunks come from all of them at once, each checked before it is written.
     #[arg(long = "provider", value_name = "URL")]
     pub providers: Vec<String>,
     /// Trust root (TOML: threshold + Ed25519 public keys).
@@ -73,6 +74,13 @@ pub struct FetchArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub min_rate_window_ms: u64,
+    /// Requests in flight per source when chunks come from several sources at once.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub per_source: u64,
+    /// Fetch each artifact from one source at a time, in order, even with a v2 manifest and
+    /// several sources (the other sources are fallbacks).
+    #[arg(long)]
+    pub one_source_at_a_time: bool,
     /// No progress lines.
     #[arg(long, short)]
     pub quiet: bool,
@@ -98,6 +106,10 @@ impl FetchArgs {
         opts.idle_timeout = Duration::from_millis(self.idle_timeout_ms);
         opts.total_timeout = Duration::from_millis(self.total_timeout_ms);
         opts.retries = self.retries;
+        opts.swarm = (!self.one_source_at_a_time).then(|| crate::fetch::swarm::SwarmOptions {
+            per_source: self.per_source as usize,
+            ..Default::default()
+        });
         opts.min_rate = MinRate {
             bytes_per_sec: self.min_rate,
             window: Duration::from_millis(self.min_rate_window_ms),

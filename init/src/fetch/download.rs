@@ -171,7 +171,7 @@ impl fmt::Display for SourceFailure {
 
 /// How a failure affects the source and the bytes so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fate {
+pub(super) enum Fate {
     /// Keep the source for a later round; keep the verified offset.
     Retry,
     /// Never ask this source again; keep the offset.
@@ -183,7 +183,8 @@ enum Fate {
 }
 
 impl SourceError {
-    fn fate(&self) -> Fate {
+    /// What this failure means for its source (and, streaming, for the bytes so far).
+    pub(super) fn fate(&self) -> Fate {
         match self {
             SourceError::ServerError { .. }
             | SourceError::Request(_)

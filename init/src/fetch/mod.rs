@@ -5,7 +5,9 @@
 //! [`fetch_release`] fetches the manifest (capped at 1 MiB), verifies it with
 //! [`phase_protocol::verify()`] against the trust root, the expectation and the rollback state,
 //! then fetches all artifacts concurrently, each streamed through SHA-256 into
-//! `<out>/<filename>.partial` and renamed only once its hash matched ([`download`]). What it
+//! `<out>/<filename>.partial` and renamed only once its hash matched ([`download`]); a v2
+//! artifact (chunk digests) with two or more sources has its chunks fetched from all of them
+//! at once instead, each chunk checked before it is written ([`swarm`]). What it
 //! returns holds the open descriptors of exactly the verified bytes, for `kexec_file_load`.
 //!
 //! Console lines: `manifest ok version=<v> signers=<n> in <N>ms` (from [`fetch_release`]),
@@ -25,6 +27,7 @@ pub mod rate;
 pub mod recovery;
 pub mod sources;
 pub mod state;
+pub mod swarm;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -81,6 +84,10 @@ pub struct FetchOptions {
     pub min_rate: MinRate,
     /// Print progress lines (at most one per second per artifact).
     pub progress: bool,
+    /// Request bounds when a v2 artifact has two or more sources and its chunks are fetched
+    /// from all of them at once ([`swarm`]); `None` streams every artifact from one source at a
+    /// time, as v1 artifacts and single sources always are.
+    pub swarm: Option<swarm::SwarmOptions>,
 }
 
 impl FetchOptions {
@@ -101,6 +108,7 @@ impl FetchOptions {
             backoff: Duration::from_millis(250),
             min_rate: MinRate::default(),
             progress: true,
+            swarm: Some(swarm::SwarmOptions::default()),
         }
     }
 }
@@ -385,8 +393,13 @@ async fn one_artifact(
         min_rate: opts.min_rate,
     };
     let mut meter = progress::Meter::new(name, a.size_bytes, opts.progress);
-    let outcome = download::download(client, a, &candidates, &opts.out_dir, limits, &mut meter)
-        .await
+    let outcome =
+        if let (Some(so), Some(_), true) = (opts.swarm, a.chunking(), candidates.len() >= 2) {
+            let dir = &opts.out_dir;
+            swarm::swarm_download(client, a, &candidates, dir, limits, so, &mut meter).await
+        } else {
+            download::download(client, a, &candidates, &opts.out_dir, limits, &mut meter).await
+        }
         .map_err(|source| FetchError::Local {
             artifact: name.to_owned(),
             source,

@@ -76,6 +76,42 @@ impl Partial {
         self.file()?.write_all(bytes).map_err(err("write", &path))
     }
 
+    /// Sets the file's length to `len` bytes (a hole, for [`Partial::write_at`]).
+    ///
+    /// # Errors
+    /// [`LocalIoError`] with op `truncate`.
+    pub fn set_len(&mut self, len: u64) -> Result<(), LocalIoError> {
+        let path = self.path.clone();
+        self.file()?.set_len(len).map_err(err("truncate", &path))
+    }
+
+    /// Writes `bytes` at byte `offset` (`pwrite`), leaving the file position alone.
+    ///
+    /// # Errors
+    /// [`LocalIoError`] with op `write` (ENOSPC lands here).
+    pub fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<(), LocalIoError> {
+        use std::os::unix::fs::FileExt;
+        let path = self.path.clone();
+        self.file()?
+            .write_all_at(bytes, offset)
+            .map_err(err("write", &path))
+    }
+
+    /// Reads exactly `buf.len()` bytes at byte `offset` (`pread`).
+    ///
+    /// # Errors
+    /// [`LocalIoError`] with op `read`.
+    pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), LocalIoError> {
+        use std::os::unix::fs::FileExt;
+        let file = self.file.as_ref().ok_or_else(|| LocalIoError {
+            op: "read",
+            path: self.path.clone(),
+            source: std::io::Error::other("partial file already finished"),
+        })?;
+        file.read_exact_at(buf, offset)
+            .map_err(err("read", &self.path))
+    }
+
     /// Empties the file to start over from byte 0.
     ///
     /// # Errors

@@ -162,15 +162,17 @@ async fn handle(
         path: path.clone(),
         range: range.clone(),
     });
-    let from: Option<usize> = range
+    // `bytes=N-` (open) or `bytes=N-M` (closed, inclusive; served by the honest behaviours).
+    let spec = range
         .as_deref()
         .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.strip_suffix('-'))
-        .and_then(|n| n.parse().ok());
+        .and_then(|r| r.split_once('-'));
+    let from: Option<usize> = spec.and_then(|(a, _)| a.parse().ok());
+    let end: Option<usize> = spec.and_then(|(_, b)| b.parse().ok());
     let behaviour = routes.lock().unwrap().get(&path).cloned();
     match behaviour {
         None => status(&mut sock, 404).await,
-        Some(b) => respond(&mut sock, b, from).await,
+        Some(b) => respond(&mut sock, b, from, end).await,
     }
 }
 
@@ -180,14 +182,31 @@ async fn status(sock: &mut TcpStream, code: u16) -> std::io::Result<()> {
     sock.shutdown().await
 }
 
-async fn honest(sock: &mut TcpStream, data: &[u8], from: Option<usize>) -> std::io::Result<()> {
-    let (head, body) = honest_head(data, from);
+async fn honest(
+    sock: &mut TcpStream,
+    data: &[u8],
+    from: Option<usize>,
+    end: Option<usize>,
+) -> std::io::Result<()> {
+    let (head, body) = honest_head(data, from, end);
     sock.write_all(head.as_bytes()).await?;
     sock.write_all(body).await?;
     sock.shutdown().await
 }
 
-fn honest_head(data: &[u8], from: Option<usize>) -> (String, &[u8]) {
+fn honest_head(data: &[u8], from: Option<usize>, end: Option<usize>) -> (String, &[u8]) {
+    if let (Some(n), Some(e)) = (from, end) {
+        if n <= e && e < data.len() {
+            return (
+                format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {n}-{e}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    data.len(),
+                    e + 1 - n
+                ),
+                &data[n..=e],
+            );
+        }
+    }
     match from {
         Some(n) if n >= data.len() => (
             format!("HTTP/1.1 416 X\r\nContent-Range: bytes */{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", data.len()),
@@ -213,9 +232,10 @@ async fn reset_after(
     sock: &mut TcpStream,
     data: &[u8],
     from: Option<usize>,
+    end: Option<usize>,
     n: usize,
 ) -> std::io::Result<()> {
-    let (head, body) = honest_head(data, from);
+    let (head, body) = honest_head(data, from, end);
     sock.write_all(head.as_bytes()).await?;
     sock.write_all(&body[..n.min(body.len())]).await?;
     sock.flush().await?;
@@ -229,10 +249,11 @@ fn respond(
     sock: &mut TcpStream,
     b: Behaviour,
     from: Option<usize>,
+    end: Option<usize>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send + '_>> {
     Box::pin(async move {
         match b {
-            Behaviour::Serve(d) => honest(sock, &d, from).await,
+            Behaviour::Serve(d) => honest(sock, &d, from, end).await,
             Behaviour::Status(c) => status(sock, c).await,
             Behaviour::StatusThen {
                 status: code,
@@ -244,7 +265,7 @@ fn respond(
                     times.store(left - 1, Ordering::SeqCst);
                     status(sock, code).await
                 } else {
-                    respond(sock, *then, from).await
+                    respond(sock, *then, from, end).await
                 }
             }
             Behaviour::Endless(d) => {
@@ -269,7 +290,7 @@ fn respond(
                 sock.write_all(&d).await?;
                 sock.shutdown().await
             }
-            Behaviour::IgnoreRange(d) => honest(sock, &d, None).await,
+            Behaviour::IgnoreRange(d) => honest(sock, &d, None, None).await,
             Behaviour::WrongRange(d) => {
                 let n = from.unwrap_or(0);
                 let head = format!(
@@ -284,7 +305,7 @@ fn respond(
                 sock.shutdown().await
             }
             Behaviour::Trickle(d, gap) => {
-                let (head, body) = honest_head(&d, from);
+                let (head, body) = honest_head(&d, from, end);
                 sock.write_all(head.as_bytes()).await?;
                 for byte in body.iter().take(30) {
                     sock.write_all(&[*byte]).await?;
@@ -293,7 +314,7 @@ fn respond(
                 Ok(())
             }
             Behaviour::Paced(d, chunk, gap) => {
-                let (head, body) = honest_head(&d, from);
+                let (head, body) = honest_head(&d, from, end);
                 sock.write_all(head.as_bytes()).await?;
                 for part in body.chunks(chunk.max(1)) {
                     sock.write_all(part).await?;
@@ -302,7 +323,7 @@ fn respond(
                 }
                 sock.shutdown().await
             }
-            Behaviour::ResetAfter(d, n) => reset_after(sock, &d, from, n).await,
+            Behaviour::ResetAfter(d, n) => reset_after(sock, &d, from, end, n).await,
             Behaviour::Chaos {
                 data,
                 p503,
@@ -331,9 +352,9 @@ fn respond(
                     let len = data.len() - from.unwrap_or(0);
                     let cut = (roll(59) * len as f64) as usize;
                     faults.fetch_add(1, Ordering::SeqCst);
-                    return reset_after(sock, &data, from, cut).await;
+                    return reset_after(sock, &data, from, end, cut).await;
                 }
-                honest(sock, &data, from).await
+                honest(sock, &data, from, end).await
             }
         }
     })
