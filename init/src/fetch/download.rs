@@ -12,7 +12,8 @@
 //! completes ([`super::pieces`]) and written only when it matches, so resume points are chunk
 //! boundaries and a bad chunk is pinned on the one source that sent it: that source is dropped
 //! for this artifact (`fetch <artifact>: chunk <i> (bytes <offset>..) from <url> does not match
-//! the manifest; dropping the source, resuming at byte <offset>`), the verified chunks stay,
+//! the manifest; dropping the source, resuming at byte <offset> from the next source`, or `no
+//! other source left`), the verified chunks stay,
 //! and the next source resumes at the bad chunk. The whole-file hash is still checked at the end.
 //!
 //! Blame, manifest v1: a hash mismatch is only known at the end. If one source delivered every
@@ -427,11 +428,15 @@ pub async fn download(
                 Err(AttemptError::Source(e)) => e,
             };
             if let SourceError::ChunkMismatch { index, offset, .. } = &error {
+                let next = if (0..sources.len()).any(|j| j != i && !dropped[j]) {
+                    format!("resuming at byte {} from the next source", p.offset)
+                } else {
+                    "no other source left".to_owned()
+                };
                 log::line(&format!(
                     "fetch {}: chunk {index} (bytes {offset}..) from {url} does not match the \
-                     manifest; dropping the source, resuming at byte {}",
+                     manifest; dropping the source, {next}",
                     p.meter.name(),
-                    p.offset
                 ));
             }
             match error.fate() {
