@@ -192,6 +192,17 @@ write("chunk_gate", "flip-in-chunk-1", bytes([63, 2 * 100 + 1]) + bytes([15] * 8
 write("chunk_gate", "one-byte-chunks-flip-first", bytes([0, 1]) + bytes([0] * 8) + GATE_DATA[:40])
 write("chunk_gate", "empty-data", bytes([255, 3]) + bytes(8))
 
+# ---- chunk_map -------------------------------------------------------------------------------
+# [size: u64 BE][chunk size - 1: u16 BE][flip][map]; the hash field is replaced by the fixed one (7s)
+# when flip is even.
+def chunk_map(size, chunk, flags, flip=0):
+    head = b"PHCHNK01" + bytes([7] * 32) + struct.pack("<QQ", size, chunk)
+    return struct.pack(">QH", size, chunk - 1) + bytes([flip]) + head + bytes(flags)
+write("chunk_map", "three-chunks-one-verified", chunk_map(150, 64, [0, 1, 0]))
+write("chunk_map", "empty-artifact", chunk_map(0, 64, []))
+write("chunk_map", "flag-2-refused", chunk_map(150, 64, [0, 2, 0]))
+write("chunk_map", "foreign-hash", chunk_map(150, 64, [1, 1, 1], flip=1))
+
 # ---- http_range ------------------------------------------------------------------------------
 ETAG = b'"a0c936696eb7d5ee3192bf53b9d281cecbb40ca9db520de72cb95817ad92ac72"'
 

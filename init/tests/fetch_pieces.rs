@@ -9,7 +9,7 @@ mod fetch_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fetch_support::{data, listing, Behaviour, Server, Signer};
+use fetch_support::{data, Behaviour, Server, Signer};
 use phase_init::fetch::{fetch_release, FetchError, FetchOptions, SourceError};
 use phase_protocol::Sha256Digest;
 
@@ -156,7 +156,7 @@ async fn with_several_contributors_the_liar_is_still_named_and_no_whole_file_ref
 }
 
 #[tokio::test]
-async fn bad_chunks_from_every_source_leave_nothing_on_disk() {
+async fn bad_chunks_from_every_source_keep_only_verified_chunks_and_the_next_fetch_resumes() {
     let c = case(&["/m1/kernel"]).await;
     c.server
         .route(KERNEL, Behaviour::Serve(bad_chunk(&c.kernel, 0)));
@@ -172,9 +172,75 @@ async fn bad_chunks_from_every_source_leave_nothing_on_disk() {
         text.contains(&format!("chunk 1 (bytes {CHUNK}..) hash mismatch")),
         "{text}"
     );
-    let files = listing(&c.dir.path().join("out"));
+    let out = c.dir.path().join("out");
+    assert!(!out.join("kernel").exists(), "nothing at the final path");
+    // Kept for the next fetch: chunk 0 (verified from m1) and nothing unverified.
+    let partial = std::fs::read(out.join("kernel.partial")).unwrap();
+    assert_eq!(partial.len(), SIZE);
+    assert_eq!(&partial[..CHUNK], &c.kernel[..CHUNK]);
     assert!(
-        !files.iter().any(|n| n.starts_with("kernel")),
-        "left behind: {files:?}"
+        partial[CHUNK..].iter().all(|b| *b == 0),
+        "unverified bytes were written"
     );
+    let map = std::fs::read(out.join("kernel.partial.chunks")).unwrap();
+    let flags = phase_init::fetch::resume::parse_map(
+        &map,
+        &Sha256Digest::of(&c.kernel),
+        SIZE as u64,
+        CHUNK as u64,
+    )
+    .unwrap();
+    assert_eq!(flags, vec![true, false, false, false]);
+
+    // The sources are mended: the next fetch re-checks chunk 0 and asks only for the rest.
+    c.server.route(KERNEL, Behaviour::Serve(c.kernel.clone()));
+    let before = c.server.hits_for(KERNEL).len();
+    let r = fetch_release(&c.server.url(MANIFEST), &c.opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(&r.artifacts["kernel"].path).unwrap(),
+        *c.kernel
+    );
+    let hits = c.server.hits_for(KERNEL);
+    assert_eq!(
+        hits[before].range.as_deref(),
+        Some(&*format!("bytes={CHUNK}-"))
+    );
+    assert!(
+        !out.join("kernel.partial.chunks").exists(),
+        "the map goes with success"
+    );
+}
+
+#[tokio::test]
+async fn a_kept_chunk_changed_on_disk_is_fetched_again() {
+    let c = case(&[]).await;
+    // Chunks 0 and 1 arrive, then the connection resets: both are kept.
+    c.server.route(
+        KERNEL,
+        Behaviour::ResetAfter(c.kernel.clone(), 2 * CHUNK + 10),
+    );
+    let mut opts = c.opts.clone();
+    opts.retries = 0;
+    fetch_release(&c.server.url(MANIFEST), &opts)
+        .await
+        .unwrap_err();
+    let out = c.dir.path().join("out");
+    let mut partial = std::fs::read(out.join("kernel.partial")).unwrap();
+    assert_eq!(&partial[..2 * CHUNK], &c.kernel[..2 * CHUNK]);
+    // The disk changes chunk 0 behind our back: the map still says verified.
+    partial[5] ^= 0xff;
+    std::fs::write(out.join("kernel.partial"), &partial).unwrap();
+    c.server.route(KERNEL, Behaviour::Serve(c.kernel.clone()));
+    let before = c.server.hits_for(KERNEL).len();
+    let r = fetch_release(&c.server.url(MANIFEST), &c.opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(&r.artifacts["kernel"].path).unwrap(),
+        *c.kernel
+    );
+    // Chunk 0 failed its re-check, so the verified prefix is empty: the whole file is asked for.
+    assert_eq!(c.server.hits_for(KERNEL)[before].range, None);
 }

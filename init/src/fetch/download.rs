@@ -41,6 +41,7 @@ use tokio::time::{timeout_at, Instant};
 
 use super::hashing::StreamHasher;
 use super::pieces::ChunkGate;
+use super::resume::{self, ChunkMap};
 
 use super::partial::{LocalIoError, Partial};
 use super::progress::Meter;
@@ -246,6 +247,10 @@ struct Progress<'a> {
     meter: &'a mut Meter,
     /// v2: holds each chunk back until it matches ([`super::pieces`]); `None` for v1.
     gate: Option<ChunkGate<'a>>,
+    /// v2: the chunk map beside the partial file ([`super::resume`]); `None` for v1.
+    map: Option<ChunkMap>,
+    /// v2: the chunk size in bytes (0 for v1).
+    chunk_size: u64,
     /// Reused list of checked bytes from the gate.
     ready: Vec<bytes::Bytes>,
 }
@@ -258,6 +263,9 @@ impl Progress<'_> {
         self.contributors.clear();
         if let Some(g) = self.gate.as_mut() {
             g.reset_to(0);
+        }
+        if let Some(m) = self.map.as_mut() {
+            m.clear()?;
         }
         Ok(())
     }
@@ -277,10 +285,17 @@ impl Progress<'_> {
             return Ok(());
         };
         let checked = gate.feed(chunk, &mut self.ready);
+        let before = self.offset;
         for piece in self.ready.drain(..) {
             self.hasher.update(&piece);
             self.part.write(&piece)?;
             self.offset += piece.len() as u64;
+        }
+        // Released bytes are whole chunks: record each one completed in the chunk map.
+        if let (Some(map), true) = (self.map.as_mut(), self.chunk_size > 0) {
+            for index in before / self.chunk_size..self.offset.div_ceil(self.chunk_size) {
+                map.mark(index)?;
+            }
         }
         checked.map_err(|m| {
             AttemptError::Source(SourceError::ChunkMismatch {
@@ -344,11 +359,29 @@ pub async fn download(
             })
         }
     }
-    let part = Partial::create(dir.join(format!("{}.partial", artifact.filename)))?;
+    let name = meter.name().to_owned();
+    let resumed = resume::open(dir, &name, artifact)?;
+    let chunk_size = artifact.chunking().map_or(0, |(c, _)| c);
+    // A resumed v2 partial continues after its verified prefix: those bytes are hashed again
+    // into the whole-file digest (read back), and appending starts there.
+    let prefix = resumed.prefix_bytes(artifact.size_bytes, chunk_size.max(1));
+    let mut part = resumed.part;
+    let mut hasher = StreamHasher::new();
+    if prefix > 0 {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0u64;
+        while at < prefix {
+            let n = (prefix - at).min(buf.len() as u64) as usize;
+            part.read_exact_at(at, &mut buf[..n])?;
+            hasher.update(&bytes::Bytes::copy_from_slice(&buf[..n]));
+            at += n as u64;
+        }
+    }
+    part.seek_to(prefix)?;
     let mut p = Progress {
         part,
-        hasher: StreamHasher::new(),
-        offset: 0,
+        hasher,
+        offset: prefix,
         size: artifact.size_bytes,
         contributors: BTreeSet::new(),
         meter,
@@ -356,7 +389,47 @@ pub async fn download(
             .chunking()
             .map(|(chunk_size, list)| ChunkGate::new(artifact.size_bytes, chunk_size, list)),
         ready: Vec::new(),
+        map: resumed.map,
+        chunk_size,
     };
+    let outcome = stream(client, artifact, sources, &final_path, limits, &mut p).await;
+    match outcome {
+        Ok(Outcome::Failed(f)) => {
+            let Progress { part, map, .. } = p;
+            resume::keep_or_remove(part, map);
+            Ok(Outcome::Failed(f))
+        }
+        other => other,
+    }
+}
+
+/// The source loop of [`download`] over the prepared progress `p`.
+async fn stream(
+    client: &reqwest::Client,
+    artifact: &Artifact,
+    sources: &[Url],
+    final_path: &Path,
+    limits: Limits,
+    p: &mut Progress<'_>,
+) -> Result<Outcome, LocalIoError> {
+    if p.offset == p.size && p.size > 0 {
+        // A resumed partial already holds every chunk, each verified again: check the whole.
+        let got = std::mem::take(&mut p.hasher)
+            .finish()
+            .map_err(|lost| LocalIoError {
+                op: "hash",
+                path: p.part.path().to_path_buf(),
+                source: std::io::Error::other(lost),
+            })?;
+        if got == artifact.hash {
+            let file = p.part.finish(final_path)?;
+            return Ok(Outcome::Verified {
+                file,
+                failures: Vec::new(),
+            });
+        }
+        p.restart()?;
+    }
     let mut failures = Vec::new();
     let mut dropped = vec![false; sources.len()];
     let mut slow = vec![false; sources.len()];
@@ -401,7 +474,7 @@ pub async fn download(
                 p.restart()?;
             }
             let started_at = p.offset;
-            let result = attempt_with_5xx_retries(client, url, &mut p, &limits, alternative).await;
+            let result = attempt_with_5xx_retries(client, url, p, &limits, alternative).await;
             if p.offset > started_at || p.offset == p.size {
                 p.contributors.insert(i);
             }
@@ -416,7 +489,7 @@ pub async fn download(
                                 source: std::io::Error::other(lost),
                             })?;
                     if got == artifact.hash {
-                        let file = p.part.finish(&final_path)?;
+                        let file = p.part.finish(final_path)?;
                         return Ok(Outcome::Verified { file, failures });
                     }
                     SourceError::HashMismatch {

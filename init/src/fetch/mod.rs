@@ -25,6 +25,7 @@ pub mod pieces;
 pub mod progress;
 pub mod rate;
 pub mod recovery;
+pub mod resume;
 pub mod sources;
 pub mod state;
 pub mod swarm;

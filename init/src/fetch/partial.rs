@@ -53,6 +53,41 @@ impl Partial {
         })
     }
 
+    /// Opens an existing partial file for reading and writing without truncating it (to
+    /// resume, [`super::resume`]); the file position is byte 0.
+    ///
+    /// # Errors
+    /// [`LocalIoError`] with op `open`.
+    pub fn open_existing(path: PathBuf) -> Result<Self, LocalIoError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(err("open", &path))?;
+        Ok(Partial {
+            path,
+            file: Some(file),
+        })
+    }
+
+    /// Moves the file position (where [`Partial::write`] appends) to `offset`.
+    ///
+    /// # Errors
+    /// [`LocalIoError`] with op `seek`.
+    pub fn seek_to(&mut self, offset: u64) -> Result<(), LocalIoError> {
+        let path = self.path.clone();
+        self.file()?
+            .seek(SeekFrom::Start(offset))
+            .map(|_| ())
+            .map_err(err("seek", &path))
+    }
+
+    /// Leaves the partial file on disk (closed) instead of removing it: it holds only verified
+    /// chunks and a later fetch resumes from it ([`super::resume`]).
+    pub fn keep(mut self) {
+        self.file.take();
+    }
+
     /// The partial file's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -129,7 +164,7 @@ impl Partial {
     ///
     /// # Errors
     /// [`LocalIoError`] with op `fsync` or `rename`; the partial is removed then.
-    pub fn finish(mut self, final_path: &Path) -> Result<File, LocalIoError> {
+    pub fn finish(&mut self, final_path: &Path) -> Result<File, LocalIoError> {
         let path = self.path.clone();
         let f = self.file()?;
         f.sync_all().map_err(err("fsync", &path))?;

@@ -38,6 +38,7 @@ use tokio::time::{timeout_at, Instant};
 use super::download::{Fate, Limits, Outcome, SourceError, SourceFailure};
 use super::partial::{LocalIoError, Partial};
 use super::progress::Meter;
+use super::resume::{self, ChunkMap};
 use crate::log;
 
 /// Request bounds of a multi-source download.
@@ -101,13 +102,84 @@ pub async fn swarm_download(
 ) -> Result<Outcome, LocalIoError> {
     let final_path = dir.join(&artifact.filename);
     let _ = std::fs::remove_file(&final_path);
-    let Some((chunk_size, expected)) = artifact.chunking() else {
+    if artifact.chunking().is_none() {
         return Ok(Outcome::Failed(Vec::new()));
+    }
+    let name = meter.name().to_owned();
+    let resumed = resume::open(dir, &name, artifact)?;
+    let mut job = Job {
+        part: resumed.part,
+        map: resumed.map,
+        // Chunks a previous fetch verified (checked again by `resume::open`) are not asked for.
+        chunks: resumed
+            .verified
+            .iter()
+            .map(|v| if *v { Chunk::Done } else { Chunk::Missing })
+            .collect(),
+        failures: Vec::new(),
+    };
+    job.part.set_len(artifact.size_bytes)?;
+    let whole = run(client, artifact, sources, limits, opts, meter, &mut job).await?;
+    let Job {
+        mut part,
+        map,
+        mut failures,
+        ..
+    } = job;
+    match whole {
+        Some(got) if got == artifact.hash => {
+            let file = part.finish(&final_path)?;
+            drop(map);
+            Ok(Outcome::Verified { file, failures })
+        }
+        end => {
+            if let Some(got) = end {
+                // Every chunk matched but the whole file does not: the signed chunk list and
+                // hash disagree. Fail closed; no source is to blame.
+                failures.push(SourceFailure {
+                    url: sources[0].clone(),
+                    error: SourceError::HashMismatch {
+                        got,
+                        expected: artifact.hash,
+                    },
+                });
+            }
+            resume::keep_or_remove(part, map);
+            Ok(Outcome::Failed(failures))
+        }
+    }
+}
+
+/// The partial file, its chunk map, the chunk states and the failures of one swarm download.
+struct Job {
+    part: Partial,
+    map: Option<ChunkMap>,
+    chunks: Vec<Chunk>,
+    failures: Vec<SourceFailure>,
+}
+
+/// The request loop of [`swarm_download`]: `Some(whole-file digest)` once every chunk is
+/// verified and written, `None` when no source is left or the deadline passed (the reason is
+/// in `job.failures`).
+async fn run(
+    client: &reqwest::Client,
+    artifact: &Artifact,
+    sources: &[Url],
+    limits: Limits,
+    opts: SwarmOptions,
+    meter: &mut Meter,
+    job: &mut Job,
+) -> Result<Option<Sha256Digest>, LocalIoError> {
+    let Some((chunk_size, expected)) = artifact.chunking() else {
+        return Ok(None);
     };
     let size = artifact.size_bytes;
-    let mut part = Partial::create(dir.join(format!("{}.partial", artifact.filename)))?;
-    part.set_len(size)?;
-    let mut chunks = vec![Chunk::Missing; expected.len()];
+    let Job {
+        part,
+        map,
+        chunks,
+        failures,
+    } = job;
     let mut srcs: Vec<Source> = sources
         .iter()
         .map(|url| Source {
@@ -118,24 +190,33 @@ pub async fn swarm_download(
             served: 0,
         })
         .collect();
+    let resumed = chunks.iter().filter(|c| **c == Chunk::Done).count();
     log::line(&format!(
-        "fetch {}: {} chunks of {chunk_size} bytes from {} sources",
+        "fetch {}: {} chunks of {chunk_size} bytes from {} sources{}",
         meter.name(),
         expected.len(),
-        srcs.len()
+        srcs.len(),
+        if resumed > 0 {
+            format!(" ({resumed} already verified)")
+        } else {
+            String::new()
+        }
     ));
-    let mut failures = Vec::new();
     let mut running = FuturesUnordered::new();
     let mut requests: HashMap<(usize, u64), AbortHandle> = HashMap::new();
     let mut whole = Sha256::new();
-    let mut hashed = 0usize;
-    let mut done_bytes = 0u64;
+    let mut hashed = hash_in_order(&mut whole, part, chunks, 0, size, chunk_size)?;
+    let mut done_bytes: u64 = (0..chunks.len() as u64)
+        .filter(|i| chunks[*i as usize] == Chunk::Done)
+        .filter_map(|i| chunk_span(size, chunk_size, i))
+        .map(|(_, len)| len)
+        .sum();
     let mut rng = rand::thread_rng();
     let mut next_source = 0usize;
 
     loop {
         while running.len() < opts.max_in_flight.max(1) {
-            let Some((s, c)) = pick(&chunks, &srcs, &requests, opts, &mut next_source, &mut rng)
+            let Some((s, c)) = pick(chunks, &srcs, &requests, opts, &mut next_source, &mut rng)
             else {
                 break;
             };
@@ -174,7 +255,7 @@ pub async fn swarm_download(
                         ms: limits.total.as_millis(),
                     },
                 });
-                return Ok(Outcome::Failed(failures));
+                return Ok(None);
             }
         };
         let (s, c, result) = next;
@@ -195,13 +276,16 @@ pub async fn swarm_download(
         };
         match result {
             // Cancelled: another copy of the chunk won.
-            Err(futures::future::Aborted) => restore(&mut chunks),
+            Err(futures::future::Aborted) => restore(chunks),
             Ok(Ok(bytes)) => {
                 if chunks[c as usize] == Chunk::Done {
                     continue;
                 }
                 let (offset, _) = chunk_span(size, chunk_size, c).unwrap_or((0, 0));
                 part.write_at(offset, &bytes)?;
+                if let Some(m) = map.as_mut() {
+                    m.mark(c)?;
+                }
                 chunks[c as usize] = Chunk::Done;
                 for other in 0..srcs.len() {
                     if let Some(h) = requests.get(&(other, c)) {
@@ -212,10 +296,10 @@ pub async fn swarm_download(
                 srcs[s].fails = 0;
                 done_bytes += bytes.len() as u64;
                 meter.tick(done_bytes);
-                hashed = hash_in_order(&mut whole, &part, &chunks, hashed, size, chunk_size)?;
+                hashed = hash_in_order(&mut whole, part, chunks, hashed, size, chunk_size)?;
             }
             Ok(Err(error)) => {
-                restore(&mut chunks);
+                restore(chunks);
                 let src = &mut srcs[s];
                 match (&error, error.fate()) {
                     (SourceError::ChunkMismatch { index, offset, .. }, _) => {
@@ -250,19 +334,8 @@ pub async fn swarm_download(
             }
         }
     }
-    if chunks.iter().any(|c| *c != Chunk::Done) {
-        return Ok(Outcome::Failed(failures));
-    }
-    let got = Sha256Digest(whole.finalize().into());
-    if hashed != chunks.len() || got != artifact.hash {
-        failures.push(SourceFailure {
-            url: sources[0].clone(),
-            error: SourceError::HashMismatch {
-                got,
-                expected: artifact.hash,
-            },
-        });
-        return Ok(Outcome::Failed(failures));
+    if chunks.iter().any(|c| *c != Chunk::Done) || hashed != chunks.len() {
+        return Ok(None);
     }
     for src in srcs.iter().filter(|s| s.served > 0) {
         log::line(&format!(
@@ -272,8 +345,7 @@ pub async fn swarm_download(
             src.url
         ));
     }
-    let file = part.finish(&final_path)?;
-    Ok(Outcome::Verified { file, failures })
+    Ok(Some(Sha256Digest(whole.finalize().into())))
 }
 
 /// The next (source, chunk) to request, or `None` when nothing can be asked now: a missing
