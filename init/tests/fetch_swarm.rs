@@ -73,7 +73,10 @@ impl Case {
 
     fn assert_rootfs(&self, r: &phase_init::fetch::FetchedRelease) {
         let f = &r.artifacts["rootfs"];
-        assert_eq!(std::fs::read(&f.path).unwrap(), *self.rootfs);
+        assert!(
+            std::fs::read(&f.path).unwrap() == *self.rootfs,
+            "bytes differ"
+        );
         assert_eq!(f.hash, Sha256Digest::of(&self.rootfs));
         assert!(!listing(&self.dir.path().join("out"))
             .iter()
@@ -245,7 +248,10 @@ async fn a_failed_swarm_keeps_its_verified_chunks_and_the_next_asks_only_for_the
     }
     assert!(lower_half_kept(), "after {runs} runs");
     let partial = std::fs::read(out.join("rootfs.partial")).unwrap();
-    assert_eq!(&partial[..8 * CHUNK], &c.rootfs[..8 * CHUNK]);
+    assert!(
+        partial[..8 * CHUNK] == c.rootfs[..8 * CHUNK],
+        "lower half kept"
+    );
     assert!(
         partial[8 * CHUNK..].iter().all(|b| *b == 0),
         "unverified bytes were written"

@@ -9,7 +9,8 @@
 //! Map format (little-endian): `PHCHNK01` (8 bytes), the artifact's SHA-256 (32), `size_bytes`
 //! (u64), `chunk_size` (u64), then one byte per chunk: 1 verified, 0 not.
 //!
-//! A v1 artifact (no chunk list) never resumes this way: its partial is always started afresh.
+//! A v1 artifact (no chunk list), or a v2 one streamed from a single source, never resumes
+//! this way: its partial is always started afresh.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -157,16 +158,22 @@ impl Resumed {
     }
 }
 
-/// Opens `<dir>/<filename>.partial` for `artifact`: for v2, an existing partial whose map
+/// Opens `<dir>/<filename>.partial` for `artifact`: with `chunked` (a v2 artifact fetched
+/// chunk by chunk), an existing partial whose map
 /// matches (hash, size, chunk size) is kept and every chunk the map names is read back and
 /// checked against the manifest; any other partial is started afresh with a new map. Prints
 /// `fetch <name>: resuming with <n> of <m> chunks verified again from <path>` when it resumes.
 ///
 /// # Errors
 /// [`LocalIoError`] when the partial or the map cannot be created, read or written.
-pub fn open(dir: &Path, name: &str, artifact: &Artifact) -> Result<Resumed, LocalIoError> {
+pub fn open(
+    dir: &Path,
+    name: &str,
+    artifact: &Artifact,
+    chunked: bool,
+) -> Result<Resumed, LocalIoError> {
     let part_path = dir.join(format!("{}.partial", artifact.filename));
-    let Some((chunk_size, expected)) = artifact.chunking() else {
+    let Some((chunk_size, expected)) = artifact.chunking().filter(|_| chunked) else {
         let part = Partial::create(part_path)?;
         return Ok(Resumed {
             part,

@@ -106,7 +106,7 @@ pub async fn swarm_download(
         return Ok(Outcome::Failed(Vec::new()));
     }
     let name = meter.name().to_owned();
-    let resumed = resume::open(dir, &name, artifact)?;
+    let resumed = resume::open(dir, &name, artifact, true)?;
     let mut job = Job {
         part: resumed.part,
         map: resumed.map,
