@@ -102,6 +102,9 @@ pub async fn swarm_download(
 ) -> Result<Outcome, LocalIoError> {
     let final_path = dir.join(&artifact.filename);
     let _ = std::fs::remove_file(&final_path);
+    let Some(first) = sources.first() else {
+        return Ok(Outcome::Failed(Vec::new()));
+    };
     if artifact.chunking().is_none() {
         return Ok(Outcome::Failed(Vec::new()));
     }
@@ -132,18 +135,20 @@ pub async fn swarm_download(
             drop(map);
             Ok(Outcome::Verified { file, failures })
         }
-        end => {
-            if let Some(got) = end {
-                // Every chunk matched but the whole file does not: the signed chunk list and
-                // hash disagree. Fail closed; no source is to blame.
-                failures.push(SourceFailure {
-                    url: sources[0].clone(),
-                    error: SourceError::HashMismatch {
-                        got,
-                        expected: artifact.hash,
-                    },
-                });
-            }
+        Some(got) => {
+            // Every chunk matched but the whole file does not: the signed chunk list and hash
+            // disagree. Fail closed; no source is to blame, and nothing is kept to resume from.
+            failures.push(SourceFailure {
+                url: first.clone(),
+                error: SourceError::HashMismatch {
+                    got,
+                    expected: artifact.hash,
+                },
+            });
+            drop((part, map));
+            Ok(Outcome::Failed(failures))
+        }
+        None => {
             resume::keep_or_remove(part, map);
             Ok(Outcome::Failed(failures))
         }
@@ -250,7 +255,7 @@ async fn run(
             Ok(None) => break,
             Err(_) => {
                 failures.push(SourceFailure {
-                    url: sources[0].clone(),
+                    url: srcs[0].url.clone(),
                     error: SourceError::Total {
                         ms: limits.total.as_millis(),
                     },
