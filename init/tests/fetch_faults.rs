@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fetch_support::{data, listing, Behaviour, Server, Signer};
+use fetch_support::{data, listing, test_options, Behaviour, Server, Signer};
 use phase_init::fetch::{
     fetch_release, FetchError, FetchOptions, FetchedRelease, MinRate, SourceError,
 };
@@ -41,12 +41,7 @@ async fn case(mirrors: &[&str]) -> Case {
     server.route(MANIFEST, Behaviour::Serve(Arc::new(manifest)));
     server.route(INITRAMFS, Behaviour::Serve(initramfs));
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = FetchOptions::new(signer.trust.clone(), dir.path().join("out"));
-    opts.idle_timeout = Duration::from_secs(5);
-    opts.total_timeout = Duration::from_secs(60);
-    opts.retries = 2;
-    opts.backoff = Duration::from_millis(10);
-    opts.progress = false;
+    let opts = test_options(&signer.trust, dir.path().join("out"), 2);
     Case {
         server,
         dir,

@@ -7,9 +7,8 @@
 mod fetch_support;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use fetch_support::{data, Behaviour, Server, Signer};
+use fetch_support::{data, test_options, Behaviour, Server, Signer};
 use phase_init::fetch::{fetch_release, FetchError, FetchOptions, SourceError};
 use phase_protocol::Sha256Digest;
 
@@ -44,12 +43,7 @@ async fn case(mirrors: &[&str]) -> Case {
     server.route(MANIFEST, Behaviour::Serve(Arc::new(manifest)));
     server.route(INITRAMFS, Behaviour::Serve(initramfs));
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = FetchOptions::new(signer.trust.clone(), dir.path().join("out"));
-    opts.idle_timeout = Duration::from_secs(5);
-    opts.total_timeout = Duration::from_secs(60);
-    opts.retries = 1;
-    opts.backoff = Duration::from_millis(10);
-    opts.progress = false;
+    let mut opts = test_options(&signer.trust, dir.path().join("out"), 1);
     // The streaming path, one source at a time (init/tests/fetch_swarm.rs has the other).
     opts.swarm = None;
     Case {

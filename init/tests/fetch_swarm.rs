@@ -8,7 +8,7 @@ mod fetch_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fetch_support::{data, listing, Behaviour, Server, Signer};
+use fetch_support::{data, listing, test_options, Behaviour, Server, Signer};
 use phase_init::fetch::{fetch_release, FetchError, FetchOptions, SourceError};
 use phase_protocol::Sha256Digest;
 
@@ -52,12 +52,7 @@ async fn case() -> Case {
         server.route(p, Behaviour::Serve(rootfs.clone()));
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = FetchOptions::new(signer.trust.clone(), dir.path().join("out"));
-    opts.idle_timeout = Duration::from_secs(5);
-    opts.total_timeout = Duration::from_secs(60);
-    opts.retries = 1;
-    opts.backoff = Duration::from_millis(10);
-    opts.progress = false;
+    let opts = test_options(&signer.trust, dir.path().join("out"), 1);
     Case {
         server,
         dir,

@@ -271,6 +271,18 @@ impl Progress<'_> {
         Ok(())
     }
 
+    /// The SHA-256 of every byte hashed so far; the hasher starts afresh. Errors: the hashing
+    /// thread was lost ([`LocalIoError`] with op `hash`).
+    fn whole_digest(&mut self) -> Result<Sha256Digest, LocalIoError> {
+        std::mem::take(&mut self.hasher)
+            .finish()
+            .map_err(|lost| LocalIoError {
+                op: "hash",
+                path: self.part.path().to_path_buf(),
+                source: std::io::Error::other(lost),
+            })
+    }
+
     /// Bytes received in this attempt's position: written plus held back by the gate.
     fn position(&self) -> u64 {
         self.offset + self.gate.as_ref().map_or(0, ChunkGate::pending_len)
@@ -419,14 +431,7 @@ async fn stream(
 ) -> Result<Outcome, LocalIoError> {
     if p.offset == p.size && p.size > 0 {
         // A resumed partial already holds every chunk, each verified again: check the whole.
-        let got = std::mem::take(&mut p.hasher)
-            .finish()
-            .map_err(|lost| LocalIoError {
-                op: "hash",
-                path: p.part.path().to_path_buf(),
-                source: std::io::Error::other(lost),
-            })?;
-        if got == artifact.hash {
+        if p.whole_digest()? == artifact.hash {
             let file = p.part.finish(final_path)?;
             return Ok(Outcome::Verified {
                 file,
@@ -485,14 +490,7 @@ async fn stream(
             }
             let error = match result {
                 Ok(()) => {
-                    let got =
-                        std::mem::take(&mut p.hasher)
-                            .finish()
-                            .map_err(|lost| LocalIoError {
-                                op: "hash",
-                                path: p.part.path().to_path_buf(),
-                                source: std::io::Error::other(lost),
-                            })?;
+                    let got = p.whole_digest()?;
                     if got == artifact.hash {
                         let file = p.part.finish(final_path)?;
                         return Ok(Outcome::Verified { file, failures });

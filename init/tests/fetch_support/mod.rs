@@ -477,6 +477,22 @@ impl Signer {
     }
 }
 
+/// Fetch options for the fault tests: output in `out`, idle 5 s, total 60 s, `retries` extra
+/// tries and rounds, 10 ms backoff, no progress lines.
+pub fn test_options(
+    trust: &TrustRoot,
+    out: std::path::PathBuf,
+    retries: u32,
+) -> phase_init::fetch::FetchOptions {
+    let mut opts = phase_init::fetch::FetchOptions::new(trust.clone(), out);
+    opts.idle_timeout = Duration::from_secs(5);
+    opts.total_timeout = Duration::from_secs(60);
+    opts.retries = retries;
+    opts.backoff = Duration::from_millis(10);
+    opts.progress = false;
+    opts
+}
+
 /// Files in `dir` (names), sorted.
 pub fn listing(dir: &std::path::Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
