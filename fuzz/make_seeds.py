@@ -203,6 +203,15 @@ write("chunk_map", "empty-artifact", chunk_map(0, 64, []))
 write("chunk_map", "flag-2-refused", chunk_map(150, 64, [0, 2, 0]))
 write("chunk_map", "foreign-hash", chunk_map(150, 64, [1, 1, 1], flip=1))
 
+# ---- have_map --------------------------------------------------------------------------------
+# [chunks: u8][range length: u8][range][map]
+def have_map(chunks, rng, mp):
+    return bytes([chunks, len(rng)]) + rng + bytes(mp)
+write("have_map", "ten-chunks-two-held", have_map(10, b"bytes=0-15", [0x80, 0x40]))
+write("have_map", "range-over-a-missing-chunk", have_map(10, b"bytes=0-40", [0xc0, 0x00]))
+write("have_map", "spare-bit-refused", have_map(9, b"bytes=0-", [0xff, 0xc0]))
+write("have_map", "whole-file", have_map(3, b"", [0xe0]))
+
 # ---- http_range ------------------------------------------------------------------------------
 ETAG = b'"a0c936696eb7d5ee3192bf53b9d281cecbb40ca9db520de72cb95817ad92ac72"'
 

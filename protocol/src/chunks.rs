@@ -140,6 +140,63 @@ pub fn chunk_list_of(
     Ok(digester.finish())
 }
 
+/// The have-map of a peer (issue 19 §3): which chunks of one artifact it holds verified, one
+/// bit per chunk, chunk `i` in bit `7 - i % 8` of byte `i / 8` (most significant bit first, as
+/// BitTorrent's bitfield, BEP 3). The map of `n` chunks is exactly `ceil(n / 8)` bytes and its
+/// spare bits are zero.
+pub fn encode_have(have: &[bool]) -> Vec<u8> {
+    let mut out = vec![0u8; have.len().div_ceil(8)];
+    for (i, _) in have.iter().enumerate().filter(|(_, h)| **h) {
+        out[i / 8] |= 0x80 >> (i % 8);
+    }
+    out
+}
+
+/// Why a have-map from the network was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HaveError {
+    /// Not `ceil(chunks / 8)` bytes.
+    #[error("have-map of {got} bytes for {chunks} chunks; expected {expected} bytes")]
+    Length {
+        /// Bytes received.
+        got: usize,
+        /// Chunks of the artifact.
+        chunks: u64,
+        /// Bytes a map of that many chunks has.
+        expected: u64,
+    },
+    /// A bit past the last chunk is set.
+    #[error("have-map sets a bit past chunk {chunks}")]
+    SpareBits {
+        /// Chunks of the artifact.
+        chunks: u64,
+    },
+}
+
+/// Parses the have-map `bytes` of an artifact of `chunks` chunks (format: [`encode_have`]).
+/// Bytes from a peer: strict, no allocation beyond `chunks` flags, never panics (fuzz target
+/// `have_map`).
+///
+/// # Errors
+/// [`HaveError::Length`] for a map of the wrong size, [`HaveError::SpareBits`] when a bit
+/// past the last chunk is set.
+pub fn decode_have(bytes: &[u8], chunks: u64) -> Result<Vec<bool>, HaveError> {
+    let expected = chunks.div_ceil(8);
+    if bytes.len() as u64 != expected {
+        return Err(HaveError::Length {
+            got: bytes.len(),
+            chunks,
+            expected,
+        });
+    }
+    let n = chunks as usize;
+    let bit = |i: usize| bytes[i / 8] & (0x80 >> (i % 8)) != 0;
+    if (n..bytes.len() * 8).any(bit) {
+        return Err(HaveError::SpareBits { chunks });
+    }
+    Ok((0..n).map(bit).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +253,38 @@ mod tests {
         assert_eq!(default_chunk_size(1 << 30), 2 << 20);
         assert_eq!(default_chunk_size((1 << 30) + 1), 4 << 20);
         assert!(valid_chunk_size(default_chunk_size(u64::MAX)));
+    }
+
+    #[test]
+    fn have_maps_round_trip_and_bad_ones_are_refused() {
+        for n in [0usize, 1, 7, 8, 9, 16, 70] {
+            let have: Vec<bool> = (0..n).map(|i| i % 3 == 0).collect();
+            let bytes = encode_have(&have);
+            assert_eq!(bytes.len(), n.div_ceil(8));
+            assert_eq!(decode_have(&bytes, n as u64), Ok(have), "n {n}");
+        }
+        // MSB first: chunk 0 is 0x80, chunk 9 is 0x40 of byte 1.
+        let mut have = vec![false; 10];
+        have[0] = true;
+        have[9] = true;
+        assert_eq!(encode_have(&have), vec![0x80, 0x40]);
+        assert!(matches!(
+            decode_have(&[0xff], 9),
+            Err(HaveError::Length {
+                got: 1,
+                expected: 2,
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode_have(&[0, 0, 0], 9),
+            Err(HaveError::Length { .. })
+        ));
+        // Chunk 9 of 9 (the 10th bit) does not exist.
+        assert_eq!(
+            decode_have(&[0xff, 0x40], 9),
+            Err(HaveError::SpareBits { chunks: 9 })
+        );
+        assert_eq!(decode_have(&[0xff, 0x80], 9).map(|h| h.len()), Ok(9));
     }
 }

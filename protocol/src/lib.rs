@@ -20,6 +20,7 @@ pub mod json;
 pub mod manifest;
 pub mod mdns;
 pub mod mode;
+pub mod range;
 pub mod record;
 pub mod signing;
 pub mod trust;

@@ -21,7 +21,8 @@ pub mod connections;
 pub mod generate;
 pub mod hashcache;
 pub mod metrics;
-pub mod range;
+/// HTTP `Range` decisions (RFC 9110 §14); shared with the peer server of `phase fetch --serve`.
+pub use phase_protocol::range;
 pub mod routes;
 pub mod serve;
 pub mod server;

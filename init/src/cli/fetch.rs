@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use phase_protocol::{Arch, Expectation, TrustRoot};
 
+use crate::fetch::share::{self, Shelf};
 use crate::fetch::{fetch_release, FetchOptions, MinRate};
 
 /// Arguments of `phase fetch`.
@@ -29,6 +30,23 @@ pub struct FetchArgs {
     /// chunks come from all of them at once, each checked before it is written.
     #[arg(long = "provider", value_name = "URL")]
     pub providers: Vec<String>,
+    /// Peer base URL (`http://192.0.2.11:7400`): another machine fetching or booted from the
+    /// same release, serving with --serve. Its chunks are asked for as its have-map shows them
+    /// (v2 manifests only). Repeatable; at most --max-peers are used at once, picked at random.
+    #[arg(long = "peer", value_name = "URL")]
+    pub peers: Vec<String>,
+    /// Serve every chunk verified so far to peers while fetching, on this address
+    /// (`0.0.0.0:7400`), at `/<channel>/<arch>/<filename>` and its `.have` map. LAN only:
+    /// never on a machine that must not listen (private mode).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub serve: Option<std::net::SocketAddr>,
+    /// With --serve: keep serving this long after the fetch completed, in milliseconds, or
+    /// until SIGTERM or SIGINT.
+    #[arg(long, value_name = "MS", default_value_t = 0, requires = "serve")]
+    pub linger_ms: u64,
+    /// Peers asked at once.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub max_peers: u64,
     /// Trust root (TOML: threshold + Ed25519 public keys).
     #[arg(long, value_name = "FILE", default_value = "/etc/phase/trust.toml")]
     pub trust: PathBuf,
@@ -108,8 +126,10 @@ impl FetchArgs {
         opts.retries = self.retries;
         opts.swarm = (!self.one_source_at_a_time).then(|| crate::fetch::swarm::SwarmOptions {
             per_source: self.per_source as usize,
+            max_peers: self.max_peers as usize,
             ..Default::default()
         });
+        opts.peers.clone_from(&self.peers);
         opts.min_rate = MinRate {
             bytes_per_sec: self.min_rate,
             window: Duration::from_millis(self.min_rate_window_ms),
@@ -124,12 +144,59 @@ impl FetchArgs {
 /// # Errors
 /// Any [`crate::fetch::FetchError`] (printed with its chain by the caller).
 pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
-    let opts = args.options()?;
+    let mut opts = args.options()?;
+    let server = match args.serve {
+        Some(addr) => {
+            let listener = share::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for peers"))?;
+            let shelf = Shelf::new();
+            opts.share = Some(shelf.clone());
+            crate::log::line(&format!("serving verified chunks to peers on {addr}"));
+            Some((shelf.clone(), tokio::spawn(share::serve(listener, shelf))))
+        }
+        None => None,
+    };
     let release = fetch_release(&args.manifest_url, &opts)
         .await
-        .with_context(|| format!("fetch from {}", args.manifest_url))?;
+        .with_context(|| format!("fetch from {}", args.manifest_url));
+    let release = match release {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some((_, task)) = server {
+                task.abort();
+            }
+            return Err(e);
+        }
+    };
     for (name, f) in &release.artifacts {
         println!("{name} {} {} {}", f.size, f.hash, f.path.display());
     }
+    if let Some((shelf, task)) = server {
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        if args.linger_ms > 0 {
+            linger(Duration::from_millis(args.linger_ms)).await;
+        }
+        task.abort();
+        crate::log::line(&format!("served {} bytes to peers", shelf.sent_bytes()));
+    }
     Ok(())
+}
+
+/// Waits `time`, or until SIGTERM or SIGINT.
+async fn linger(time: Duration) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tokio::time::sleep(time).await;
+        return;
+    };
+    tokio::select! {
+        () = tokio::time::sleep(time) => {}
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }

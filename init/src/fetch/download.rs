@@ -147,6 +147,9 @@ pub enum SourceError {
         /// The manifest's digest for the chunk.
         expected: Sha256Digest,
     },
+    /// A peer's have-map (issue 19 §3) does not parse.
+    #[error("bad have-map: {0}")]
+    HaveMap(#[from] phase_protocol::chunks::HaveError),
     /// All bytes arrived but their SHA-256 is not the manifest's.
     #[error("hash mismatch: got {got}, manifest says {expected}")]
     HashMismatch {
@@ -198,7 +201,8 @@ impl SourceError {
             SourceError::Status(_)
             | SourceError::ContentLength { .. }
             | SourceError::ContentRange { .. }
-            | SourceError::ChunkMismatch { .. } => Fate::Drop,
+            | SourceError::ChunkMismatch { .. }
+            | SourceError::HaveMap(_) => Fate::Drop,
             SourceError::TooLong { .. } | SourceError::HashMismatch { .. } => Fate::DropAndRestart,
             SourceError::TooSlow { .. } => Fate::Slow,
         }

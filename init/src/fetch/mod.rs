@@ -26,6 +26,7 @@ pub mod progress;
 pub mod rate;
 pub mod recovery;
 pub mod resume;
+pub mod share;
 pub mod sources;
 pub mod state;
 pub mod swarm;
@@ -85,6 +86,13 @@ pub struct FetchOptions {
     pub min_rate: MinRate,
     /// Print progress lines (at most one per second per artifact).
     pub progress: bool,
+    /// Peer base URLs (`http://192.0.2.11:7400`): machines fetching or booted from the same
+    /// release, asked for the chunks their have-map shows ([`swarm`], [`share`]). Used for v2
+    /// artifacts only, and only with `swarm` set.
+    pub peers: Vec<String>,
+    /// Offer every verified chunk of a v2 artifact on this shelf while fetching, for peers
+    /// ([`share`]); the caller serves it. `None` serves nothing (private mode).
+    pub share: Option<share::Shelf>,
     /// Request bounds when a v2 artifact has two or more sources and its chunks are fetched
     /// from all of them at once ([`swarm`]); `None` streams every artifact from one source at a
     /// time, as v1 artifacts and single sources always are.
@@ -110,6 +118,8 @@ impl FetchOptions {
             min_rate: MinRate::default(),
             progress: true,
             swarm: Some(swarm::SwarmOptions::default()),
+            peers: Vec::new(),
+            share: None,
         }
     }
 }
@@ -394,17 +404,25 @@ async fn one_artifact(
         min_rate: opts.min_rate,
     };
     let mut meter = progress::Meter::new(name, a.size_bytes, opts.progress);
-    let outcome =
-        if let (Some(so), Some(_), true) = (opts.swarm, a.chunking(), candidates.len() >= 2) {
-            let dir = &opts.out_dir;
-            swarm::swarm_download(client, a, &candidates, dir, limits, so, &mut meter).await
-        } else {
-            download::download(client, a, &candidates, &opts.out_dir, limits, &mut meter).await
-        }
-        .map_err(|source| FetchError::Local {
-            artifact: name.to_owned(),
-            source,
-        })?;
+    let peers = sources::peer_urls(m.manifest(), a, &opts.peers);
+    let path = sources::peer_path(m.manifest(), a);
+    // Chunk by chunk when there is more than one source, or when the chunks are shared.
+    let several = candidates.len() + peers.len() >= 2 || opts.share.is_some();
+    let outcome = if let (Some(so), Some(_), true) = (opts.swarm, a.chunking(), several) {
+        let from = swarm::Sources {
+            providers: &candidates,
+            peers: &peers,
+            share: opts.share.as_ref().map(|s| (s, path.as_str())),
+        };
+        let dir = &opts.out_dir;
+        swarm::swarm_download(client, a, from, dir, limits, so, &mut meter).await
+    } else {
+        download::download(client, a, &candidates, &opts.out_dir, limits, &mut meter).await
+    }
+    .map_err(|source| FetchError::Local {
+        artifact: name.to_owned(),
+        source,
+    })?;
     match outcome {
         download::Outcome::Verified { file, failures } => {
             stage.ok(format_args!("{name} {} bytes", a.size_bytes));

@@ -88,6 +88,23 @@ impl Partial {
         self.file.take();
     }
 
+    /// A second descriptor of the partial file (`dup`), still valid after [`Partial::finish`]
+    /// renamed it: for the peer server ([`super::share`]), which reads with `pread` only.
+    ///
+    /// # Errors
+    /// [`LocalIoError`] with op `dup`.
+    pub fn try_clone_file(&self) -> Result<File, LocalIoError> {
+        let path = self.path.clone();
+        match self.file.as_ref() {
+            Some(f) => f.try_clone().map_err(err("dup", &path)),
+            None => Err(LocalIoError {
+                op: "dup",
+                path,
+                source: std::io::Error::other("partial file already finished"),
+            }),
+        }
+    }
+
     /// The partial file's path.
     pub fn path(&self) -> &Path {
         &self.path

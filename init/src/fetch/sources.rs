@@ -104,6 +104,31 @@ pub fn candidates(
     out
 }
 
+/// The URL path a peer serves `artifact` at, `/<channel>/<arch>/<filename>` (the path
+/// `plasmd serve` uses; [`super::share`]). Always by filename: a `download_url` may point
+/// elsewhere.
+pub fn peer_path(manifest: &BootManifest, artifact: &Artifact) -> String {
+    format!(
+        "/{}/{}/{}",
+        manifest.channel, manifest.arch, artifact.filename
+    )
+}
+
+/// The URL of `artifact` at each peer base URL (`http://192.0.2.11:7400`):
+/// `<base>` + [`peer_path`]. Bases that do not parse, or are not http, are skipped.
+pub fn peer_urls(manifest: &BootManifest, artifact: &Artifact, peers: &[String]) -> Vec<Url> {
+    let path = peer_path(manifest, artifact);
+    let mut out: Vec<Url> = Vec::new();
+    for p in peers {
+        let url = match parse_http_url(&format!("{}{path}", p.trim_end_matches('/'))) {
+            Ok(u) if u.path() == path && !out.contains(&u) => u,
+            _ => continue,
+        };
+        out.push(url);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +192,25 @@ mod tests {
             Err(SourceUrlError::Parse { .. })
         ));
         assert!(parse_http_url("https://a.example/x").is_ok());
+    }
+
+    #[test]
+    fn peer_urls_use_the_filename_under_channel_and_arch() {
+        let m = manifest_with(Some("https://elsewhere.example/k"), &[]);
+        let a = &m.artifacts["kernel"];
+        assert_eq!(peer_path(&m, a), "/stable/amd64/kernel");
+        let got = peer_urls(
+            &m,
+            a,
+            &[
+                "http://192.0.2.11:7400/".into(),
+                "http://192.0.2.11:7400".into(),
+                "ftp://192.0.2.12".into(),
+                "http://192.0.2.13:7400/sub".into(),
+                "not a url".into(),
+            ],
+        );
+        let got: Vec<String> = got.iter().map(ToString::to_string).collect();
+        assert_eq!(got, ["http://192.0.2.11:7400/stable/amd64/kernel"]);
     }
 }

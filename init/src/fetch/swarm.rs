@@ -1,11 +1,21 @@
-//! Multi-source download of one manifest-v2 artifact (issue 19 §2): its chunks are fetched from
-//! every source at once with HTTP Range requests, each checked against the signed chunk list
-//! before it is written at its offset.
+//! Multi-source download of one manifest-v2 artifact (issue 19 §2-§3): its chunks are fetched
+//! from every source at once with HTTP Range requests, each checked against the signed chunk
+//! list before it is written at its offset, and (with a [`Shelf`]) offered to peers the moment
+//! it is.
+//!
+//! Two kinds of source:
+//! - **providers** (the manifest's location, `--provider`, mirror `urls`) hold every chunk;
+//! - **peers** (`--peer`: machines fetching or booted from the same release, [`super::share`])
+//!   hold some: each active peer's have-map (`<url>.have`) is polled every `have_interval`
+//!   until it holds everything; at most `max_peers` peers, picked at random, are active at
+//!   once, and one that is dropped is replaced by another.
 //!
 //! Rules:
-//! - **Order**: a source with a free request slot gets a missing chunk chosen at random (every
-//!   source is a full provider today, so rarest-first reduces to random order; peers that hold
-//!   part of an artifact and a have-bitmap, issue 19 §3, are not built).
+//! - **Order**: rarest first: a peer with a free request slot gets, among the missing chunks
+//!   it holds, one held by the fewest active peers (random among ties). A provider gets only
+//!   chunks no active peer holds (so the origin sends each chunk about once and the peers do
+//!   the rest), or any missing chunk when nothing at all is in flight (so the fetch never
+//!   waits on a peer's map alone).
 //! - **Bounds**: at most `per_source` requests in flight per source and `max_in_flight` in
 //!   all; a request holds at most one chunk (`chunk_size` bytes) in memory.
 //! - **Endgame**: once no chunk is left unrequested, a source with a free slot asks for a chunk
@@ -14,31 +24,36 @@
 //! - **Blame**: a chunk whose SHA-256 differs pins the source that sent it: it is dropped for
 //!   this artifact (`fetch <artifact>: chunk <i> (bytes <offset>..) from <url> does not match
 //!   the manifest; dropping the source`) and the chunk goes to another source. A source that
-//!   answers wrongly (4xx, a wrong `Content-Range` or length, a body past its range) is dropped;
-//!   one that breaks off, stalls past the idle timeout or answers 5xx more than `retries + 1`
-//!   times in a row is dropped; its chunks are requested again elsewhere.
+//!   answers wrongly (4xx, a wrong `Content-Range` or length, a body past its range, a
+//!   have-map that does not parse) is dropped; one that breaks off, stalls past the idle
+//!   timeout or answers 5xx more than `retries + 1` times in a row is dropped; its chunks are
+//!   requested again elsewhere. A peer whose have-map cannot be fetched (not listening yet,
+//!   404 before it started this artifact) is asked again later, not dropped.
 //! - **End**: the whole-file SHA-256 is still checked over the finished file; only then is it
 //!   renamed to its final path. `fetch <artifact>: <n> chunks from <url>` names what each
 //!   source delivered.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::future::{AbortHandle, Abortable};
+use futures::future::{AbortHandle, Abortable, BoxFuture, FutureExt};
 use futures::stream::{FuturesUnordered, StreamExt};
-use phase_protocol::chunks::chunk_span;
+use phase_protocol::chunks::{chunk_span, decode_have, HaveError};
 use phase_protocol::{Artifact, Sha256Digest};
+use rand::seq::SliceRandom;
 use rand::Rng;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
 use sha2::{Digest, Sha256};
-use tokio::time::{timeout_at, Instant};
+use tokio::time::{sleep_until, timeout_at, Instant};
 
 use super::download::{Fate, Limits, Outcome, SourceError, SourceFailure};
 use super::partial::{LocalIoError, Partial};
 use super::progress::Meter;
 use super::resume::{self, ChunkMap};
+use super::share::Shelf;
 use crate::log;
 
 /// Request bounds of a multi-source download.
@@ -48,6 +63,10 @@ pub struct SwarmOptions {
     pub per_source: usize,
     /// Requests in flight in all (default 8); with 4 MiB chunks, at most 32 MiB held.
     pub max_in_flight: usize,
+    /// Peers active at once (default 8): their have-maps are polled and their chunks asked.
+    pub max_peers: usize,
+    /// Time between two polls of one peer's have-map (default 500 ms).
+    pub have_interval: Duration,
 }
 
 impl Default for SwarmOptions {
@@ -55,8 +74,21 @@ impl Default for SwarmOptions {
         SwarmOptions {
             per_source: 2,
             max_in_flight: 8,
+            max_peers: 8,
+            have_interval: Duration::from_millis(500),
         }
     }
+}
+
+/// Where one swarm download gets its chunks from, and where it offers them.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    /// Full providers of the artifact, in order.
+    pub providers: &'a [Url],
+    /// Peers' URLs of the artifact (`<peer>/<channel>/<arch>/<filename>`).
+    pub peers: &'a [Url],
+    /// The shelf to offer verified chunks on, with this artifact's URL path there.
+    pub share: Option<(&'a Shelf, &'a str)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,13 +109,36 @@ struct Source {
     fails: u32,
     /// Chunks it delivered that matched.
     served: u64,
+    /// A peer's have-map (`None`: a provider, which holds every chunk).
+    have: Option<Vec<bool>>,
+    /// A peer whose map is polled and whose chunks are asked for.
+    active: bool,
+    /// A have-map request of this peer is running.
+    polling: bool,
+    /// When this peer's have-map is asked for next.
+    poll_at: Instant,
 }
 
-type Done = (
-    usize,
-    u64,
-    Result<Result<Bytes, SourceError>, futures::future::Aborted>,
-);
+impl Source {
+    fn holds(&self, c: usize) -> bool {
+        self.have
+            .as_ref()
+            .is_none_or(|h| h.get(c).copied().unwrap_or(false))
+    }
+
+    fn usable(&self) -> bool {
+        self.out.is_none() && (self.have.is_none() || self.active)
+    }
+}
+
+enum Event {
+    Chunk(
+        usize,
+        u64,
+        Result<Result<Bytes, SourceError>, futures::future::Aborted>,
+    ),
+    Have(usize, Result<Vec<bool>, SourceError>),
+}
 
 /// Downloads the v2 `artifact` (its chunk list is required: `None` fails at once) from all
 /// `sources` at once into `<dir>/<filename>` (module docs for the rules).
@@ -94,7 +149,7 @@ type Done = (
 pub async fn swarm_download(
     client: &reqwest::Client,
     artifact: &Artifact,
-    sources: &[Url],
+    sources: Sources<'_>,
     dir: &Path,
     limits: Limits,
     opts: SwarmOptions,
@@ -102,12 +157,12 @@ pub async fn swarm_download(
 ) -> Result<Outcome, LocalIoError> {
     let final_path = dir.join(&artifact.filename);
     let _ = std::fs::remove_file(&final_path);
-    let Some(first) = sources.first() else {
+    let Some(first) = sources.providers.first().or(sources.peers.first()) else {
         return Ok(Outcome::Failed(Vec::new()));
     };
-    if artifact.chunking().is_none() {
+    let Some((chunk_size, _)) = artifact.chunking() else {
         return Ok(Outcome::Failed(Vec::new()));
-    }
+    };
     let name = meter.name().to_owned();
     let resumed = resume::open(dir, &name, artifact, true)?;
     let mut job = Job {
@@ -120,9 +175,27 @@ pub async fn swarm_download(
             .map(|v| if *v { Chunk::Done } else { Chunk::Missing })
             .collect(),
         failures: Vec::new(),
+        share: sources.share,
     };
     job.part.set_len(artifact.size_bytes)?;
-    let whole = run(client, artifact, sources, limits, opts, meter, &mut job).await?;
+    if let Some((shelf, path)) = sources.share {
+        let file = job.part.try_clone_file()?;
+        shelf.offer(
+            path,
+            file,
+            artifact.size_bytes,
+            chunk_size,
+            resumed.verified,
+        );
+    }
+    let whole = run(client, artifact, sources, limits, opts, meter, &mut job).await;
+    let whole = match whole {
+        Ok(w) => w,
+        Err(e) => {
+            withdraw(sources);
+            return Err(e);
+        }
+    };
     let Job {
         mut part,
         map,
@@ -138,6 +211,7 @@ pub async fn swarm_download(
         Some(got) => {
             // Every chunk matched but the whole file does not: the signed chunk list and hash
             // disagree. Fail closed; no source is to blame, and nothing is kept to resume from.
+            withdraw(sources);
             failures.push(SourceFailure {
                 url: first.clone(),
                 error: SourceError::HashMismatch {
@@ -149,18 +223,26 @@ pub async fn swarm_download(
             Ok(Outcome::Failed(failures))
         }
         None => {
+            withdraw(sources);
             resume::keep_or_remove(part, map);
             Ok(Outcome::Failed(failures))
         }
     }
 }
 
+fn withdraw(sources: Sources<'_>) {
+    if let Some((shelf, path)) = sources.share {
+        shelf.withdraw(path);
+    }
+}
+
 /// The partial file, its chunk map, the chunk states and the failures of one swarm download.
-struct Job {
+struct Job<'a> {
     part: Partial,
     map: Option<ChunkMap>,
     chunks: Vec<Chunk>,
     failures: Vec<SourceFailure>,
+    share: Option<(&'a Shelf, &'a str)>,
 }
 
 /// The request loop of [`swarm_download`]: `Some(whole-file digest)` once every chunk is
@@ -169,45 +251,66 @@ struct Job {
 async fn run(
     client: &reqwest::Client,
     artifact: &Artifact,
-    sources: &[Url],
+    sources: Sources<'_>,
     limits: Limits,
     opts: SwarmOptions,
     meter: &mut Meter,
-    job: &mut Job,
+    job: &mut Job<'_>,
 ) -> Result<Option<Sha256Digest>, LocalIoError> {
     let Some((chunk_size, expected)) = artifact.chunking() else {
         return Ok(None);
     };
     let size = artifact.size_bytes;
+    let n_chunks = expected.len();
     let Job {
         part,
         map,
         chunks,
         failures,
+        share,
     } = job;
+    let mut rng = rand::thread_rng();
+    let now = Instant::now();
     let mut srcs: Vec<Source> = sources
+        .providers
         .iter()
-        .map(|url| Source {
+        .map(|url| (url, None))
+        .chain(
+            sources
+                .peers
+                .iter()
+                .map(|url| (url, Some(vec![false; n_chunks]))),
+        )
+        .map(|(url, have)| Source {
             url: url.clone(),
             in_flight: 0,
             out: None,
             fails: 0,
             served: 0,
+            have,
+            active: false,
+            polling: false,
+            poll_at: now,
         })
         .collect();
+    // A random subset of the peers is active; the rest wait to replace dropped ones.
+    let mut waiting: Vec<usize> = (sources.providers.len()..srcs.len()).collect();
+    waiting.shuffle(&mut rng);
+    activate(&mut srcs, &mut waiting, opts.max_peers);
     let resumed = chunks.iter().filter(|c| **c == Chunk::Done).count();
     log::line(&format!(
-        "fetch {}: {} chunks of {chunk_size} bytes from {} sources{}",
+        "fetch {}: {} chunks of {chunk_size} bytes from {} providers and {} peers{}",
         meter.name(),
-        expected.len(),
-        srcs.len(),
+        n_chunks,
+        sources.providers.len(),
+        sources.peers.len(),
         if resumed > 0 {
             format!(" ({resumed} already verified)")
         } else {
             String::new()
         }
     ));
-    let mut running = FuturesUnordered::new();
+    let mut running: FuturesUnordered<BoxFuture<'static, Event>> = FuturesUnordered::new();
     let mut requests: HashMap<(usize, u64), AbortHandle> = HashMap::new();
     let mut whole = Sha256::new();
     let mut hashed = hash_in_order(&mut whole, part, chunks, 0, size, chunk_size)?;
@@ -216,11 +319,10 @@ async fn run(
         .filter_map(|i| chunk_span(size, chunk_size, i))
         .map(|(_, len)| len)
         .sum();
-    let mut rng = rand::thread_rng();
     let mut next_source = 0usize;
 
     loop {
-        while running.len() < opts.max_in_flight.max(1) {
+        while requests.len() < opts.max_in_flight.max(1) {
             let Some((s, c)) = pick(chunks, &srcs, &requests, opts, &mut next_source, &mut rng)
             else {
                 break;
@@ -237,7 +339,7 @@ async fn run(
             requests.insert((s, c), handle);
             let want = expected[c as usize];
             let req = fetch_chunk(
-                client,
+                client.clone(),
                 srcs[s].url.clone(),
                 c,
                 (offset, len),
@@ -245,15 +347,39 @@ async fn run(
                 want,
                 limits,
             );
-            running.push(async move { (s, c, Abortable::new(req, reg).await) as Done });
+            running.push(async move { Event::Chunk(s, c, Abortable::new(req, reg).await) }.boxed());
         }
         if chunks.iter().all(|c| *c == Chunk::Done) {
             break;
         }
-        let next = match timeout_at(limits.deadline, running.next()).await {
-            Ok(Some(n)) => n,
-            Ok(None) => break,
-            Err(_) => {
+        let now = Instant::now();
+        let mut next_poll: Option<Instant> = None;
+        for (s, src) in srcs.iter_mut().enumerate() {
+            let Some(have) = src.have.as_ref() else {
+                continue;
+            };
+            if !src.usable() || src.polling || have.iter().all(|h| *h) {
+                continue;
+            }
+            if src.poll_at <= now {
+                src.polling = true;
+                let req = fetch_have(client.clone(), src.url.clone(), n_chunks as u64, limits);
+                running.push(async move { Event::Have(s, req.await) }.boxed());
+            } else {
+                next_poll = Some(next_poll.map_or(src.poll_at, |t| t.min(src.poll_at)));
+            }
+        }
+        if running.is_empty() && next_poll.is_none() {
+            // No request, no poll to come: every source is out.
+            break;
+        }
+        let wake = next_poll.unwrap_or(limits.deadline).min(limits.deadline);
+        let next = tokio::select! {
+            n = running.next(), if !running.is_empty() => n,
+            () = sleep_until(wake) => None,
+        };
+        let Some(event) = next else {
+            if Instant::now() >= limits.deadline {
                 failures.push(SourceFailure {
                     url: srcs[0].url.clone(),
                     error: SourceError::Total {
@@ -262,8 +388,35 @@ async fn run(
                 });
                 return Ok(None);
             }
+            continue;
         };
-        let (s, c, result) = next;
+        let (s, c, result) = match event {
+            Event::Chunk(s, c, result) => (s, c, result),
+            Event::Have(s, result) => {
+                let src = &mut srcs[s];
+                src.polling = false;
+                src.poll_at = Instant::now() + opts.have_interval;
+                match result {
+                    Ok(have) => src.have = Some(have),
+                    Err(error @ SourceError::HaveMap(_)) => {
+                        log::line(&format!(
+                            "fetch {}: {error} from {}; dropping the peer",
+                            meter.name(),
+                            src.url
+                        ));
+                        src.out = Some("sent a bad have-map");
+                        failures.push(SourceFailure {
+                            url: src.url.clone(),
+                            error,
+                        });
+                        activate(&mut srcs, &mut waiting, opts.max_peers);
+                    }
+                    // Not listening yet, or not fetching this artifact yet: ask again later.
+                    Err(_) => {}
+                }
+                continue;
+            }
+        };
         requests.remove(&(s, c));
         srcs[s].in_flight -= 1;
         let copies = match chunks[c as usize] {
@@ -290,6 +443,9 @@ async fn run(
                 part.write_at(offset, &bytes)?;
                 if let Some(m) = map.as_mut() {
                     m.mark(c)?;
+                }
+                if let Some((shelf, path)) = share {
+                    shelf.mark(path, c);
                 }
                 chunks[c as usize] = Chunk::Done;
                 for other in 0..srcs.len() {
@@ -331,9 +487,10 @@ async fn run(
                             h.abort();
                         }
                     }
+                    activate(&mut srcs, &mut waiting, opts.max_peers);
                 }
                 failures.push(SourceFailure {
-                    url: src.url.clone(),
+                    url: srcs[s].url.clone(),
                     error,
                 });
             }
@@ -344,18 +501,33 @@ async fn run(
     }
     for src in srcs.iter().filter(|s| s.served > 0) {
         log::line(&format!(
-            "fetch {}: {} chunks from {}",
+            "fetch {}: {} chunks from {}{}",
             meter.name(),
             src.served,
+            if src.have.is_some() { "peer " } else { "" },
             src.url
         ));
     }
     Ok(Some(Sha256Digest(whole.finalize().into())))
 }
 
-/// The next (source, chunk) to request, or `None` when nothing can be asked now: a missing
-/// chunk at random for the next usable source with a free slot (round robin), else in the
-/// endgame a chunk in flight at one source only, from another source.
+/// Activates waiting peers (in their shuffled order) until `max_peers` usable peers are active.
+fn activate(srcs: &mut [Source], waiting: &mut Vec<usize>, max_peers: usize) {
+    let active = |srcs: &[Source]| {
+        srcs.iter()
+            .filter(|s| s.have.is_some() && s.active && s.out.is_none())
+            .count()
+    };
+    while active(srcs) < max_peers.max(1) {
+        let Some(s) = waiting.pop() else {
+            return;
+        };
+        srcs[s].active = true;
+    }
+}
+
+/// The next (source, chunk) to request, or `None` when nothing can be asked now (module docs:
+/// rarest first for peers, unheld chunks for providers, endgame copies last).
 fn pick(
     chunks: &[Chunk],
     srcs: &[Source],
@@ -365,27 +537,47 @@ fn pick(
     rng: &mut impl Rng,
 ) -> Option<(usize, u64)> {
     let n = srcs.len();
+    // How many usable peers hold each chunk.
+    let mut avail = vec![0u32; chunks.len()];
+    for src in srcs.iter().filter(|s| s.usable()) {
+        if let Some(have) = &src.have {
+            for (a, h) in avail.iter_mut().zip(have) {
+                *a += u32::from(*h);
+            }
+        }
+    }
+    let any_missing = chunks.contains(&Chunk::Missing);
+    let idle = requests.is_empty();
     for step in 0..n {
         let s = (*next_source + step) % n;
         let src = &srcs[s];
-        if src.out.is_some() || src.in_flight >= opts.per_source.max(1) {
+        if !src.usable() || src.in_flight >= opts.per_source.max(1) {
             continue;
         }
-        let missing = chunks.iter().filter(|c| **c == Chunk::Missing).count();
-        let chunk = if missing > 0 {
-            let k = rng.gen_range(0..missing);
-            chunks
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| **c == Chunk::Missing)
-                .nth(k)
-                .map(|(i, _)| i as u64)
+        let peer = src.have.is_some();
+        let chunk = if any_missing {
+            let wanted = |c: usize| {
+                chunks[c] == Chunk::Missing && src.holds(c) && (peer || idle || avail[c] == 0)
+            };
+            let rarest = (0..chunks.len())
+                .filter(|c| wanted(*c))
+                .map(|c| avail[c])
+                .min();
+            rarest.and_then(|r| {
+                let ties: Vec<usize> = (0..chunks.len())
+                    .filter(|c| wanted(*c) && avail[*c] == r)
+                    .collect();
+                ties.get(rng.gen_range(0..ties.len().max(1)))
+                    .map(|c| *c as u64)
+            })
         } else {
-            chunks
-                .iter()
-                .enumerate()
-                .find(|(i, c)| **c == Chunk::InFlight(1) && !requests.contains_key(&(s, *i as u64)))
-                .map(|(i, _)| i as u64)
+            (0..chunks.len())
+                .find(|c| {
+                    chunks[*c] == Chunk::InFlight(1)
+                        && src.holds(*c)
+                        && !requests.contains_key(&(s, *c as u64))
+                })
+                .map(|c| c as u64)
         };
         if let Some(c) = chunk {
             *next_source = (s + 1) % n;
@@ -422,7 +614,7 @@ fn hash_in_order(
 /// bytes; the body must be exactly that range (206 with its `Content-Range`, or 200 when the
 /// range is the whole file) and hash to `want`.
 async fn fetch_chunk(
-    client: &reqwest::Client,
+    client: reqwest::Client,
     url: Url,
     index: u64,
     (offset, len): (u64, u64),
@@ -513,4 +705,52 @@ async fn fetch_chunk(
         });
     }
     Ok(body.freeze())
+}
+
+/// A peer's have-map for an artifact of `chunks` chunks, from `<url>.have`: 200 with exactly
+/// the map's bytes (a longer body is refused as soon as it is), within the idle timeout.
+async fn fetch_have(
+    client: reqwest::Client,
+    url: Url,
+    chunks: u64,
+    limits: Limits,
+) -> Result<Vec<bool>, SourceError> {
+    let Ok(url) = Url::parse(&format!("{url}.have")) else {
+        return Err(SourceError::Status(StatusCode::BAD_REQUEST));
+    };
+    let cap = chunks.div_ceil(8) as usize;
+    let deadline = Instant::now() + limits.idle;
+    let mut resp = timeout_at(deadline, client.get(url).send())
+        .await
+        .map_err(|_| SourceError::Idle {
+            ms: limits.idle.as_millis(),
+            offset: 0,
+        })?
+        .map_err(SourceError::Request)?;
+    if resp.status() != StatusCode::OK {
+        return Err(SourceError::Status(resp.status()));
+    }
+    let mut body = Vec::with_capacity(cap);
+    loop {
+        let next = timeout_at(deadline, resp.chunk())
+            .await
+            .map_err(|_| SourceError::Idle {
+                ms: limits.idle.as_millis(),
+                offset: body.len() as u64,
+            })?
+            .map_err(|source| SourceError::Body {
+                offset: body.len() as u64,
+                source,
+            })?;
+        let Some(piece) = next else { break };
+        if body.len() + piece.len() > cap {
+            return Err(SourceError::HaveMap(HaveError::Length {
+                got: body.len() + piece.len(),
+                chunks,
+                expected: cap as u64,
+            }));
+        }
+        body.extend_from_slice(&piece);
+    }
+    Ok(decode_have(&body, chunks)?)
 }

@@ -1,0 +1,213 @@
+//! Peers serve verified chunks while they fetch, and take chunks from each other (issue 19
+//! §2-§3): real HTTP on 127.0.0.1, the origin is `fetch_support`'s server, each peer is a
+//! real `fetch_release` with a [`Shelf`] served by `share::serve`. Liars (a bad chunk, a bad
+//! have-map) are `fetch_support` servers standing in for a peer.
+
+mod fetch_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fetch_support::{data, listing, test_options, Behaviour, Server, Signer};
+use phase_init::fetch::share::{self, Shelf};
+use phase_init::fetch::{fetch_release, FetchOptions, FetchedRelease, SourceError};
+
+const ROOTFS: &str = "/stable/x86_64/rootfs";
+const MANIFEST: &str = "/stable/x86_64/manifest.json";
+/// Sixteen chunks of 64 KiB.
+const CHUNK: usize = 64 * 1024;
+const SIZE: usize = 16 * CHUNK;
+
+struct Origin {
+    server: Server,
+    signer: Signer,
+    rootfs: Arc<Vec<u8>>,
+}
+
+/// A v2 release (rootfs of 16 chunks; kernel and initramfs of one) on an honest origin.
+async fn origin() -> Origin {
+    let server = Server::start().await;
+    let signer = Signer::new();
+    let rootfs = data(SIZE, 31);
+    let kernel = data(100, 32);
+    let initramfs = data(100, 33);
+    let manifest = signer.manifest_v2(
+        "1.0.0",
+        "x86_64",
+        &[
+            ("kernel", &kernel, vec![]),
+            ("initramfs", &initramfs, vec![]),
+            ("rootfs", &rootfs, vec![]),
+        ],
+        CHUNK as u64,
+    );
+    server.route(MANIFEST, Behaviour::Serve(Arc::new(manifest)));
+    server.route("/stable/x86_64/kernel", Behaviour::Serve(kernel));
+    server.route("/stable/x86_64/initramfs", Behaviour::Serve(initramfs));
+    server.route(ROOTFS, Behaviour::Serve(rootfs.clone()));
+    Origin {
+        server,
+        signer,
+        rootfs,
+    }
+}
+
+/// A machine: its output directory, options, and (if it shares) its shelf and base URL.
+struct Machine {
+    dir: tempfile::TempDir,
+    opts: FetchOptions,
+    shelf: Shelf,
+    base: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn machine(o: &Origin, peers: Vec<String>) -> Machine {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = test_options(&o.signer.trust, dir.path().join("out"), 1);
+    let shelf = Shelf::new();
+    let listener = share::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(share::serve(listener, shelf.clone()));
+    opts.share = Some(shelf.clone());
+    opts.peers = peers;
+    if let Some(s) = opts.swarm.as_mut() {
+        s.have_interval = Duration::from_millis(50);
+    }
+    Machine {
+        dir,
+        opts,
+        shelf,
+        base,
+        server,
+    }
+}
+
+impl Machine {
+    async fn fetch(&self, o: &Origin) -> FetchedRelease {
+        fetch_release(&o.server.url(MANIFEST), &self.opts)
+            .await
+            .unwrap()
+    }
+
+    fn assert_rootfs(&self, o: &Origin, r: &FetchedRelease) {
+        let f = &r.artifacts["rootfs"];
+        assert!(std::fs::read(&f.path).unwrap() == *o.rootfs, "bytes differ");
+        let out = self.dir.path().join("out");
+        assert!(!listing(&out).iter().any(|n| n.contains(".partial")));
+    }
+}
+
+fn origin_rootfs_requests(o: &Origin) -> usize {
+    o.server.hits_for(ROOTFS).len()
+}
+
+#[tokio::test]
+async fn a_machine_takes_the_chunks_a_peer_holds_from_that_peer() {
+    let o = origin().await;
+    let a = machine(&o, vec![]).await;
+    let ra = a.fetch(&o).await;
+    a.assert_rootfs(&o, &ra);
+    assert_eq!(origin_rootfs_requests(&o), 16, "a fetched every chunk once");
+    // a keeps serving what it verified: the whole have-map is set.
+    assert_eq!(a.shelf.have(ROOTFS), Some(vec![true; 16]));
+
+    let b = machine(&o, vec![a.base.clone()]).await;
+    let rb = b.fetch(&o).await;
+    b.assert_rootfs(&o, &rb);
+    assert!(rb.failures.is_empty(), "{:?}", rb.failures);
+    // Before a's have-map arrives b is idle and asks the origin for one chunk; after it, only a.
+    let from_origin = origin_rootfs_requests(&o) - 16;
+    assert!(from_origin <= 2, "{from_origin} chunks from the origin");
+    assert!(
+        a.shelf.sent_bytes() >= (14 * CHUNK) as u64,
+        "a sent {} bytes",
+        a.shelf.sent_bytes()
+    );
+}
+
+#[tokio::test]
+async fn two_machines_fetching_at_once_trade_chunks() {
+    let o = origin().await;
+    // A slow origin (64 KiB per 100 ms per request): trading pays.
+    o.server.route(
+        ROOTFS,
+        Behaviour::Paced(o.rootfs.clone(), 16 * 1024, Duration::from_millis(25)),
+    );
+    // Each machine needs the other's address before either starts.
+    let mut a = machine(&o, vec![]).await;
+    let mut b = machine(&o, vec![a.base.clone()]).await;
+    a.opts.peers = vec![b.base.clone()];
+    b.opts.peers = vec![a.base.clone()];
+    let (ra, rb) = tokio::join!(a.fetch(&o), b.fetch(&o));
+    a.assert_rootfs(&o, &ra);
+    b.assert_rootfs(&o, &rb);
+    let from_origin = origin_rootfs_requests(&o);
+    // Alone, each would take all 16 chunks from the origin.
+    assert!(from_origin < 32, "{from_origin} chunks from the origin");
+    assert!(a.shelf.sent_bytes() > 0 && b.shelf.sent_bytes() > 0);
+}
+
+#[tokio::test]
+async fn a_peer_sending_a_bad_chunk_is_named_dropped_and_nothing_unverified_is_kept() {
+    let o = origin().await;
+    let liar = Server::start().await;
+    let mut lies = o.rootfs.to_vec();
+    for k in 0..SIZE / CHUNK {
+        lies[k * CHUNK + 7] ^= 0x10;
+    }
+    liar.route(ROOTFS, Behaviour::Serve(Arc::new(lies)));
+    liar.route(
+        &format!("{ROOTFS}.have"),
+        Behaviour::Serve(Arc::new(vec![0xff, 0xff])),
+    );
+    let b = machine(&o, vec![liar.base()]).await;
+    let rb = b.fetch(&o).await;
+    b.assert_rootfs(&o, &rb);
+    let liar_url = liar.url(ROOTFS);
+    let bad: Vec<_> = rb
+        .failures
+        .iter()
+        .filter(|f| matches!(f.error, SourceError::ChunkMismatch { .. }))
+        .collect();
+    assert!(!bad.is_empty(), "{:?}", rb.failures);
+    assert!(bad.iter().all(|f| f.url.as_str() == liar_url), "{bad:?}");
+    // Dropped at its first answers: at most its two request slots.
+    assert!(liar.hits_for(ROOTFS).len() <= 2);
+    // b offered only verified chunks: its have-map is full and matches the file.
+    assert_eq!(b.shelf.have(ROOTFS), Some(vec![true; 16]));
+}
+
+#[tokio::test]
+async fn a_bad_have_map_drops_the_peer_and_a_silent_peer_is_harmless() {
+    let o = origin().await;
+    let liar = Server::start().await;
+    liar.route(ROOTFS, Behaviour::Serve(o.rootfs.clone()));
+    // Three bytes for sixteen chunks.
+    liar.route(
+        &format!("{ROOTFS}.have"),
+        Behaviour::Serve(Arc::new(vec![0xff, 0xff, 0xff])),
+    );
+    // Nothing listens here (a port that was just free).
+    let silent = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let b = machine(&o, vec![liar.base(), silent]).await;
+    let rb = b.fetch(&o).await;
+    b.assert_rootfs(&o, &rb);
+    assert!(
+        rb.failures
+            .iter()
+            .any(|f| f.url.as_str() == liar.url(ROOTFS)
+                && matches!(f.error, SourceError::HaveMap(_))),
+        "{:?}",
+        rb.failures
+    );
+    assert!(liar.hits_for(ROOTFS).is_empty(), "no chunk asked of it");
+}
