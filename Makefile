@@ -373,8 +373,8 @@ run: deps release
 # bench/results.json (needs a quiet machine: ~15 min plus the TCG boots). make bench-smoke
 # (part of make test): the same scripts on a 4 MiB input, one run, output under build/.
 BENCH_DEBS := nginx-light wrk kexec-tools time openssl hyperfine
-BENCH_SMOKE_SECTIONS ?= provider,hash,client,footprint,discovery,boot
-.PHONY: bench bench-smoke bench-deps bench-baseline
+BENCH_SMOKE_SECTIONS ?= provider,hash,client,footprint,discovery,boot,swarm
+.PHONY: bench bench-smoke bench-deps bench-baseline bench-swarm
 bench-deps:
 	@missing=$$(for p in $(BENCH_DEBS); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -385,6 +385,11 @@ bench-baseline: $(ARCH_OUT)/initramfs.cpio bench-deps
 bench: deps bench-deps release bench-baseline
 	$(MAKE) --no-print-directory ARCH=arm64 deps release
 	python3 bench/bench.py
+# make bench-swarm: only the boot-storm section (issue 19 §4-§5; N up to 64 clients in network
+# namespaces, tbf-capped links, about 5 min), written to build/bench-swarm/ (docs/benchmarks.md
+# is written by the full make bench only).
+bench-swarm: deps bench-deps build
+	python3 bench/bench.py --only swarm --md $(BUILD)/bench-swarm/benchmarks.md --json $(BUILD)/bench-swarm/results.json
 bench-smoke: bench-deps build bench-baseline
 	BENCH_SMOKE=1 python3 bench/bench.py --smoke --only $(BENCH_SMOKE_SECTIONS) \
 	  --md $(BUILD)/bench-smoke/benchmarks.md --json $(BUILD)/bench-smoke/results.json

@@ -2,11 +2,12 @@
 """`make bench` / `make bench-smoke` driver (issue 10): runs each section, then writes
 docs/benchmarks.md and bench/results.json.
 
-    bench/bench.py [--smoke] [--only provider,client,hash,footprint,discovery,boot]
+    bench/bench.py [--smoke] [--only provider,client,hash,footprint,discovery,boot,swarm]
                    [--md docs/benchmarks.md] [--json bench/results.json]
 
 Environment: BIN_DIR, BENCH_SIZE (bytes), BENCH_RUNS, BENCH_WRK_SECS, BENCH_DISCOVERY_RUNS,
-BENCH_BOOT_RUNS, BENCH_BOOT_TIMEOUT (s), BENCH_WORK (scratch dir, default /dev/shm).
+BENCH_BOOT_RUNS, BENCH_BOOT_TIMEOUT (s), BENCH_WORK (scratch dir, default /dev/shm),
+BENCH_SWARM_SIZE (bytes), BENCH_SWARM_CHUNK (bytes), BENCH_SWARM_N (e.g. 1,2,4).
 A section that cannot run (missing tool, no root) records "not measured: <reason>"; a
 section that fails records its error the same way and the run goes on. Exit status 1 when
 any section failed with an error (so `make bench-smoke` catches rot), 0 otherwise.
@@ -20,9 +21,9 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from phasebench import boot, client, common, discovery, fixture, footprint, hashrate, provider, report  # noqa: E402
+from phasebench import boot, client, common, discovery, fixture, footprint, hashrate, provider, report, swarm  # noqa: E402
 
-SECTIONS = ["provider", "client", "hash", "footprint", "discovery", "boot"]
+SECTIONS = ["provider", "client", "hash", "footprint", "discovery", "boot", "swarm"]
 
 
 def main():
@@ -68,6 +69,7 @@ def main():
     section("footprint", lambda: footprint.run_section(s, res))
     section("discovery", lambda: discovery.run_section(s, rel, res))
     section("boot", lambda: boot.run_section(s, res))
+    section("swarm", lambda: swarm.run_section(s, res))
     report.write(s, res, a.md, a.json, mach, started)
     common.log(f"wrote {a.md} and {a.json}")
     if failed:

@@ -75,6 +75,9 @@ pub fn build(
         .redirect(redirect_policy())
         .no_proxy()
         .tcp_nodelay(true)
+        // Idle keep-alive connections are closed after 5 s: a fetch reuses its connections
+        // within that, and peers serve a bounded number of connections (fetch::share).
+        .pool_idle_timeout(Duration::from_secs(5))
         .user_agent(concat!("phase/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|source| ClientError::ReadCa {

@@ -40,10 +40,11 @@ use crate::log;
 
 /// Largest body one answer carries, in bytes (16 MiB, the largest chunk size).
 pub const MAX_ANSWER_BYTES: u64 = MAX_CHUNK_SIZE;
-/// Connections served at once; more wait in the listen backlog.
-pub const MAX_CONNECTIONS: usize = 64;
+/// Connections served at once; more wait in the listen backlog. A storm client keeps about
+/// three connections to each peer it uses (have-map polls and two chunk requests).
+pub const MAX_CONNECTIONS: usize = 256;
 /// Time a client has to send a request head (also the keep-alive idle limit).
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The artifacts this machine offers, by URL path, with the chunks it holds verified.
 /// Cloning shares the same shelf.

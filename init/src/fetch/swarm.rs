@@ -7,15 +7,19 @@
 //! - **providers** (the manifest's location, `--provider`, mirror `urls`) hold every chunk;
 //! - **peers** (`--peer`: machines fetching or booted from the same release, [`super::share`])
 //!   hold some: each active peer's have-map (`<url>.have`) is polled every `have_interval`
-//!   until it holds everything; at most `max_peers` peers, picked at random, are active at
-//!   once, and one that is dropped is replaced by another.
+//!   (a poll waits at most [`HAVE_TIMEOUT`]) until it holds everything; at most `max_peers`
+//!   peers are active at once, in an order random per process but the same for every
+//!   artifact, and one that is dropped is replaced by the next.
 //!
 //! Rules:
-//! - **Order**: rarest first: a peer with a free request slot gets, among the missing chunks
-//!   it holds, one held by the fewest active peers (random among ties). A provider gets only
-//!   chunks no active peer holds (so the origin sends each chunk about once and the peers do
-//!   the rest), or any missing chunk when nothing at all is in flight (so the fetch never
-//!   waits on a peer's map alone).
+//! - **Order**: rarest first: a source with a free request slot gets, among the missing
+//!   chunks it holds, one held by the fewest active peers (random among ties).
+//! - **Providers last**: while peers are known, a provider has one request slot and gets a
+//!   missing chunk only when the client is starved (no request in flight to any peer for
+//!   [`STARVED_AFTER`]), or is under-supplied (fewer requests at peers than `per_source`) and
+//!   no active peer holds the chunk; it gets an endgame copy only of a chunk in flight for
+//!   [`ENDGAME_PROVIDER_AFTER`]. So a small swarm keeps the origin busy and a big one leaves
+//!   it mostly idle; with no peers, providers are asked as freely as peers.
 //! - **Bounds**: at most `per_source` requests in flight per source and `max_in_flight` in
 //!   all; a request holds at most one chunk (`chunk_size` bytes) in memory.
 //! - **Endgame**: once no chunk is left unrequested, a source with a free slot asks for a chunk
@@ -42,7 +46,6 @@ use futures::future::{AbortHandle, Abortable, BoxFuture, FutureExt};
 use futures::stream::{FuturesUnordered, StreamExt};
 use phase_protocol::chunks::{chunk_span, decode_have, HaveError};
 use phase_protocol::{Artifact, Sha256Digest};
-use rand::seq::SliceRandom;
 use rand::Rng;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
@@ -55,6 +58,21 @@ use super::progress::Meter;
 use super::resume::{self, ChunkMap};
 use super::share::Shelf;
 use crate::log;
+
+/// While peers are known, a provider is asked for an endgame copy of a chunk only once the
+/// chunk has been in flight this long (or the client is starved): a peer's copy is usually
+/// on its way, and a stalled one is still overtaken.
+pub const ENDGAME_PROVIDER_AFTER: Duration = Duration::from_secs(2);
+
+/// A client is starved once no request has been in flight to any peer for this long; only
+/// then is a provider asked for a missing chunk while peers are known (a fresh have-map often
+/// ends a shorter gap).
+pub const STARVED_AFTER: Duration = Duration::from_millis(300);
+
+/// Longest wait for one have-map poll (headers and body). Not shorter: on a full link a new
+/// connection's SYN may be lost and retried after 1 s and 3 s; a poll given up sooner never
+/// connects, and its peer is never used.
+pub const HAVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Request bounds of a multi-source download.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,9 +311,11 @@ async fn run(
             poll_at: now,
         })
         .collect();
-    // A random subset of the peers is active; the rest wait to replace dropped ones.
+    // A random subset of the peers is active; the rest wait to replace dropped ones. The
+    // order is random per process but the same for every artifact, so a machine uses the same
+    // few peers (and their connections) for all its artifacts.
     let mut waiting: Vec<usize> = (sources.providers.len()..srcs.len()).collect();
-    waiting.shuffle(&mut rng);
+    waiting.sort_by_key(|s| peer_rank(&srcs[*s].url));
     activate(&mut srcs, &mut waiting, opts.max_peers);
     let resumed = chunks.iter().filter(|c| **c == Chunk::Done).count();
     log::line(&format!(
@@ -311,7 +331,7 @@ async fn run(
         }
     ));
     let mut running: FuturesUnordered<BoxFuture<'static, Event>> = FuturesUnordered::new();
-    let mut requests: HashMap<(usize, u64), AbortHandle> = HashMap::new();
+    let mut requests: HashMap<(usize, u64), (AbortHandle, Instant)> = HashMap::new();
     let mut whole = Sha256::new();
     let mut hashed = hash_in_order(&mut whole, part, chunks, 0, size, chunk_size)?;
     let mut done_bytes: u64 = (0..chunks.len() as u64)
@@ -320,11 +340,26 @@ async fn run(
         .map(|(_, len)| len)
         .sum();
     let mut next_source = 0usize;
+    // Since when no request is in flight to a peer (while peers are known).
+    let mut starved_since: Option<Instant> = None;
 
     loop {
         while requests.len() < opts.max_in_flight.max(1) {
-            let Some((s, c)) = pick(chunks, &srcs, &requests, opts, &mut next_source, &mut rng)
-            else {
+            if requests.keys().any(|(s, _)| srcs[*s].have.is_some()) {
+                starved_since = None;
+            } else if starved_since.is_none() {
+                starved_since = Some(Instant::now());
+            }
+            let starved = starved_since.is_some_and(|t| t.elapsed() >= STARVED_AFTER);
+            let Some((s, c)) = pick(
+                chunks,
+                &srcs,
+                &requests,
+                starved,
+                opts,
+                &mut next_source,
+                &mut rng,
+            ) else {
                 break;
             };
             let Some((offset, len)) = chunk_span(size, chunk_size, c) else {
@@ -336,7 +371,7 @@ async fn run(
             };
             srcs[s].in_flight += 1;
             let (handle, reg) = AbortHandle::new_pair();
-            requests.insert((s, c), handle);
+            requests.insert((s, c), (handle, Instant::now()));
             let want = expected[c as usize];
             let req = fetch_chunk(
                 client.clone(),
@@ -369,11 +404,18 @@ async fn run(
                 next_poll = Some(next_poll.map_or(src.poll_at, |t| t.min(src.poll_at)));
             }
         }
-        if running.is_empty() && next_poll.is_none() {
-            // No request, no poll to come: every source is out.
+        // A provider becomes askable once the client has been starved long enough.
+        let starving = starved_since
+            .map(|t| t + STARVED_AFTER)
+            .filter(|t| *t > Instant::now());
+        if running.is_empty() && next_poll.is_none() && starving.is_none() {
+            // No request, no poll and no provider to come: every source is out.
             break;
         }
-        let wake = next_poll.unwrap_or(limits.deadline).min(limits.deadline);
+        let wake = [next_poll, starving]
+            .into_iter()
+            .flatten()
+            .fold(limits.deadline, Instant::min);
         let next = tokio::select! {
             n = running.next(), if !running.is_empty() => n,
             () = sleep_until(wake) => None,
@@ -449,7 +491,7 @@ async fn run(
                 }
                 chunks[c as usize] = Chunk::Done;
                 for other in 0..srcs.len() {
-                    if let Some(h) = requests.get(&(other, c)) {
+                    if let Some((h, _)) = requests.get(&(other, c)) {
                         h.abort();
                     }
                 }
@@ -480,9 +522,18 @@ async fn run(
                         }
                     }
                 }
+                if let (Some(why), false) =
+                    (src.out, matches!(error, SourceError::ChunkMismatch { .. }))
+                {
+                    log::line(&format!(
+                        "fetch {}: dropping {}: {why} ({error})",
+                        meter.name(),
+                        src.url
+                    ));
+                }
                 if src.out.is_some() {
                     // Its other requests go elsewhere too.
-                    for ((other, _), h) in &requests {
+                    for ((other, _), (h, _)) in &requests {
                         if *other == s {
                             h.abort();
                         }
@@ -511,6 +562,15 @@ async fn run(
     Ok(Some(Sha256Digest(whole.finalize().into())))
 }
 
+/// A per-process random rank of a peer (by host and port); [`activate`] takes the lowest last.
+fn peer_rank(url: &Url) -> u64 {
+    use std::hash::BuildHasher;
+    static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    SEED.get_or_init(std::collections::hash_map::RandomState::new)
+        .hash_one((url.host_str(), url.port_or_known_default()))
+}
+
 /// Activates waiting peers (in their shuffled order) until `max_peers` usable peers are active.
 fn activate(srcs: &mut [Source], waiting: &mut Vec<usize>, max_peers: usize) {
     let active = |srcs: &[Source]| {
@@ -531,7 +591,8 @@ fn activate(srcs: &mut [Source], waiting: &mut Vec<usize>, max_peers: usize) {
 fn pick(
     chunks: &[Chunk],
     srcs: &[Source],
-    requests: &HashMap<(usize, u64), AbortHandle>,
+    requests: &HashMap<(usize, u64), (AbortHandle, Instant)>,
+    starved: bool,
     opts: SwarmOptions,
     next_source: &mut usize,
     rng: &mut impl Rng,
@@ -547,17 +608,35 @@ fn pick(
         }
     }
     let any_missing = chunks.contains(&Chunk::Missing);
-    let idle = requests.is_empty();
+    // Starved: no request in flight to any peer. Only then is a provider asked (so the origin
+    // of a storm stays mostly idle and sends each chunk about once), and only for one chunk
+    // at a time while there are peers.
+    let to_peers = requests
+        .keys()
+        .filter(|(s, _)| srcs[*s].have.is_some())
+        .count();
+    let starved = starved && to_peers == 0;
+    // Under-supplied: fewer requests at peers than one peer's slots. Then a provider may also
+    // take a chunk no active peer holds (a small swarm keeps the origin busy, a big one not).
+    let hungry = to_peers < opts.per_source.max(1);
+    let any_peers = srcs.iter().any(|s| s.have.is_some() && s.usable());
     for step in 0..n {
         let s = (*next_source + step) % n;
         let src = &srcs[s];
-        if !src.usable() || src.in_flight >= opts.per_source.max(1) {
+        let peer = src.have.is_some();
+        let slots = if peer || !any_peers {
+            opts.per_source.max(1)
+        } else {
+            1
+        };
+        if !src.usable() || src.in_flight >= slots {
             continue;
         }
-        let peer = src.have.is_some();
         let chunk = if any_missing {
             let wanted = |c: usize| {
-                chunks[c] == Chunk::Missing && src.holds(c) && (peer || idle || avail[c] == 0)
+                chunks[c] == Chunk::Missing
+                    && src.holds(c)
+                    && (peer || !any_peers || starved || (hungry && avail[c] == 0))
             };
             let rarest = (0..chunks.len())
                 .filter(|c| wanted(*c))
@@ -571,11 +650,20 @@ fn pick(
                     .map(|c| *c as u64)
             })
         } else {
+            // A provider copies only a chunk in flight for ENDGAME_PROVIDER_AFTER already.
+            let late = |c: u64| {
+                peer || !any_peers
+                    || starved
+                    || requests.iter().any(|((_, rc), (_, at))| {
+                        *rc == c && at.elapsed() >= ENDGAME_PROVIDER_AFTER
+                    })
+            };
             (0..chunks.len())
                 .find(|c| {
                     chunks[*c] == Chunk::InFlight(1)
                         && src.holds(*c)
                         && !requests.contains_key(&(s, *c as u64))
+                        && late(*c as u64)
                 })
                 .map(|c| c as u64)
         };
@@ -719,11 +807,13 @@ async fn fetch_have(
         return Err(SourceError::Status(StatusCode::BAD_REQUEST));
     };
     let cap = chunks.div_ceil(8) as usize;
-    let deadline = Instant::now() + limits.idle;
+    // A map older than a few poll intervals is of little use: give up sooner than on a chunk.
+    let wait = limits.idle.min(HAVE_TIMEOUT);
+    let deadline = Instant::now() + wait;
     let mut resp = timeout_at(deadline, client.get(url).send())
         .await
         .map_err(|_| SourceError::Idle {
-            ms: limits.idle.as_millis(),
+            ms: wait.as_millis(),
             offset: 0,
         })?
         .map_err(SourceError::Request)?;
@@ -735,7 +825,7 @@ async fn fetch_have(
         let next = timeout_at(deadline, resp.chunk())
             .await
             .map_err(|_| SourceError::Idle {
-                ms: limits.idle.as_millis(),
+                ms: wait.as_millis(),
                 offset: body.len() as u64,
             })?
             .map_err(|source| SourceError::Body {
@@ -753,4 +843,114 @@ async fn fetch_have(
         body.extend_from_slice(&piece);
     }
     Ok(decode_have(&body, chunks)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(url: &str, have: Option<Vec<bool>>) -> Source {
+        Source {
+            url: Url::parse(url).unwrap(),
+            in_flight: 0,
+            out: None,
+            fails: 0,
+            served: 0,
+            have,
+            active: true,
+            polling: false,
+            poll_at: Instant::now(),
+        }
+    }
+
+    type Requests = HashMap<(usize, u64), (AbortHandle, Instant)>;
+
+    fn request(reqs: &mut Requests, srcs: &mut [Source], s: usize, c: u64, age: Duration) {
+        srcs[s].in_flight += 1;
+        let at = Instant::now().checked_sub(age).unwrap();
+        reqs.insert((s, c), (AbortHandle::new_pair().0, at));
+    }
+
+    #[test]
+    fn a_peer_gets_the_rarest_chunk_it_holds() {
+        let chunks = vec![Chunk::Missing; 4];
+        // Peer 1 holds 0, 1, 2; peer 2 holds 0 and 1: chunk 2 is the rarest peer 1 holds.
+        let srcs = vec![
+            source("http://192.0.2.11/a", Some(vec![true, true, true, false])),
+            source("http://192.0.2.12/a", Some(vec![true, true, false, false])),
+        ];
+        let mut rng = rand::thread_rng();
+        for _ in 0..20 {
+            let mut next = 0;
+            let got = pick(
+                &chunks,
+                &srcs,
+                &HashMap::new(),
+                false,
+                SwarmOptions::default(),
+                &mut next,
+                &mut rng,
+            );
+            assert_eq!(got, Some((0, 2)));
+        }
+    }
+
+    #[test]
+    fn the_provider_waits_while_peers_supply_and_serves_when_starved() {
+        let chunks = vec![
+            Chunk::Missing,
+            Chunk::Missing,
+            Chunk::InFlight(1),
+            Chunk::InFlight(1),
+        ];
+        let mut srcs = vec![
+            source("http://192.0.2.1/a", None),
+            source("http://192.0.2.11/a", Some(vec![true, true, true, true])),
+        ];
+        let opts = SwarmOptions::default();
+        let mut reqs = Requests::new();
+        // The peer already has its two slots busy (chunks 2 and 3): not hungry, not starved.
+        request(&mut reqs, &mut srcs, 1, 2, Duration::ZERO);
+        request(&mut reqs, &mut srcs, 1, 3, Duration::ZERO);
+        let mut rng = rand::thread_rng();
+        let mut next = 0;
+        assert_eq!(
+            pick(&chunks, &srcs, &reqs, true, opts, &mut next, &mut rng),
+            None
+        );
+        // A chunk no peer holds, while the peers are under-supplied: the provider takes it.
+        srcs[1].have = Some(vec![true, false, true, true]);
+        reqs.remove(&(1, 3));
+        // (The peer's slots stay full, so only the provider can be picked.)
+        let got = pick(&chunks, &srcs, &reqs, false, opts, &mut next, &mut rng);
+        assert_eq!(
+            got,
+            Some((0, 1)),
+            "chunk 0 is held by the peer, chunk 1 by none"
+        );
+        // Starved (no request at any peer): the provider takes any missing chunk.
+        let mut idle = Requests::new();
+        srcs[1].in_flight = 0;
+        srcs[1].out = Some("gone");
+        let got = pick(&chunks, &srcs, &idle, true, opts, &mut next, &mut rng);
+        assert!(matches!(got, Some((0, 0 | 1))), "{got:?}");
+        // With no usable peer the provider is asked freely even before STARVED_AFTER.
+        let got = pick(&chunks, &srcs, &idle, false, opts, &mut next, &mut rng);
+        assert!(matches!(got, Some((0, 0 | 1))), "{got:?}");
+        // Endgame: a provider copies a chunk only once it has been in flight long enough.
+        srcs[1].out = None;
+        let done = vec![Chunk::Done, Chunk::Done, Chunk::InFlight(1), Chunk::Done];
+        request(&mut idle, &mut srcs, 1, 2, Duration::ZERO);
+        assert_eq!(
+            pick(&done, &srcs, &idle, true, opts, &mut next, &mut rng),
+            None
+        );
+        let mut old = Requests::new();
+        srcs[1].in_flight = 0;
+        request(&mut old, &mut srcs, 1, 2, ENDGAME_PROVIDER_AFTER);
+        assert_eq!(
+            pick(&done, &srcs, &old, false, opts, &mut next, &mut rng),
+            Some((0, 2))
+        );
+    }
 }
