@@ -128,6 +128,23 @@ METHOD = """\
   stage's custody record and the sizes, without hashing again: docs/security.md). Each mode is
   judged against issue 18 §3's 0.9x of the baseline's median in the same run; a mode is not
   judged when the baseline was not measured.
+- **Boot storm** (issue 19 §4-§5; bench/phasebench/swarm.py, `make bench-swarm`): N `phase fetch`
+  clients, each in its own network namespace on one bridge (a hub namespace), fetch one release
+  from one `plasmd serve` origin after a start barrier (a file the clients' shells wait for).
+  Every link is capped with `tc tbf` in both directions: R = 20 Mbit/s per client, 200 Mbit/s
+  for the origin (burst 128 KiB and 512 KiB, so veth's 64 KiB GSO packets pass whole; queue 50
+  ms). The rootfs is 16 MiB of random bytes in 256 KiB chunks (F/R = 6.7 s). v2 rows: every
+  client serves (`--serve`, `--linger-ms`) and lists all others as `--peer`; v1 rows: the same
+  clients, a v1 manifest of the same files, origin only. A client's time runs from the barrier
+  to its result line on stdout; p50/p99/max over clients, in units of F/R. Origin egress is the
+  tx bytes of the origin's link over F. A run whose host CPU was 95% busy or more is flagged.
+  The fits are least squares over the p50s. Adversarial runs (8 clients; 4 in `make test`): a
+  Python peer that claims every chunk and flips one byte in the first chunk each client asks
+  of it; a client SIGKILLed at F/3R; clients started F/4R apart. Every client's rootfs is hashed
+  again by the harness; the runs fail the section when a check fails. The kernel here has no
+  fq_codel, so the tbf queues tail-drop: a machine whose link is full can lose the SYN of a new
+  peer connection for seconds, and then takes its chunks from the origin (the run-to-run spread
+  of the origin's egress at N = 64).
 - **Client pinning and the 90% target**: plasmd (and the loopback TCP work it causes) is pinned to
   core 0 and every client to core 1, so `phase fetch` receives, hashes and writes on one core.
   SHA-256 alone costs about 0.7 CPU-s/GiB there (sha2 with SHA-NI; 1.42 GB/s on a buffer in
