@@ -390,7 +390,7 @@ bench: deps bench-deps release bench-baseline
 # is written by the full make bench only).
 bench-swarm: deps bench-deps build
 	python3 bench/bench.py --only swarm --md $(BUILD)/bench-swarm/benchmarks.md --json $(BUILD)/bench-swarm/results.json
-bench-smoke: bench-deps build bench-baseline
+bench-smoke: bench-deps build release bench-baseline
 	BENCH_SMOKE=1 python3 bench/bench.py --smoke --only $(BENCH_SMOKE_SECTIONS) \
 	  --md $(BUILD)/bench-smoke/benchmarks.md --json $(BUILD)/bench-smoke/results.json
 ## --- end bench ---

@@ -23,6 +23,7 @@ install -m 0755 "$busybox" "$tree/bin/busybox"
 ln -sf busybox "$tree/bin/sh"
 mknod -m 600 "$tree/dev/console" c 5 1 2>/dev/null || true
 install -m 0755 "$here/init" "$tree/init"
+install -m 0755 "$here/manifest-hash.sh" "$tree/bin/manifest-hash.sh"
 install -m 0755 "$here/udhcpc.script" "$tree/etc/udhcpc.script"
 # kexec-tools is dynamic on Debian: copy it with every library (and the loader) ldd names.
 install -D -m 0755 "$kexec" "$tree/usr/sbin/kexec"
