@@ -211,3 +211,29 @@ async fn a_bad_have_map_drops_the_peer_and_a_silent_peer_is_harmless() {
     );
     assert!(liar.hits_for(ROOTFS).is_empty(), "no chunk asked of it");
 }
+
+#[tokio::test]
+async fn dead_peers_and_a_dead_origin_fail_the_fetch_instead_of_waiting() {
+    let o = origin().await;
+    o.server.route(ROOTFS, Behaviour::Status(404));
+    let dead = |_: usize| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let b = machine(&o, (0..3).map(dead).collect()).await;
+    let started = std::time::Instant::now();
+    let err = fetch_release(&o.server.url(MANIFEST), &b.opts)
+        .await
+        .unwrap_err();
+    // 20 refused polls 50 ms apart per peer: about a second, far below the 60 s total timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let text = err.to_string();
+    assert!(text.contains("rootfs") && text.contains("404"), "{text}");
+    assert!(!listing(&b.dir.path().join("out"))
+        .iter()
+        .any(|n| n.starts_with("rootfs")));
+}

@@ -32,7 +32,8 @@
 //!   have-map that does not parse) is dropped; one that breaks off, stalls past the idle
 //!   timeout or answers 5xx more than `retries + 1` times in a row is dropped; its chunks are
 //!   requested again elsewhere. A peer whose have-map cannot be fetched (not listening yet,
-//!   404 before it started this artifact) is asked again later, not dropped.
+//!   404 before it started this artifact) is asked again later, and dropped only after
+//!   [`MAX_POLL_FAILS`] failed polls in a row.
 //! - **End**: the whole-file SHA-256 is still checked over the finished file; only then is it
 //!   renamed to its final path. `fetch <artifact>: <n> chunks from <url>` names what each
 //!   source delivered.
@@ -68,6 +69,11 @@ pub const ENDGAME_PROVIDER_AFTER: Duration = Duration::from_secs(2);
 /// then is a provider asked for a missing chunk while peers are known (a fresh have-map often
 /// ends a shorter gap).
 pub const STARVED_AFTER: Duration = Duration::from_millis(300);
+
+/// Have-map polls of one peer that may fail in a row (refused, 404, timed out) before it is
+/// dropped for the artifact: with the default 500 ms interval about 10 s of a peer that is
+/// not there, so a fetch whose providers are gone fails instead of waiting on dead peers.
+pub const MAX_POLL_FAILS: u32 = 20;
 
 /// Longest wait for one have-map poll (headers and body). Not shorter: on a full link a new
 /// connection's SYN may be lost and retried after 1 s and 3 s; a poll given up sooner never
@@ -135,6 +141,8 @@ struct Source {
     polling: bool,
     /// When this peer's have-map is asked for next.
     poll_at: Instant,
+    /// Have-map polls that failed in a row.
+    poll_fails: u32,
 }
 
 impl Source {
@@ -309,6 +317,7 @@ async fn run(
             active: false,
             polling: false,
             poll_at: now,
+            poll_fails: 0,
         })
         .collect();
     // A random subset of the peers is active; the rest wait to replace dropped ones. The
@@ -439,7 +448,10 @@ async fn run(
                 src.polling = false;
                 src.poll_at = Instant::now() + opts.have_interval;
                 match result {
-                    Ok(have) => src.have = Some(have),
+                    Ok(have) => {
+                        src.have = Some(have);
+                        src.poll_fails = 0;
+                    }
                     Err(error @ SourceError::HaveMap(_)) => {
                         log::line(&format!(
                             "fetch {}: {error} from {}; dropping the peer",
@@ -453,8 +465,26 @@ async fn run(
                         });
                         activate(&mut srcs, &mut waiting, opts.max_peers);
                     }
-                    // Not listening yet, or not fetching this artifact yet: ask again later.
-                    Err(_) => {}
+                    // Not listening yet, or not fetching this artifact yet: ask again later,
+                    // up to MAX_POLL_FAILS times in a row.
+                    Err(error) => {
+                        src.poll_fails += 1;
+                        if src.poll_fails >= MAX_POLL_FAILS {
+                            log::line(&format!(
+                                "fetch {}: dropping peer {}: its have-map failed {} times in a \
+                                 row ({error})",
+                                meter.name(),
+                                src.url,
+                                src.poll_fails
+                            ));
+                            src.out = Some("never answered");
+                            failures.push(SourceFailure {
+                                url: src.url.clone(),
+                                error,
+                            });
+                            activate(&mut srcs, &mut waiting, opts.max_peers);
+                        }
+                    }
                 }
                 continue;
             }
@@ -860,6 +890,7 @@ mod tests {
             active: true,
             polling: false,
             poll_at: Instant::now(),
+            poll_fails: 0,
         }
     }
 
