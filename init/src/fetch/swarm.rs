@@ -447,45 +447,34 @@ async fn run(
                 let src = &mut srcs[s];
                 src.polling = false;
                 src.poll_at = Instant::now() + opts.have_interval;
-                match result {
+                let error = match result {
                     Ok(have) => {
                         src.have = Some(have);
                         src.poll_fails = 0;
+                        continue;
                     }
-                    Err(error @ SourceError::HaveMap(_)) => {
-                        log::line(&format!(
-                            "fetch {}: {error} from {}; dropping the peer",
-                            meter.name(),
-                            src.url
-                        ));
-                        src.out = Some("sent a bad have-map");
-                        failures.push(SourceFailure {
-                            url: src.url.clone(),
-                            error,
-                        });
-                        activate(&mut srcs, &mut waiting, opts.max_peers);
-                    }
-                    // Not listening yet, or not fetching this artifact yet: ask again later,
-                    // up to MAX_POLL_FAILS times in a row.
-                    Err(error) => {
-                        src.poll_fails += 1;
-                        if src.poll_fails >= MAX_POLL_FAILS {
-                            log::line(&format!(
-                                "fetch {}: dropping peer {}: its have-map failed {} times in a \
-                                 row ({error})",
-                                meter.name(),
-                                src.url,
-                                src.poll_fails
-                            ));
-                            src.out = Some("never answered");
-                            failures.push(SourceFailure {
-                                url: src.url.clone(),
-                                error,
-                            });
-                            activate(&mut srcs, &mut waiting, opts.max_peers);
-                        }
-                    }
-                }
+                    Err(error) => error,
+                };
+                src.poll_fails += 1;
+                // A map that does not parse drops the peer at once. One that cannot be fetched
+                // (not listening yet, 404 before the peer started this artifact) is asked
+                // again later, up to MAX_POLL_FAILS times in a row.
+                let why = match error {
+                    SourceError::HaveMap(_) => "sent a bad have-map",
+                    _ if src.poll_fails >= MAX_POLL_FAILS => "its have-map polls kept failing",
+                    _ => continue,
+                };
+                log::line(&format!(
+                    "fetch {}: dropping peer {}: {why} ({error})",
+                    meter.name(),
+                    src.url
+                ));
+                src.out = Some(why);
+                failures.push(SourceFailure {
+                    url: src.url.clone(),
+                    error,
+                });
+                activate(&mut srcs, &mut waiting, opts.max_peers);
                 continue;
             }
         };
