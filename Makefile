@@ -144,7 +144,7 @@ else
 endif
 KERNEL_PACKAGES := linux-source build-essential bc flex bison libelf-dev libssl-dev xz-utils
 
-.PHONY: all deps build layout-tool initramfs initramfs-compressed-modules rootfs keys release image esp write-usb kernel \
+.PHONY: check-disk all deps build layout-tool initramfs initramfs-compressed-modules rootfs keys release image esp write-usb kernel \
   check-kernel-config test test-build test-qemu test-qemu-x86 test-qemu-arm run clean check-make-deps distro-rootfs
 
 all: release
@@ -302,7 +302,19 @@ check-kernel-config: deps layout-tool
 	$(LAYOUT_TOOL) check-kernel-config --config $(KCONFIG)
 
 # ---- tests --------------------------------------------------------------------------------
-test: test-build fuzz-smoke bench-smoke test-qemu test-qemu-arm
+test: check-disk test-build fuzz-smoke bench-smoke test-qemu test-qemu-arm
+# A fresh clone's `make test` writes about $(MIN_FREE_GIB) GiB under target/ and build/ (cargo's
+# debug, release, cross and fuzz builds, two kernels, the QEMU runs' scratch). Stop at once with
+# the reason, not half an hour in with "No space left on device". MIN_FREE_GIB=0 skips it.
+MIN_FREE_GIB ?= 14
+check-disk:
+	@mkdir -p $(BUILD); \
+	free=$$(df -Pk $(BUILD) | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	if [ "$$free" -lt $(MIN_FREE_GIB) ]; then \
+	  echo "check-disk: $$free GiB free under $(BUILD)/, a fresh 'make test' needs about $(MIN_FREE_GIB) GiB" >&2; \
+	  echo "check-disk: free space (cargo clean, rm -rf $(BUILD)/qemu-tests) or set MIN_FREE_GIB=0 to go on" >&2; \
+	  exit 1; \
+	fi; echo "check-disk: $$free GiB free under $(BUILD)/ (need about $(MIN_FREE_GIB))"
 # Workspace checks, then the build tests on the real artifacts: two initramfs and two rootfs
 # builds give the same sha256, the cpio holds what the layout lists, the image checks out.
 test-build: deps

@@ -2,8 +2,7 @@
 //! `phase-cache` formatted vfat, built and read back without loop mounts (sfdisk, mkfs.vfat on a
 //! separate image copied in at the partition's offset, mtools `-i img@@offset`).
 
-use std::fs::OpenOptions;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -60,11 +59,21 @@ impl CacheDisk {
         run(cmd("mkfs.vfat", ["-F", "32", "-n", "PHASECACHE", "-C"])
             .arg(&fat)
             .arg(fat_kib.to_string()))?;
-        let bytes = std::fs::read(&fat).context("read fat image")?;
+        // Copied in with `conv=sparse`: the all-zero blocks stay holes, so each test's 512 MiB
+        // image takes a few MiB of disk instead of 512 (a `make test` run keeps several).
+        let copied = run(&mut cmd(
+            "dd",
+            [
+                "bs=1M".to_string(),
+                format!("seek={}", PART_OFFSET_BYTES / (1024 * 1024)),
+                "conv=sparse,notrunc".to_string(),
+                "status=none".to_string(),
+                format!("if={}", fat.display()),
+                format!("of={}", path.display()),
+            ],
+        ));
         let _ = std::fs::remove_file(&fat);
-        let mut img = OpenOptions::new().write(true).open(path)?;
-        img.seek(SeekFrom::Start(PART_OFFSET_BYTES))?;
-        img.write_all(&bytes)?;
+        copied.context("copy the vfat image into the partition")?;
         Ok(Self {
             path: path.to_path_buf(),
         })

@@ -25,6 +25,13 @@ fn cache_disk_has_phase_cache_partlabel_and_round_trips_files() -> Result<()> {
     }
     let dir = tempfile::tempdir()?;
     let disk = CacheDisk::create(&dir.path().join("cache.img"), 64)?;
+    // Sparse: the FAT's empty space is holes, not 64 MiB of written zeros (a `make test` run
+    // keeps several 512 MiB images).
+    let allocated = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&disk.path)?) * 512;
+    assert!(
+        allocated < 16 * 1024 * 1024,
+        "cache image takes {allocated} bytes of disk"
+    );
     let table = run(cmd("sfdisk", ["-d"]).arg(&disk.path))?;
     assert!(table.contains("label: gpt"), "not GPT:\n{table}");
     assert!(
