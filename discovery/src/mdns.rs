@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent, ServiceInfo};
-use phase_protocol::mdns::{MdnsAdvert, TxtError, SERVICE_TYPE};
+use phase_protocol::mdns::{MdnsAdvert, PeerAdvert, TxtError, PEER_SERVICE_TYPE, SERVICE_TYPE};
 use phase_protocol::Arch;
 
 use crate::{Found, FoundSource};
@@ -59,20 +59,20 @@ pub enum MdnsError {
     /// The manifest URL has no usable port for the SRV record.
     #[error("manifest URL {0:?} has no usable host:port")]
     BadUrl(String),
-    /// Starting a browse failed.
-    #[error("browsing {SERVICE_TYPE}")]
-    Browse(#[source] mdns_sd::Error),
+    /// Starting a browse of this service type failed.
+    #[error("browsing {0}")]
+    Browse(&'static str, #[source] mdns_sd::Error),
 }
 
-/// What a browse sees.
+/// What a browse sees: `A` is [`MdnsAdvert`] for providers, [`PeerAdvert`] for peers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MdnsEvent {
+pub enum MdnsEvent<A = MdnsAdvert> {
     /// An instance was resolved and its TXT is a valid advertisement.
     Resolved {
         /// The instance's full name (`<instance>._phase-image._tcp.local.`).
         fullname: String,
         /// What its TXT says.
-        advert: MdnsAdvert,
+        advert: A,
     },
     /// An instance was resolved but its TXT is not an advertisement (skipped by [`browse`]).
     Invalid {
@@ -174,35 +174,46 @@ impl MdnsAdvertiser {
         let mut fullnames = Vec::new();
         for a in adverts {
             let instance = a.instance_name(host);
-            let port = url_port(&a.manifest_url)
-                .ok_or_else(|| MdnsError::BadUrl(a.manifest_url.clone()))?;
             let props = a.txt_properties();
-            let props: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let info = ServiceInfo::new(
+            let fullname = register(
+                &daemon,
                 SERVICE_TYPE,
                 &instance,
-                &format!("{host}.local."),
-                "",
-                port,
-                &props[..],
-            )
-            .map_err(|source| MdnsError::ServiceInfo {
-                instance: instance.clone(),
-                url: a.manifest_url.clone(),
-                source,
-            })?
-            .enable_addr_auto();
-            let fullname = info.get_fullname().to_owned();
-            daemon
-                .register(info)
-                .map_err(|source| MdnsError::Register {
-                    instance: instance.clone(),
-                    source,
-                })?;
-            tracing::info!(instance = %fullname, url = %a.manifest_url, "mdns advertising");
+                host,
+                &a.manifest_url,
+                &props,
+            )?;
             fullnames.push(fullname);
         }
         Ok(MdnsAdvertiser { daemon, fullnames })
+    }
+
+    /// Registers one `_phase-peer._tcp.local.` instance `{host}-peer` on host `{host}.local.`
+    /// for a machine in the boot stage (issue 19 §3), with the addresses of every interface (or
+    /// only `iface`) and the port of `advert.url`.
+    ///
+    /// # Errors
+    /// [`MdnsError`] when the daemon cannot start or the instance cannot be registered.
+    pub fn start_peer(
+        advert: &PeerAdvert,
+        host: &str,
+        iface: Option<&str>,
+    ) -> Result<Self, MdnsError> {
+        let daemon = daemon_for(iface)?;
+        let instance = PeerAdvert::instance_name(host);
+        let props = advert.txt_properties();
+        let fullname = register(
+            &daemon,
+            PEER_SERVICE_TYPE,
+            &instance,
+            host,
+            &advert.url,
+            &props,
+        )?;
+        Ok(MdnsAdvertiser {
+            daemon,
+            fullnames: vec![fullname],
+        })
     }
 
     /// The full DNS-SD names registered, one per advert.
@@ -228,6 +239,43 @@ impl MdnsAdvertiser {
     }
 }
 
+/// Registers instance `instance` of `service_type` on `{host}.local.` at the port of `url`, with
+/// TXT `props`; returns its full name.
+fn register(
+    daemon: &ServiceDaemon,
+    service_type: &str,
+    instance: &str,
+    host: &str,
+    url: &str,
+    props: &[(&'static str, String)],
+) -> Result<String, MdnsError> {
+    let port = url_port(url).ok_or_else(|| MdnsError::BadUrl(url.to_owned()))?;
+    let props: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let info = ServiceInfo::new(
+        service_type,
+        instance,
+        &format!("{host}.local."),
+        "",
+        port,
+        &props[..],
+    )
+    .map_err(|source| MdnsError::ServiceInfo {
+        instance: instance.to_owned(),
+        url: url.to_owned(),
+        source,
+    })?
+    .enable_addr_auto();
+    let fullname = info.get_fullname().to_owned();
+    daemon
+        .register(info)
+        .map_err(|source| MdnsError::Register {
+            instance: instance.to_owned(),
+            source,
+        })?;
+    tracing::info!(instance = %fullname, url = %url, "mdns advertising");
+    Ok(fullname)
+}
+
 impl std::fmt::Debug for MdnsAdvertiser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MdnsAdvertiser")
@@ -246,25 +294,64 @@ pub fn advert_from_txt(props: &mdns_sd::TxtProperties) -> Result<MdnsAdvert, Txt
     MdnsAdvert::from_txt(props.iter().map(|p| (p.key(), p.val_str())))
 }
 
-/// A running browse of `_phase-image._tcp.local.`.
-pub struct MdnsBrowser {
-    daemon: ServiceDaemon,
-    events: mdns_sd::Receiver<ServiceEvent>,
+/// Reads a peer advertisement from the TXT properties of a resolved `_phase-peer._tcp`
+/// instance. Untrusted network input: also fed by the `mdns_txt` fuzz target (fuzz/).
+///
+/// # Errors
+/// [`TxtError`] for a missing key, a bad digest or a peer URL that is not `http://host:port`.
+pub fn peer_from_txt(props: &mdns_sd::TxtProperties) -> Result<PeerAdvert, TxtError> {
+    PeerAdvert::from_txt(props.iter().map(|p| (p.key(), p.val_str())))
 }
 
-impl MdnsBrowser {
-    /// Starts browsing on every interface, or only `iface`.
+/// A running browse of `_phase-image._tcp.local.` (providers, [`MdnsBrowser::start`]) or of
+/// `_phase-peer._tcp.local.` (peers in the boot stage, [`MdnsBrowser::start_peers`]).
+pub struct MdnsBrowser<A = MdnsAdvert> {
+    daemon: ServiceDaemon,
+    events: mdns_sd::Receiver<ServiceEvent>,
+    service_type: &'static str,
+    parse: fn(&mdns_sd::TxtProperties) -> Result<A, TxtError>,
+}
+
+impl MdnsBrowser<MdnsAdvert> {
+    /// Starts browsing for providers on every interface, or only `iface`.
     ///
     /// # Errors
     /// [`MdnsError::Daemon`], [`MdnsError::Interface`], [`MdnsError::Browse`].
     pub fn start(iface: Option<&str>) -> Result<Self, MdnsError> {
+        Self::start_with(iface, SERVICE_TYPE, advert_from_txt)
+    }
+}
+
+impl MdnsBrowser<PeerAdvert> {
+    /// Starts browsing for peers in the boot stage on every interface, or only `iface`.
+    ///
+    /// # Errors
+    /// [`MdnsError::Daemon`], [`MdnsError::Interface`], [`MdnsError::Browse`].
+    pub fn start_peers(iface: Option<&str>) -> Result<Self, MdnsError> {
+        Self::start_with(iface, PEER_SERVICE_TYPE, peer_from_txt)
+    }
+}
+
+impl<A> MdnsBrowser<A> {
+    fn start_with(
+        iface: Option<&str>,
+        service_type: &'static str,
+        parse: fn(&mdns_sd::TxtProperties) -> Result<A, TxtError>,
+    ) -> Result<Self, MdnsError> {
         let daemon = daemon_for(iface)?;
-        let events = daemon.browse(SERVICE_TYPE).map_err(MdnsError::Browse)?;
-        Ok(MdnsBrowser { daemon, events })
+        let events = daemon
+            .browse(service_type)
+            .map_err(|e| MdnsError::Browse(service_type, e))?;
+        Ok(MdnsBrowser {
+            daemon,
+            events,
+            service_type,
+            parse,
+        })
     }
 
     /// The next resolution or withdrawal, or `None` when `deadline` passes first.
-    pub async fn next_event(&mut self, deadline: Instant) -> Option<MdnsEvent> {
+    pub async fn next_event(&mut self, deadline: Instant) -> Option<MdnsEvent<A>> {
         loop {
             let left = deadline.checked_duration_since(Instant::now())?;
             let event = tokio::time::timeout(left, self.events.recv_async())
@@ -274,7 +361,7 @@ impl MdnsBrowser {
             match event {
                 ServiceEvent::ServiceResolved(info) => {
                     let fullname = info.get_fullname().to_owned();
-                    return Some(match advert_from_txt(info.get_properties()) {
+                    return Some(match (self.parse)(info.get_properties()) {
                         Ok(advert) => MdnsEvent::Resolved { fullname, advert },
                         Err(error) => MdnsEvent::Invalid { fullname, error },
                     });
@@ -289,14 +376,16 @@ impl MdnsBrowser {
 
     /// Stops the browse and the daemon.
     pub fn stop(self) {
-        let _ = self.daemon.stop_browse(SERVICE_TYPE);
+        let _ = self.daemon.stop_browse(self.service_type);
         let _ = self.daemon.shutdown();
     }
 }
 
-impl std::fmt::Debug for MdnsBrowser {
+impl<A> std::fmt::Debug for MdnsBrowser<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MdnsBrowser").finish_non_exhaustive()
+        f.debug_struct("MdnsBrowser")
+            .field("service_type", &self.service_type)
+            .finish_non_exhaustive()
     }
 }
 

@@ -484,6 +484,27 @@ async fn network_release(
     };
     opts.connect_timeout = p.timeout.min(opts.connect_timeout);
     opts.min_rate.bytes_per_sec = p.min_rate;
+    // Machines booting the same release at once take chunks from each other (issue 19 §3).
+    // Kept until the handoff: the process, and with it the server, ends at kexec.
+    let _peers = if p.mode.serves_peers() && p.peers {
+        match crate::peers::BootPeers::start(lease.granted.addr, &lease.iface).await {
+            Ok(peers) => {
+                opts.share = Some(peers.shelf());
+                opts.peer_finder = Some(peers.finder());
+                Some(peers)
+            }
+            Err(e) => {
+                log::line(&format!(
+                    "peers: cannot listen on {}:{}, fetching without peers: {e}",
+                    lease.granted.addr,
+                    crate::peers::PEER_PORT
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
     match (cache, p.mode) {
         (Some(c), BootMode::Internet) if c.writable => opts.state_dir = Some(c.dir()),
         (Some(_), BootMode::Local) => {

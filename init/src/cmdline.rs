@@ -122,6 +122,10 @@ pub struct BootParams {
     /// is dropped for the next one (issue 15 §5); default [`DEFAULT_MIN_RATE`], 0 turns the
     /// floor off (a liveness policy, not a check: nothing here turns a check off).
     pub min_rate: u64,
+    /// `phase.peers=on|off` (default on): in local and internet modes, serve verified chunks
+    /// to machines booting the same release and take chunks from them (issue 19 §3,
+    /// [`crate::peers`]). Private mode never does, whatever this says.
+    pub peers: bool,
 }
 
 impl Default for BootParams {
@@ -140,6 +144,7 @@ impl Default for BootParams {
             debug: false,
             net: true,
             min_rate: DEFAULT_MIN_RATE,
+            peers: true,
         }
     }
 }
@@ -297,6 +302,7 @@ pub fn parse(cmdline: &str) -> Result<Parsed, CmdlineError> {
             "init" => p.init = Some(need(key, value)?.to_string()),
             "debug" => p.debug = parse_bool(key, value)?,
             "net" => p.net = parse_bool(key, value)?,
+            "peers" => p.peers = parse_bool(key, value)?,
             "minrate" => {
                 let v = need(key, value)?;
                 p.min_rate = v.parse().map_err(|_| {
@@ -382,6 +388,7 @@ mod tests {
             ),
             ("phase.minrate=1048576", BootParams { min_rate: 1 << 20, ..def.clone() }, vec![]),
             ("phase.minrate=0", BootParams { min_rate: 0, ..def.clone() }, vec![]),
+            ("phase.peers=off", BootParams { peers: false, ..def.clone() }, vec![]),
             ("phase.colour=blue phase.verify=0", def.clone(), vec!["colour", "verify"]),
             ("-- phase.mode=local", def.clone(), vec![]),
             ("phase.mode=local -- phase.mode=private", BootParams { mode: BootMode::Local, ..def.clone() }, vec![]),

@@ -23,5 +23,6 @@ pub mod modules;
 pub mod mounts;
 pub mod net;
 pub mod onfail;
+pub mod peers;
 pub mod sys;
 pub mod target;

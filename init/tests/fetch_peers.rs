@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use fetch_support::{data, listing, test_options, Behaviour, Server, Signer};
 use phase_init::fetch::share::{self, Shelf};
-use phase_init::fetch::{fetch_release, FetchOptions, FetchedRelease, SourceError};
+use phase_init::fetch::{fetch_release, FetchOptions, FetchedRelease, PeerFinder, SourceError};
 
 const ROOTFS: &str = "/stable/x86_64/rootfs";
 const MANIFEST: &str = "/stable/x86_64/manifest.json";
@@ -236,4 +236,47 @@ async fn dead_peers_and_a_dead_origin_fail_the_fetch_instead_of_waiting() {
     assert!(!listing(&b.dir.path().join("out"))
         .iter()
         .any(|n| n.starts_with("rootfs")));
+}
+
+#[tokio::test]
+async fn a_peer_found_while_fetching_is_taken_into_the_download() {
+    let o = origin().await;
+    let a = machine(&o, vec![]).await;
+    let ra = a.fetch(&o).await;
+    a.assert_rootfs(&o, &ra);
+    let before = origin_rootfs_requests(&o);
+    // Now a slow origin; b starts with no peer and learns of a 300 ms into its download, as
+    // the boot stage's mDNS browse would tell it (phase_init::peers).
+    o.server.route(
+        ROOTFS,
+        Behaviour::Paced(o.rootfs.clone(), 16 * 1024, Duration::from_millis(50)),
+    );
+    let mut b = machine(&o, vec![]).await;
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (seen, base) = (calls.clone(), a.base.clone());
+    b.opts.peer_finder = Some(PeerFinder(Arc::new(move |m| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(m.manifest().artifacts.contains_key("rootfs"));
+        let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+        let base = base.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let _ = tx.send(vec![base]);
+            tx.closed().await;
+        });
+        rx
+    })));
+    let rb = b.fetch(&o).await;
+    b.assert_rootfs(&o, &rb);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let from_origin = origin_rootfs_requests(&o) - before;
+    assert!(
+        from_origin < 12,
+        "{from_origin} of 16 chunks from the origin"
+    );
+    assert!(
+        a.shelf.sent_bytes() >= (4 * CHUNK) as u64,
+        "a sent {} bytes",
+        a.shelf.sent_bytes()
+    );
 }

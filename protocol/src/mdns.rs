@@ -2,8 +2,14 @@
 //!
 //! Service type `_phase-image._tcp.local.`, one instance per (channel, arch) served, with TXT
 //! keys `arch`, `channel`, `manifest` (absolute URL) and `version`.
+//!
+//! Peers (issue 19 §3): a machine in the boot stage that fetches a v2 release announces
+//! `_phase-peer._tcp.local.` with TXT `manifest-sha256` (`sha256:<hex>` of the signed manifest
+//! bytes it verified) and `url` (its chunk server, `http://<lease address>:<port>`), so that
+//! machines booting the same release at the same time find each other ([`PeerAdvert`]).
 
 use crate::arch::Arch;
+use crate::digest::Sha256Digest;
 
 /// The DNS-SD service type.
 pub const SERVICE_TYPE: &str = "_phase-image._tcp.local.";
@@ -15,6 +21,24 @@ pub const TXT_CHANNEL: &str = "channel";
 pub const TXT_MANIFEST: &str = "manifest";
 /// TXT key: version of the manifest served.
 pub const TXT_VERSION: &str = "version";
+
+/// The DNS-SD service type of peers in the boot stage.
+pub const PEER_SERVICE_TYPE: &str = "_phase-peer._tcp.local.";
+/// Peer TXT key: `sha256:<hex>` of the signed manifest bytes the peer fetches.
+pub const TXT_MANIFEST_SHA256: &str = "manifest-sha256";
+/// Peer TXT key: base URL of the peer's chunk server (`http://192.0.2.11:7400`).
+pub const TXT_URL: &str = "url";
+
+/// What one `_phase-peer._tcp` instance says: which release (by manifest digest) and where its
+/// verified chunks are served. Untrusted: a peer's chunks are still checked against the signed
+/// chunk list, so a lying advert costs at most the polls of one peer slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAdvert {
+    /// SHA-256 of the exact signed manifest bytes (what [`crate::manifest`] verified).
+    pub manifest_sha256: Sha256Digest,
+    /// `http://<host>:<port>` with no path: the base the release's paths are served under.
+    pub url: String,
+}
 
 /// What one mDNS service instance says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +65,65 @@ pub enum TxtError {
     /// The manifest URL is not absolute http(s).
     #[error("TXT manifest {0:?} is not an absolute http(s) URL")]
     BadUrl(String),
+    /// A peer's `manifest-sha256` is not 64 hex digits.
+    #[error("TXT manifest-sha256 {0:?} is not sha256:<64 hex digits>")]
+    BadDigest(String),
+    /// A peer's `url` is not `http://host:port` without a path.
+    #[error("TXT url {0:?} is not http://host:port")]
+    BadPeerUrl(String),
+}
+
+impl PeerAdvert {
+    /// The TXT properties to announce.
+    pub fn txt_properties(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (TXT_MANIFEST_SHA256, self.manifest_sha256.to_string()),
+            (TXT_URL, self.url.clone()),
+        ]
+    }
+
+    /// Reads a peer advertisement from TXT properties (key, value); unknown keys are ignored.
+    ///
+    /// # Errors
+    /// [`TxtError::Missing`], [`TxtError::BadDigest`], [`TxtError::BadPeerUrl`] (not plain
+    /// http, no host, no explicit port, or a path, query or user part).
+    pub fn from_txt<'a>(
+        props: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, TxtError> {
+        let (mut digest, mut url) = (None, None);
+        for (k, v) in props {
+            match k {
+                TXT_MANIFEST_SHA256 => digest = Some(v),
+                TXT_URL => url = Some(v),
+                _ => {}
+            }
+        }
+        let digest = digest.ok_or(TxtError::Missing(TXT_MANIFEST_SHA256))?;
+        let manifest_sha256 = digest
+            .parse()
+            .map_err(|_| TxtError::BadDigest(digest.to_owned()))?;
+        let url = url.ok_or(TxtError::Missing(TXT_URL))?;
+        let bad = || TxtError::BadPeerUrl(url.to_owned());
+        let authority = url.strip_prefix("http://").ok_or_else(bad)?;
+        let authority = authority.strip_suffix('/').unwrap_or(authority);
+        let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
+        let host_ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+        if !host_ok || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad());
+        }
+        Ok(PeerAdvert {
+            manifest_sha256,
+            url: format!("http://{authority}"),
+        })
+    }
+
+    /// A DNS-SD instance name unique per host: `{host}-peer`.
+    pub fn instance_name(host: &str) -> String {
+        format!("{host}-peer")
+    }
 }
 
 impl MdnsAdvert {
@@ -112,6 +195,58 @@ mod tests {
         assert_eq!(back, a);
         assert!(a.matches("stable", Arch::X86_64));
         assert!(!a.matches("testing", Arch::X86_64));
+    }
+
+    #[test]
+    fn peer_txt_round_trips() {
+        let a = PeerAdvert {
+            manifest_sha256: Sha256Digest::of(b"manifest"),
+            url: "http://192.0.2.11:7400".into(),
+        };
+        let props = a.txt_properties();
+        let back = PeerAdvert::from_txt(props.iter().map(|(k, v)| (*k, v.as_str()))).unwrap();
+        assert_eq!(back, a);
+        let slash = [
+            (TXT_MANIFEST_SHA256, a.manifest_sha256.to_string()),
+            (TXT_URL, "http://[2001:db8::1]:7400/".into()),
+        ];
+        let back = PeerAdvert::from_txt(slash.iter().map(|(k, v)| (*k, v.as_str()))).unwrap();
+        assert_eq!(back.url, "http://[2001:db8::1]:7400");
+    }
+
+    #[test]
+    fn bad_peer_txt_is_refused() {
+        let hex = Sha256Digest::of(b"m").to_string();
+        assert_eq!(
+            PeerAdvert::from_txt([(TXT_URL, "http://192.0.2.11:7400")]),
+            Err(TxtError::Missing(TXT_MANIFEST_SHA256))
+        );
+        assert_eq!(
+            PeerAdvert::from_txt([(TXT_MANIFEST_SHA256, hex.as_str())]),
+            Err(TxtError::Missing(TXT_URL))
+        );
+        assert!(matches!(
+            PeerAdvert::from_txt([(TXT_MANIFEST_SHA256, "abcd"), (TXT_URL, "http://h:1")]),
+            Err(TxtError::BadDigest(_))
+        ));
+        for url in [
+            "https://192.0.2.11:7400",
+            "http://192.0.2.11",
+            "http://192.0.2.11:0",
+            "http://192.0.2.11:70000",
+            "http://192.0.2.11:7400/stable",
+            "http://user@192.0.2.11:7400",
+            "http://192.0.2.11:7400?x=1",
+            "http://:7400",
+        ] {
+            assert!(
+                matches!(
+                    PeerAdvert::from_txt([(TXT_MANIFEST_SHA256, hex.as_str()), (TXT_URL, url)]),
+                    Err(TxtError::BadPeerUrl(_))
+                ),
+                "{url} accepted"
+            );
+        }
     }
 
     #[test]

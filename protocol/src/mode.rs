@@ -60,6 +60,12 @@ impl BootMode {
         !matches!(self, BootMode::Private)
     }
 
+    /// True when the boot stage may serve verified chunks to peers on the LAN and announce
+    /// itself for them (issue 19 §3): local and internet. Private mode never listens.
+    pub fn serves_peers(self) -> bool {
+        !matches!(self, BootMode::Private)
+    }
+
     /// True when the libp2p identity is generated fresh each boot and never stored.
     pub fn ephemeral_identity(self) -> bool {
         matches!(self, BootMode::Private)
@@ -97,6 +103,11 @@ mod tests {
     #[test]
     fn only_internet_writes_the_cache_and_private_reads_nothing() {
         assert!(BootMode::Internet.writes_cache());
+        assert!(BootMode::Local.serves_peers() && BootMode::Internet.serves_peers());
+        assert!(
+            !BootMode::Private.serves_peers(),
+            "private mode never listens"
+        );
         assert!(!BootMode::Local.writes_cache());
         assert!(!BootMode::Private.writes_cache());
         assert!(!BootMode::Private.reads_cache());

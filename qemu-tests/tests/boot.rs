@@ -108,6 +108,11 @@ fn private_mode_leaves_disk_untouched_and_uses_fresh_peer_id() -> Result<()> {
             !vm.lines().iter().any(|l| l.contains("phase: cache ok")),
             "private mode wrote the cache"
         );
+        // Private mode never listens: no chunk server, no `_phase-peer._tcp` announcement.
+        ensure!(
+            !vm.lines().iter().any(|l| l.contains("peers: ")),
+            "private mode served or looked for peers"
+        );
         let ids = peer_ids(&vm.lines());
         let id = ids
             .first()

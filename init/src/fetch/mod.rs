@@ -33,6 +33,7 @@ pub mod swarm;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -42,6 +43,7 @@ use phase_protocol::{
     MAX_MANIFEST_BYTES,
 };
 use reqwest::Url;
+use tokio::sync::watch;
 
 pub use client::ClientError;
 pub use download::{SourceError, SourceFailure};
@@ -93,6 +95,10 @@ pub struct FetchOptions {
     /// Offer every verified chunk of a v2 artifact on this shelf while fetching, for peers
     /// ([`share`]); the caller serves it. `None` serves nothing (private mode).
     pub share: Option<share::Shelf>,
+    /// Called once the manifest verified, before the artifacts: starts looking for peers of
+    /// that release (the boot stage's mDNS, [`crate::peers`]) and returns the growing list of
+    /// their base URLs, which the swarm takes peers from while it runs. `None`: only `peers`.
+    pub peer_finder: Option<PeerFinder>,
     /// Request bounds when a v2 artifact has two or more sources and its chunks are fetched
     /// from all of them at once ([`swarm`]); `None` streams every artifact from one source at a
     /// time, as v1 artifacts and single sources always are.
@@ -120,7 +126,23 @@ impl FetchOptions {
             swarm: Some(swarm::SwarmOptions::default()),
             peers: Vec::new(),
             share: None,
+            peer_finder: None,
         }
+    }
+}
+
+/// The growing list of peer base URLs (`http://192.0.2.11:7400`) a [`PeerFinder`] reports.
+pub type FoundPeers = watch::Receiver<Vec<String>>;
+
+/// Starts a search for peers of a verified release and returns the receiving end of its
+/// growing list of peer base URLs; the search ends when every receiver is dropped. See
+/// [`FetchOptions::peer_finder`].
+#[derive(Clone)]
+pub struct PeerFinder(pub Arc<dyn Fn(&VerifiedManifest) -> FoundPeers + Send + Sync>);
+
+impl std::fmt::Debug for PeerFinder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerFinder")
     }
 }
 
@@ -315,7 +337,10 @@ pub async fn fetch_release(
         manifest.manifest().version,
         manifest.signers().len()
     ));
-    let (artifacts, failures) = artifacts_with(&client, &manifest, &url, opts).await?;
+    let found = opts.peer_finder.as_ref().map(|f| (f.0)(&manifest));
+    let (artifacts, failures) =
+        artifacts_with(&client, &manifest, &url, opts, found.as_ref()).await?;
+    drop(found);
     let mut state_error = None;
     if let (Some(s), Some(dir)) = (state.as_mut(), opts.state_dir.as_deref()) {
         s.record(&manifest);
@@ -352,7 +377,7 @@ pub async fn fetch_artifacts(
 ) -> Result<(BTreeMap<String, VerifiedFile>, Vec<SourceFailure>), FetchError> {
     let url = sources::parse_http_url(manifest_url)?;
     let client = client::build(opts.ca_file.as_deref(), opts.connect_timeout)?;
-    artifacts_with(&client, m, &url, opts).await
+    artifacts_with(&client, m, &url, opts, None).await
 }
 
 async fn artifacts_with(
@@ -360,6 +385,7 @@ async fn artifacts_with(
     m: &VerifiedManifest,
     url: &Url,
     opts: &FetchOptions,
+    found: Option<&watch::Receiver<Vec<String>>>,
 ) -> Result<(BTreeMap<String, VerifiedFile>, Vec<SourceFailure>), FetchError> {
     std::fs::create_dir_all(&opts.out_dir).map_err(|source| FetchError::OutDir {
         path: opts.out_dir.clone(),
@@ -369,7 +395,7 @@ async fn artifacts_with(
         .manifest()
         .artifacts
         .iter()
-        .map(|(name, a)| one_artifact(client, m, name, a, url, opts));
+        .map(|(name, a)| one_artifact(client, m, name, a, url, opts, found));
     let done = try_join_all(jobs).await?;
     let mut files = BTreeMap::new();
     let mut failures = Vec::new();
@@ -387,6 +413,7 @@ async fn one_artifact(
     a: &Artifact,
     url: &Url,
     opts: &FetchOptions,
+    found: Option<&watch::Receiver<Vec<String>>>,
 ) -> Result<(String, VerifiedFile, Vec<SourceFailure>), FetchError> {
     let stage = log::Stage::start("fetch");
     let candidates = sources::candidates(m.manifest(), a, url, &opts.providers);
@@ -406,13 +433,15 @@ async fn one_artifact(
     let mut meter = progress::Meter::new(name, a.size_bytes, opts.progress);
     let peers = sources::peer_urls(m.manifest(), a, &opts.peers);
     let path = sources::peer_path(m.manifest(), a);
-    // Chunk by chunk when there is more than one source, or when the chunks are shared.
-    let several = candidates.len() + peers.len() >= 2 || opts.share.is_some();
+    // Chunk by chunk when there is more than one source, when the chunks are shared, or when
+    // peers may turn up.
+    let several = candidates.len() + peers.len() >= 2 || opts.share.is_some() || found.is_some();
     let outcome = if let (Some(so), Some(_), true) = (opts.swarm, a.chunking(), several) {
         let from = swarm::Sources {
             providers: &candidates,
             peers: &peers,
             share: opts.share.as_ref().map(|s| (s, path.as_str())),
+            found: found.map(|rx| (rx, path.as_str())),
         };
         let dir = &opts.out_dir;
         swarm::swarm_download(client, a, from, dir, limits, so, &mut meter).await

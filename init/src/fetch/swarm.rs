@@ -51,6 +51,7 @@ use rand::Rng;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
 use super::download::{Fate, Limits, Outcome, SourceError, SourceFailure};
@@ -113,6 +114,11 @@ pub struct Sources<'a> {
     pub peers: &'a [Url],
     /// The shelf to offer verified chunks on, with this artifact's URL path there.
     pub share: Option<(&'a Shelf, &'a str)>,
+    /// Peer base URLs (`http://192.0.2.11:7400`) found while this download runs (mDNS in the
+    /// boot stage, [`crate::peers`]), with this artifact's path at a peer
+    /// ([`super::sources::peer_path`]). Each new base becomes a waiting peer; the list only
+    /// grows, and a closed channel just stops adding.
+    pub found: Option<(&'a watch::Receiver<Vec<String>>, &'a str)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +152,27 @@ struct Source {
 }
 
 impl Source {
+    /// A source with nothing known yet: a provider (`have` `None`) or a peer.
+    fn new(url: Url, have: Option<Vec<bool>>) -> Self {
+        Source {
+            url,
+            in_flight: 0,
+            out: None,
+            fails: 0,
+            served: 0,
+            have,
+            active: false,
+            polling: false,
+            poll_at: Instant::now(),
+            poll_fails: 0,
+        }
+    }
+
+    /// A peer whose have-map is not known yet (all chunks missing).
+    fn peer(url: Url, n_chunks: usize) -> Self {
+        Self::new(url, Some(vec![false; n_chunks]))
+    }
+
     fn holds(&self, c: usize) -> bool {
         self.have
             .as_ref()
@@ -164,6 +191,8 @@ enum Event {
         Result<Result<Bytes, SourceError>, futures::future::Aborted>,
     ),
     Have(usize, Result<Vec<bool>, SourceError>),
+    /// The list of found peers changed (`false`: its sender is gone).
+    Found(bool),
 }
 
 /// Downloads the v2 `artifact` (its chunk list is required: `None` fails at once) from all
@@ -296,35 +325,34 @@ async fn run(
         share,
     } = job;
     let mut rng = rand::thread_rng();
-    let now = Instant::now();
     let mut srcs: Vec<Source> = sources
         .providers
         .iter()
-        .map(|url| (url, None))
+        .map(|url| Source::new(url.clone(), None))
         .chain(
             sources
                 .peers
                 .iter()
-                .map(|url| (url, Some(vec![false; n_chunks]))),
+                .map(|url| Source::peer(url.clone(), n_chunks)),
         )
-        .map(|(url, have)| Source {
-            url: url.clone(),
-            in_flight: 0,
-            out: None,
-            fails: 0,
-            served: 0,
-            have,
-            active: false,
-            polling: false,
-            poll_at: now,
-            poll_fails: 0,
-        })
         .collect();
     // A random subset of the peers is active; the rest wait to replace dropped ones. The
     // order is random per process but the same for every artifact, so a machine uses the same
     // few peers (and their connections) for all its artifacts.
     let mut waiting: Vec<usize> = (sources.providers.len()..srcs.len()).collect();
     waiting.sort_by_key(|s| peer_rank(&srcs[*s].url));
+    let mut found = sources.found.map(|(rx, path)| (rx.clone(), path));
+    if let Some((rx, path)) = found.as_mut() {
+        let bases = rx.borrow_and_update().clone();
+        add_found(
+            &mut srcs,
+            &mut waiting,
+            &bases,
+            path,
+            n_chunks,
+            meter.name(),
+        );
+    }
     activate(&mut srcs, &mut waiting, opts.max_peers);
     let resumed = chunks.iter().filter(|c| **c == Chunk::Done).count();
     log::line(&format!(
@@ -427,6 +455,7 @@ async fn run(
             .fold(limits.deadline, Instant::min);
         let next = tokio::select! {
             n = running.next(), if !running.is_empty() => n,
+            open = found_changed(&mut found) => Some(Event::Found(open)),
             () = sleep_until(wake) => None,
         };
         let Some(event) = next else {
@@ -443,6 +472,24 @@ async fn run(
         };
         let (s, c, result) = match event {
             Event::Chunk(s, c, result) => (s, c, result),
+            Event::Found(open) => {
+                match found.as_mut().filter(|_| open) {
+                    Some((rx, path)) => {
+                        let bases = rx.borrow_and_update().clone();
+                        add_found(
+                            &mut srcs,
+                            &mut waiting,
+                            &bases,
+                            path,
+                            n_chunks,
+                            meter.name(),
+                        );
+                        activate(&mut srcs, &mut waiting, opts.max_peers);
+                    }
+                    None => found = None,
+                }
+                continue;
+            }
             Event::Have(s, result) => {
                 let src = &mut srcs[s];
                 src.polling = false;
@@ -579,6 +626,41 @@ async fn run(
         ));
     }
     Ok(Some(Sha256Digest(whole.finalize().into())))
+}
+
+/// Waits until the found-peer list changes (`true`) or its sender is gone (`false`); never
+/// returns without a list.
+async fn found_changed(found: &mut Option<(watch::Receiver<Vec<String>>, &str)>) -> bool {
+    match found.as_mut() {
+        Some((rx, _)) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Adds each base URL of `bases` not yet a source as a waiting peer of this artifact (at
+/// `<base><path>`), logging `fetch <name>: peer found <url>`. Waiting peers are taken from the
+/// end of `waiting`, so a new one is tried before older spares.
+fn add_found(
+    srcs: &mut Vec<Source>,
+    waiting: &mut Vec<usize>,
+    bases: &[String],
+    path: &str,
+    n_chunks: usize,
+    name: &str,
+) {
+    for base in bases {
+        let Ok(url) =
+            super::sources::parse_http_url(&format!("{}{path}", base.trim_end_matches('/')))
+        else {
+            continue;
+        };
+        if srcs.iter().any(|s| s.url == url) {
+            continue;
+        }
+        log::line(&format!("fetch {name}: peer found {url}"));
+        waiting.push(srcs.len());
+        srcs.push(Source::peer(url, n_chunks));
+    }
 }
 
 /// A per-process random rank of a peer (by host and port); [`activate`] takes the lowest last.
