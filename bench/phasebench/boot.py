@@ -31,6 +31,9 @@ VARIANTS = {
     "baseline": ("baseline", "phase.mode=local bench.url=http://192.0.2.1:8081/stable/x86_64"),
     "phase.provider": ("phase", "phase.mode=local phase.provider=http://192.0.2.1:8080"),
     "local": ("phase", "phase.mode=local"),
+    # issue 19 §3: local mode without the peer server and mDNS peer browse; the cost of
+    # serving while booting, reported beside local, not judged.
+    "local.nopeers": ("phase", "phase.mode=local phase.peers=off"),
     "internet": ("phase", "phase.mode=internet phase.bootstrap={boot}"),
     "private": ("phase", "phase.mode=private phase.bootstrap={boot}"),
     # issue 17 §5: the arm64 release (make ARCH=arm64 release) on Debian's arm64 kernel, through
@@ -338,10 +341,11 @@ def run_section(s, res):
             note += f"; some runs failed: {fails[m]}"
         if m == "baseline":
             res.add(sec, fig, v, "s (kmsg)", target="reference", note=note)
-        elif m == "arm64-local":
+        elif m in ("arm64-local", "local.nopeers"):
             peer = median(got["local"]) if got.get("local") else None
+            why = "TCG; issue 17 §5" if m == "arm64-local" else "cost of peers, issue 19 §3"
             res.add(sec, fig, v, "s (kmsg)", "x86_64 local, same run" if peer else None, peer,
-                    v / peer if peer else None, "reported, not judged (TCG; issue 17 §5)", None, note)
+                    v / peer if peer else None, f"reported, not judged ({why})", None, note)
         else:
             # Issue 18 §3; never judged on a missing baseline (§5).
             res.add(sec, fig, v, "s (kmsg)", "seed-003 shell baseline" if base else None, base,

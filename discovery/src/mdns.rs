@@ -223,9 +223,9 @@ impl MdnsAdvertiser {
 
     /// Withdraws every instance (goodbye packets with TTL 0), waiting up to 2 s for each to be
     /// sent, then stops the daemon.
-    pub async fn shutdown(self) {
-        for name in &self.fullnames {
-            match self.daemon.unregister(name) {
+    pub async fn shutdown(mut self) {
+        for name in std::mem::take(&mut self.fullnames) {
+            match self.daemon.unregister(&name) {
                 Ok(rx) => match tokio::time::timeout(GOODBYE_WAIT, rx.recv_async()).await {
                     Ok(Ok(status)) => tracing::info!(instance = %name, ?status, "mdns withdrawn"),
                     _ => tracing::warn!(instance = %name, "mdns goodbye not confirmed"),
@@ -236,6 +236,18 @@ impl MdnsAdvertiser {
         if let Ok(rx) = self.daemon.shutdown() {
             let _ = tokio::time::timeout(GOODBYE_WAIT, rx.recv_async()).await;
         }
+    }
+}
+
+impl Drop for MdnsAdvertiser {
+    /// Withdraws what is still registered and stops the daemon without waiting: mdns-sd's
+    /// thread only ends on an explicit shutdown, and one left behind keeps answering and
+    /// announcing (in the boot stage, on the one vCPU a kexec then also needs).
+    fn drop(&mut self) {
+        for name in &self.fullnames {
+            let _ = self.daemon.unregister(name);
+        }
+        let _ = self.daemon.shutdown();
     }
 }
 
@@ -376,6 +388,14 @@ impl<A> MdnsBrowser<A> {
 
     /// Stops the browse and the daemon.
     pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl<A> Drop for MdnsBrowser<A> {
+    /// Stops the browse and the daemon's thread (which only ends on an explicit shutdown), so
+    /// a browser dropped without [`MdnsBrowser::stop`] (a cancelled task) leaves nothing running.
+    fn drop(&mut self) {
         let _ = self.daemon.stop_browse(self.service_type);
         let _ = self.daemon.shutdown();
     }
@@ -440,6 +460,57 @@ pub async fn browse(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Threads of this process named `mDNS_daemon` (mdns-sd's daemon thread).
+    fn daemon_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .map(|d| {
+                d.flatten()
+                    .filter(|t| {
+                        std::fs::read_to_string(t.path().join("comm"))
+                            .is_ok_and(|c| c.trim() == "mDNS_daemon")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Waits up to 2 s for the daemon threads to number `n`.
+    fn wait_threads(n: usize) -> usize {
+        for _ in 0..40 {
+            if daemon_threads() == n {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        daemon_threads()
+    }
+
+    #[test]
+    fn dropping_a_browser_or_advertiser_stops_its_daemon_thread() {
+        // One test, so no other test's daemons run in this process meanwhile.
+        let before = daemon_threads();
+        let browser = MdnsBrowser::start_peers(Some("lo")).expect("browse on lo");
+        assert_eq!(wait_threads(before + 1), before + 1, "the daemon started");
+        drop(browser);
+        assert_eq!(
+            wait_threads(before),
+            before,
+            "a dropped browser left its daemon running"
+        );
+        let advert = PeerAdvert {
+            manifest_sha256: phase_protocol::Sha256Digest::of(b"m"),
+            url: "http://127.0.0.1:7400".into(),
+        };
+        let adv = MdnsAdvertiser::start_peer(&advert, "phase-test", Some("lo")).expect("register");
+        assert_eq!(wait_threads(before + 1), before + 1, "the daemon started");
+        drop(adv);
+        assert_eq!(
+            wait_threads(before),
+            before,
+            "a dropped advertiser left its daemon running"
+        );
+    }
 
     #[test]
     fn host_labels_are_dns_safe_and_placeholders_refused() {

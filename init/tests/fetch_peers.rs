@@ -280,3 +280,20 @@ async fn a_peer_found_while_fetching_is_taken_into_the_download() {
         a.shelf.sent_bytes()
     );
 }
+
+#[tokio::test]
+async fn alone_with_a_peer_finder_an_artifact_streams_in_one_request() {
+    // The boot stage of a machine that boots alone: its finder never reports a peer, so each
+    // artifact streams from the provider in one request (whole-file hash only), not 16 ranges.
+    let o = origin().await;
+    let mut a = machine(&o, vec![]).await;
+    a.opts.peer_finder = Some(PeerFinder(Arc::new(|_| {
+        let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+        tokio::spawn(async move { tx.closed().await });
+        rx
+    })));
+    let ra = a.fetch(&o).await;
+    a.assert_rootfs(&o, &ra);
+    let hits = o.server.hits_for(ROOTFS);
+    assert_eq!(hits.len(), 1, "requests for the rootfs: {hits:?}");
+}

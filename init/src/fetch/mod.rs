@@ -406,6 +406,20 @@ async fn artifacts_with(
     Ok((files, failures))
 }
 
+/// How long after an artifact's start a streamed download from one provider gives way to a
+/// swarm download when a peer turns up (boot stage, [`FetchOptions::peer_finder`]). What was
+/// streamed is fetched again chunk by chunk, so this bounds the bytes thrown away.
+pub const PEER_SWITCH_WINDOW: Duration = Duration::from_secs(5);
+
+/// Returns once the peer list is non-empty, if that happens within `window`; otherwise (or
+/// when the finder is gone) never.
+async fn peer_turns_up(mut rx: FoundPeers, window: Duration) {
+    let seen = tokio::time::timeout(window, rx.wait_for(|list| !list.is_empty())).await;
+    if !matches!(seen, Ok(Ok(_))) {
+        std::future::pending::<()>().await;
+    }
+}
+
 async fn one_artifact(
     client: &reqwest::Client,
     m: &VerifiedManifest,
@@ -433,20 +447,40 @@ async fn one_artifact(
     let mut meter = progress::Meter::new(name, a.size_bytes, opts.progress);
     let peers = sources::peer_urls(m.manifest(), a, &opts.peers);
     let path = sources::peer_path(m.manifest(), a);
-    // Chunk by chunk when there is more than one source, when the chunks are shared, or when
-    // peers may turn up.
-    let several = candidates.len() + peers.len() >= 2 || opts.share.is_some() || found.is_some();
-    let outcome = if let (Some(so), Some(_), true) = (opts.swarm, a.chunking(), several) {
-        let from = swarm::Sources {
-            providers: &candidates,
-            peers: &peers,
-            share: opts.share.as_ref().map(|s| (s, path.as_str())),
-            found: found.map(|rx| (rx, path.as_str())),
-        };
-        let dir = &opts.out_dir;
-        swarm::swarm_download(client, a, from, dir, limits, so, &mut meter).await
-    } else {
-        download::download(client, a, &candidates, &opts.out_dir, limits, &mut meter).await
+    // Chunk by chunk when there is more than one source, or when the chunks are shared (`phase
+    // fetch --serve`). With one provider and peers that may turn up (the boot stage), stream
+    // first: the whole-file hash alone costs half the SHA-256 work of checking every chunk too
+    // (a TCG boot's fetch stage: 0.7 s against 1.1-1.5 s), and a machine that boots alone never
+    // needs more. A peer found within PEER_SWITCH_WINDOW turns it into a swarm download.
+    let several = candidates.len() + peers.len() >= 2 || (opts.share.is_some() && found.is_none());
+    let from = swarm::Sources {
+        providers: &candidates,
+        peers: &peers,
+        share: opts.share.as_ref().map(|s| (s, path.as_str())),
+        found: found.map(|rx| (rx, path.as_str())),
+    };
+    let dir = &opts.out_dir;
+    let outcome = match (opts.swarm, a.chunking(), several, found) {
+        (Some(so), Some(_), true, _) => {
+            swarm::swarm_download(client, a, from, dir, limits, so, &mut meter).await
+        }
+        (Some(so), Some(_), false, Some(rx)) => {
+            let streamed = tokio::select! {
+                r = download::download(client, a, &candidates, dir, limits, &mut meter) => Some(r),
+                () = peer_turns_up(rx.clone(), PEER_SWITCH_WINDOW) => None,
+            };
+            match streamed {
+                Some(r) => r,
+                None => {
+                    log::line(&format!(
+                        "fetch {name}: a peer turned up; fetching chunk by chunk from the \
+                         provider and peers"
+                    ));
+                    swarm::swarm_download(client, a, from, dir, limits, so, &mut meter).await
+                }
+            }
+        }
+        _ => download::download(client, a, &candidates, dir, limits, &mut meter).await,
     }
     .map_err(|source| FetchError::Local {
         artifact: name.to_owned(),
