@@ -9,8 +9,11 @@
 //! - Only `GET` and `HEAD`. A `Range` (RFC 9110 §14, [`phase_protocol::range::decide`]) must
 //!   lie within chunks held verified, else `404` (the have-map says what is held; bits only
 //!   ever go from 0 to 1, so a client that asks for what the map showed is never refused).
-//! - One answer carries at most [`MAX_ANSWER_BYTES`] (the largest chunk size): a larger range,
-//!   or a request without `Range` for a larger file, gets `416` (`plasmd` serves whole files).
+//! - One answer carries at most one chunk's size of the artifact (clients ask chunk by chunk;
+//!   never more than [`MAX_ANSWER_BYTES`]): a larger range, or a request without `Range` for a
+//!   larger file, gets `416` (`plasmd` serves whole files). The bytes are streamed from the file
+//!   in [`READ_BLOCK`] blocks, not read into memory first, so a LAN that opens every
+//!   connection and asks for the largest ranges costs little memory in the boot stage's PID 1.
 //! - At most [`MAX_CONNECTIONS`] connections; a request head must arrive within
 //!   [`HEADER_TIMEOUT`]. Nothing is written: the server only reads the files it was given.
 //!
@@ -27,7 +30,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::header::{ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -38,8 +43,11 @@ use tokio::sync::Semaphore;
 
 use crate::log;
 
-/// Largest body one answer carries, in bytes (16 MiB, the largest chunk size).
+/// Largest body one answer carries, in bytes (16 MiB, the largest chunk size); an artifact's
+/// own chunk size caps it further.
 pub const MAX_ANSWER_BYTES: u64 = MAX_CHUNK_SIZE;
+/// Bytes read from the file at a time while a body is sent (64 KiB).
+pub const READ_BLOCK: usize = 64 * 1024;
 /// Connections served at once; more wait in the listen backlog. A storm client keeps about
 /// three connections to each peer it uses (have-map polls and two chunk requests).
 pub const MAX_CONNECTIONS: usize = 256;
@@ -63,14 +71,16 @@ struct Held {
 }
 
 /// One answer, before it becomes an HTTP response (kept apart so it can be unit-tested).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Answer {
     /// Status code.
     pub status: StatusCode,
     /// `(name, value)` headers besides `Content-Length`.
     pub headers: Vec<(&'static str, String)>,
-    /// The body (empty for `HEAD` and errors).
+    /// A small body held in memory (a have-map; empty for `HEAD`, errors and file ranges).
     pub body: Vec<u8>,
+    /// A body streamed from the artifact's file: `(file, first byte, length in bytes)`.
+    pub range: Option<(Arc<File>, u64, u64)>,
 }
 
 impl Answer {
@@ -79,6 +89,34 @@ impl Answer {
             status,
             headers: Vec::new(),
             body: Vec::new(),
+            range: None,
+        }
+    }
+
+    /// The body's length in bytes (`Content-Length`).
+    pub fn len(&self) -> u64 {
+        self.range
+            .as_ref()
+            .map_or(self.body.len() as u64, |(_, _, len)| *len)
+    }
+
+    /// True when the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole body, read into memory (for tests and logs; the server streams it).
+    ///
+    /// # Errors
+    /// The file cannot be read.
+    pub fn read_body(&self) -> std::io::Result<Vec<u8>> {
+        match &self.range {
+            Some((file, start, len)) => {
+                let mut buf = vec![0u8; *len as usize];
+                file.read_exact_at(&mut buf, *start)?;
+                Ok(buf)
+            }
+            None => Ok(self.body.clone()),
         }
     }
 }
@@ -144,6 +182,7 @@ impl Shelf {
         let mut answer = self.answer_get(path, range);
         if head {
             answer.body.clear();
+            answer.range = None;
         }
         answer
     }
@@ -161,6 +200,7 @@ impl Shelf {
                     (CACHE_CONTROL.as_str(), "no-store".to_owned()),
                 ],
                 body: encode_have(&held.have),
+                range: None,
             };
         }
         let (file, size, start, end, full) = {
@@ -176,7 +216,7 @@ impl Shelf {
                     return unsatisfiable(size);
                 }
             };
-            if end - start + 1 > MAX_ANSWER_BYTES {
+            if end - start + 1 > held.chunk_size.min(MAX_ANSWER_BYTES) {
                 return unsatisfiable(size);
             }
             let first = start / held.chunk_size;
@@ -186,10 +226,6 @@ impl Shelf {
             }
             (Arc::clone(&held.file), size, start, end, full)
         };
-        let mut body = vec![0u8; (end - start + 1) as usize];
-        if file.read_exact_at(&mut body, start).is_err() {
-            return Answer::status(StatusCode::INTERNAL_SERVER_ERROR);
-        }
         // No Range, or one that does not parse (ignored, RFC 9110 §14.2): the whole file, 200.
         let whole = full;
         let mut headers = vec![
@@ -209,7 +245,8 @@ impl Shelf {
                 StatusCode::PARTIAL_CONTENT
             },
             headers,
-            body,
+            body: Vec::new(),
+            range: Some((file, start, end - start + 1)),
         }
     }
 
@@ -231,6 +268,7 @@ fn unsatisfiable(size: u64) -> Answer {
         status: StatusCode::RANGE_NOT_SATISFIABLE,
         headers: vec![(CONTENT_RANGE.as_str(), format!("bytes */{size}"))],
         body: Vec::new(),
+        range: None,
     }
 }
 
@@ -272,7 +310,7 @@ pub async fn serve(listener: TcpListener, shelf: Shelf) {
                         .map(str::to_owned);
                     let a = shelf.answer(req.method(), req.uri().path(), range.as_deref());
                     if a.status.is_success() && *req.method() == Method::GET {
-                        shelf.sent.fetch_add(a.body.len() as u64, Ordering::Relaxed);
+                        shelf.sent.fetch_add(a.len(), Ordering::Relaxed);
                     }
                     Ok::<_, std::convert::Infallible>(response(a))
                 }
@@ -286,9 +324,37 @@ pub async fn serve(listener: TcpListener, shelf: Shelf) {
     }
 }
 
-fn response(a: Answer) -> Response<Full<Bytes>> {
-    let len = a.body.len();
-    let mut resp = Response::new(Full::new(Bytes::from(a.body)));
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// The file range `(file, start, len)` as a body of [`READ_BLOCK`]-byte frames, read as the
+/// connection takes them. A read error ends the body early (the client sees a short answer
+/// and drops the chunk, as for any source).
+fn file_body(file: Arc<File>, start: u64, len: u64) -> Body {
+    let blocks =
+        futures::stream::unfold((file, start, start + len), |(file, at, end)| async move {
+            if at >= end {
+                return None;
+            }
+            let n = (end - at).min(READ_BLOCK as u64) as usize;
+            let mut buf = vec![0u8; n];
+            let frame = file
+                .read_exact_at(&mut buf, at)
+                .map(|()| Frame::data(Bytes::from(buf)));
+            let next = if frame.is_ok() { at + n as u64 } else { end };
+            Some((frame, (file, next, end)))
+        });
+    StreamBody::new(blocks).boxed()
+}
+
+fn response(a: Answer) -> Response<Body> {
+    let len = a.len();
+    let body = match a.range {
+        Some((file, start, n)) => file_body(file, start, n),
+        None => Full::new(Bytes::from(a.body))
+            .map_err(|never| match never {})
+            .boxed(),
+    };
+    let mut resp = Response::new(body);
     *resp.status_mut() = a.status;
     let h = resp.headers_mut();
     for (name, value) in a.headers {
@@ -327,35 +393,35 @@ mod tests {
         let get = |r: &str| shelf.answer(&Method::GET, PATH, Some(r));
         let a = get(&format!("bytes=0-{}", CHUNK - 1));
         assert_eq!(a.status, StatusCode::PARTIAL_CONTENT);
-        assert!(a.body == data[..CHUNK as usize], "chunk 0's bytes");
+        assert!(
+            a.read_body().unwrap() == data[..CHUNK as usize],
+            "chunk 0's bytes"
+        );
         assert!(a.headers.contains(&(
             "content-range",
             format!("bytes 0-{}/{}", CHUNK - 1, data.len())
         )));
         // One byte of chunk 1, not yet verified: refused.
         assert_eq!(
-            get(&format!("bytes=0-{CHUNK}")).status,
+            get(&format!("bytes=1-{CHUNK}")).status,
             StatusCode::NOT_FOUND
         );
         assert_eq!(
-            get(&format!("bytes={CHUNK}-")).status,
+            get(&format!("bytes={CHUNK}-{}", 2 * CHUNK - 1)).status,
             StatusCode::NOT_FOUND
         );
         shelf.mark(PATH, 1);
         let a = get(&format!("bytes={CHUNK}-{}", 2 * CHUNK - 1));
         assert_eq!(a.status, StatusCode::PARTIAL_CONTENT);
-        assert!(a.body == data[CHUNK as usize..2 * CHUNK as usize]);
-        // Without Range: the whole file only once every chunk is held.
-        assert_eq!(
-            shelf.answer(&Method::GET, PATH, None).status,
-            StatusCode::NOT_FOUND
-        );
-        for c in 2..4 {
-            shelf.mark(PATH, c);
-        }
-        let a = shelf.answer(&Method::GET, PATH, None);
+        assert!(a.read_body().unwrap() == data[CHUNK as usize..2 * CHUNK as usize]);
+        // Without Range: a file of one chunk whole (200), once that chunk is held.
+        let small = shelf_with(&data[..100], vec![false]);
+        let whole = || small.answer(&Method::GET, PATH, None);
+        assert_eq!(whole().status, StatusCode::NOT_FOUND);
+        small.mark(PATH, 0);
+        let a = whole();
         assert_eq!(a.status, StatusCode::OK);
-        assert!(a.body == data);
+        assert!(a.read_body().unwrap() == data[..100]);
     }
 
     #[test]
@@ -399,7 +465,7 @@ mod tests {
             .contains(&("content-range", format!("bytes */{}", data.len()))));
         let head = shelf.answer(&Method::HEAD, PATH, Some("bytes=0-9"));
         assert_eq!(head.status, StatusCode::PARTIAL_CONTENT);
-        assert!(head.body.is_empty());
+        assert!(head.is_empty() && head.range.is_none());
     }
 
     #[test]
@@ -415,7 +481,25 @@ mod tests {
         assert_eq!(refused.status, StatusCode::RANGE_NOT_SATISFIABLE);
         let ok = shelf.answer(&Method::GET, PATH, Some("bytes=1-"));
         assert_eq!(ok.status, StatusCode::PARTIAL_CONTENT);
-        assert_eq!(ok.body.len() as u64, MAX_ANSWER_BYTES);
+        assert_eq!(ok.len(), MAX_ANSWER_BYTES);
+    }
+
+    #[test]
+    fn an_answer_is_capped_at_one_chunk_of_the_artifact() {
+        let data = data();
+        let shelf = shelf_with(&data, vec![true; 4]);
+        let get = |r: &str| shelf.answer(&Method::GET, PATH, Some(r));
+        assert_eq!(get(&format!("bytes=0-{}", CHUNK - 1)).len(), CHUNK);
+        // One chunk's worth across a chunk boundary is fine; one byte more is not.
+        assert_eq!(
+            get(&format!("bytes=1-{CHUNK}")).status,
+            StatusCode::PARTIAL_CONTENT
+        );
+        let two = get(&format!("bytes=0-{CHUNK}"));
+        assert_eq!(two.status, StatusCode::RANGE_NOT_SATISFIABLE);
+        assert!(two.is_empty());
+        let all = shelf.answer(&Method::GET, PATH, None);
+        assert_eq!(all.status, StatusCode::RANGE_NOT_SATISFIABLE);
     }
 
     #[tokio::test]
@@ -435,6 +519,16 @@ mod tests {
             .unwrap();
         assert_eq!(r.status(), reqwest::StatusCode::PARTIAL_CONTENT);
         assert_eq!(r.bytes().await.unwrap(), data[10..20]);
+        // A whole chunk's worth across two READ_BLOCK reads, streamed from the file.
+        let r = client
+            .get(&url)
+            .header("range", format!("bytes=10-{}", CHUNK + 9))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::PARTIAL_CONTENT);
+        assert_eq!(r.content_length(), Some(CHUNK));
+        assert!(r.bytes().await.unwrap() == data[10..CHUNK as usize + 10]);
         let have = client
             .get(format!("{url}.have"))
             .send()
@@ -444,7 +538,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(have.as_ref(), &[0xc0]);
-        assert_eq!(shelf.sent_bytes(), 11);
+        assert_eq!(shelf.sent_bytes(), 10 + CHUNK + 1);
         server.abort();
     }
 }
