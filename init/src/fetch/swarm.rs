@@ -343,15 +343,7 @@ async fn run(
     waiting.sort_by_key(|s| peer_rank(&srcs[*s].url));
     let mut found = sources.found.map(|(rx, path)| (rx.clone(), path));
     if let Some((rx, path)) = found.as_mut() {
-        let bases = rx.borrow_and_update().clone();
-        add_found(
-            &mut srcs,
-            &mut waiting,
-            &bases,
-            path,
-            n_chunks,
-            meter.name(),
-        );
+        add_found(&mut srcs, &mut waiting, rx, path, n_chunks, meter.name());
     }
     activate(&mut srcs, &mut waiting, opts.max_peers);
     let resumed = chunks.iter().filter(|c| **c == Chunk::Done).count();
@@ -475,15 +467,7 @@ async fn run(
             Event::Found(open) => {
                 match found.as_mut().filter(|_| open) {
                     Some((rx, path)) => {
-                        let bases = rx.borrow_and_update().clone();
-                        add_found(
-                            &mut srcs,
-                            &mut waiting,
-                            &bases,
-                            path,
-                            n_chunks,
-                            meter.name(),
-                        );
+                        add_found(&mut srcs, &mut waiting, rx, path, n_chunks, meter.name());
                         activate(&mut srcs, &mut waiting, opts.max_peers);
                     }
                     None => found = None,
@@ -637,18 +621,20 @@ async fn found_changed(found: &mut Option<(watch::Receiver<Vec<String>>, &str)>)
     }
 }
 
-/// Adds each base URL of `bases` not yet a source as a waiting peer of this artifact (at
-/// `<base><path>`), logging `fetch <name>: peer found <url>`. Waiting peers are taken from the
-/// end of `waiting`, so a new one is tried before older spares.
+/// Adds each base URL of the `found` list (marking it seen) that is not yet a source as a
+/// waiting peer of this artifact (at `<base><path>`), logging `fetch <name>: peer found
+/// <url>`. Waiting peers are taken from the end of `waiting`, so a new one is tried before
+/// older spares.
 fn add_found(
     srcs: &mut Vec<Source>,
     waiting: &mut Vec<usize>,
-    bases: &[String],
+    found: &mut watch::Receiver<Vec<String>>,
     path: &str,
     n_chunks: usize,
     name: &str,
 ) {
-    for base in bases {
+    let bases = found.borrow_and_update().clone();
+    for base in &bases {
         let Ok(url) =
             super::sources::parse_http_url(&format!("{}{path}", base.trim_end_matches('/')))
         else {
