@@ -485,7 +485,8 @@ async fn network_release(
     opts.connect_timeout = p.timeout.min(opts.connect_timeout);
     opts.min_rate.bytes_per_sec = p.min_rate;
     // Machines booting the same release at once take chunks from each other (issue 19 §3).
-    // Kept until the handoff: the process, and with it the server, ends at kexec.
+    // Dropped when this function returns, after the fetch and before the cache write and
+    // kexec: the server stops, and the mDNS daemons with the runtime's tasks.
     let _peers = if p.mode.serves_peers() && p.peers {
         match crate::peers::BootPeers::start(lease.granted.addr, &lease.iface).await {
             Ok(peers) => {

@@ -2,8 +2,9 @@
 //! chunks it has verified ([`crate::fetch::share`]) on its lease address, port [`PEER_PORT`],
 //! announces itself on mDNS as `_phase-peer._tcp.local.` with the digest of the signed manifest
 //! it verified ([`phase_protocol::mdns::PeerAdvert`]), and takes peers announcing the same
-//! digest into its own download ([`crate::fetch::swarm`]). All of this ends at kexec, when the
-//! process is replaced; after it `plasmd serve` serves the whole release as a provider.
+//! digest into its own download ([`crate::fetch::swarm`]). All of this ends when the boot
+//! stage's fetch returns, just before the cache write and kexec; after kexec `plasmd serve`
+//! serves the whole release as a provider.
 //!
 //! Only in modes that look on the LAN (local and internet, [`BootMode::serves_peers`]):
 //! private mode never listens. `phase.peers=off` turns it off for one boot.
