@@ -2,7 +2,7 @@
 //! `phase_protocol::chunks::decode_have`, then a `phase_init::fetch::share::Shelf` offering the
 //! decoded chunks answers a fuzzed `Range`. A map that parses has one flag per chunk and
 //! encodes back to the same bytes; a 206 or 200 answer carries exactly the asked bytes of the
-//! file and only bytes of chunks the map holds.
+//! file, at most one chunk's size, and only bytes of chunks the map holds.
 //!
 //! Input: `[chunks: u8][range length: u8][range header][map bytes]`. Chunks are 16 bytes; the
 //! artifact is `chunks * 16 - 3` bytes of a fixed file (the last chunk is short).
@@ -67,12 +67,15 @@ fuzz_target!(|raw: &[u8]| {
             None => (0, size - 1),
         };
         assert!(start <= end && end < size);
-        assert_eq!(a.body.len() as u64, end - start + 1);
+        assert!(end - start < CHUNK, "an answer of more than one chunk's size");
+        let body = a.read_body().expect("read the answer's range");
+        assert_eq!(body.len() as u64, end - start + 1);
+        assert_eq!(a.len(), body.len() as u64);
         for c in start / CHUNK..=end / CHUNK {
             assert!(have[c as usize], "served chunk {c}, which is not held");
         }
-        let mut want = vec![0u8; a.body.len()];
+        let mut want = vec![0u8; body.len()];
         file().read_exact_at(&mut want, start).expect("read");
-        assert_eq!(a.body, want);
+        assert_eq!(body, want);
     }
 });
