@@ -385,7 +385,7 @@ async fn artifacts_with(
     m: &VerifiedManifest,
     url: &Url,
     opts: &FetchOptions,
-    found: Option<&watch::Receiver<Vec<String>>>,
+    found: Option<&FoundPeers>,
 ) -> Result<(BTreeMap<String, VerifiedFile>, Vec<SourceFailure>), FetchError> {
     std::fs::create_dir_all(&opts.out_dir).map_err(|source| FetchError::OutDir {
         path: opts.out_dir.clone(),
@@ -427,7 +427,7 @@ async fn one_artifact(
     a: &Artifact,
     url: &Url,
     opts: &FetchOptions,
-    found: Option<&watch::Receiver<Vec<String>>>,
+    found: Option<&FoundPeers>,
 ) -> Result<(String, VerifiedFile, Vec<SourceFailure>), FetchError> {
     let stage = log::Stage::start("fetch");
     let candidates = sources::candidates(m.manifest(), a, url, &opts.providers);

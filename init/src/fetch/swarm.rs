@@ -51,7 +51,6 @@ use rand::Rng;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
 use super::download::{Fate, Limits, Outcome, SourceError, SourceFailure};
@@ -59,6 +58,7 @@ use super::partial::{LocalIoError, Partial};
 use super::progress::Meter;
 use super::resume::{self, ChunkMap};
 use super::share::Shelf;
+use super::FoundPeers;
 use crate::log;
 
 /// While peers are known, a provider is asked for an endgame copy of a chunk only once the
@@ -118,7 +118,7 @@ pub struct Sources<'a> {
     /// boot stage, [`crate::peers`]), with this artifact's path at a peer
     /// ([`super::sources::peer_path`]). Each new base becomes a waiting peer; the list only
     /// grows, and a closed channel just stops adding.
-    pub found: Option<(&'a watch::Receiver<Vec<String>>, &'a str)>,
+    pub found: Option<(&'a FoundPeers, &'a str)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -614,7 +614,7 @@ async fn run(
 
 /// Waits until the found-peer list changes (`true`) or its sender is gone (`false`); never
 /// returns without a list.
-async fn found_changed(found: &mut Option<(watch::Receiver<Vec<String>>, &str)>) -> bool {
+async fn found_changed(found: &mut Option<(FoundPeers, &str)>) -> bool {
     match found.as_mut() {
         Some((rx, _)) => rx.changed().await.is_ok(),
         None => std::future::pending().await,
@@ -628,7 +628,7 @@ async fn found_changed(found: &mut Option<(watch::Receiver<Vec<String>>, &str)>)
 fn add_found(
     srcs: &mut Vec<Source>,
     waiting: &mut Vec<usize>,
-    found: &mut watch::Receiver<Vec<String>>,
+    found: &mut FoundPeers,
     path: &str,
     n_chunks: usize,
     name: &str,
