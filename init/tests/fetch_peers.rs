@@ -297,3 +297,45 @@ async fn alone_with_a_peer_finder_an_artifact_streams_in_one_request() {
     let hits = o.server.hits_for(ROOTFS);
     assert_eq!(hits.len(), 1, "requests for the rootfs: {hits:?}");
 }
+
+#[tokio::test]
+async fn a_silent_peer_makes_way_for_one_that_answers() {
+    // One active peer allowed. The first accepts connections and never answers (a host whose
+    // SYN-ACKs arrive but whose HTTP never does, or SYNs lost on a full link); the second,
+    // found 300 ms in, holds every chunk. Without the silence rule the silent peer keeps the
+    // only slot and the whole file comes from the slow origin.
+    let o = origin().await;
+    let a = machine(&o, vec![]).await;
+    let ra = a.fetch(&o).await;
+    a.assert_rootfs(&o, &ra);
+    let before = origin_rootfs_requests(&o);
+    o.server.route(
+        ROOTFS,
+        Behaviour::Paced(o.rootfs.clone(), 16 * 1024, Duration::from_millis(50)),
+    );
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut b = machine(&o, vec![format!("http://{}", silent.local_addr().unwrap())]).await;
+    if let Some(s) = b.opts.swarm.as_mut() {
+        s.max_peers = 1;
+    }
+    let base = a.base.clone();
+    b.opts.peer_finder = Some(PeerFinder(Arc::new(move |_| {
+        let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+        let base = base.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let _ = tx.send(vec![base]);
+            tx.closed().await;
+        });
+        rx
+    })));
+    let rb = b.fetch(&o).await;
+    b.assert_rootfs(&o, &rb);
+    let from_origin = origin_rootfs_requests(&o) - before;
+    assert!(
+        a.shelf.sent_bytes() >= (4 * CHUNK) as u64,
+        "a sent {} bytes; {from_origin} of 16 chunks from the origin",
+        a.shelf.sent_bytes()
+    );
+    drop(silent);
+}

@@ -9,7 +9,10 @@
 //!   hold some: each active peer's have-map (`<url>.have`) is polled every `have_interval`
 //!   (a poll waits at most [`HAVE_TIMEOUT`]) until it holds everything; at most `max_peers`
 //!   peers are active at once, in an order random per process but the same for every
-//!   artifact, and one that is dropped is replaced by the next.
+//!   artifact, and one that is dropped is replaced by the next. An active peer that has not
+//!   answered a have-map poll [`PEER_SILENT_AFTER`] after it was activated (its SYNs lost on
+//!   a full link, a host that accepts and never answers) goes to the back of the waiting
+//!   list when another peer waits, so a few silent peers cannot leave a client to the origin.
 //!
 //! Rules:
 //! - **Order**: rarest first: a source with a free request slot gets, among the missing
@@ -20,6 +23,12 @@
 //!   no active peer holds the chunk; it gets an endgame copy only of a chunk in flight for
 //!   [`ENDGAME_PROVIDER_AFTER`]. So a small swarm keeps the origin busy and a big one leaves
 //!   it mostly idle; with no peers, providers are asked as freely as peers.
+//! - **Origin share**: the under-supplied rule holds only while the chunks this client took
+//!   from providers (delivered or in flight) are fewer than [`origin_share`]: about
+//!   [`ORIGIN_SHARE`] times its fair part of one copy among the peers it knows. Past that, a
+//!   provider is asked only when the client is starved. A storm of N machines then draws about
+//!   `ORIGIN_SHARE` copies from the origin rather than one per machine whose few active peers
+//!   lack a chunk (issue 19 §4: origin egress <= 3 F at N = 64).
 //! - **Bounds**: at most `per_source` requests in flight per source and `max_in_flight` in
 //!   all; a request holds at most one chunk (`chunk_size` bytes) in memory.
 //! - **Endgame**: once no chunk is left unrequested, a source with a free slot asks for a chunk
@@ -70,6 +79,23 @@ pub const ENDGAME_PROVIDER_AFTER: Duration = Duration::from_secs(2);
 /// then is a provider asked for a missing chunk while peers are known (a fresh have-map often
 /// ends a shorter gap).
 pub const STARVED_AFTER: Duration = Duration::from_millis(300);
+
+/// An active peer that has not answered a have-map poll this long after it was activated is
+/// silent: it goes to the back of the waiting list when another peer waits. A lost SYN is
+/// sent again after 1 s, so a peer reached on the second SYN is not counted silent.
+pub const PEER_SILENT_AFTER: Duration = Duration::from_millis(1500);
+
+/// Copies of an artifact a storm's clients draw from providers in all, by the origin-share
+/// rule (module docs, [`origin_share`]).
+pub const ORIGIN_SHARE: usize = 2;
+
+/// Chunks a client takes from providers while under-supplied (module docs, "Origin share"):
+/// `ceil(ORIGIN_SHARE * n_chunks / (known_peers + 1))`, at least 1. With no peer known it is
+/// `ORIGIN_SHARE * n_chunks` (no limit in effect: providers are asked freely anyway).
+#[must_use]
+pub fn origin_share(n_chunks: usize, known_peers: usize) -> usize {
+    (ORIGIN_SHARE * n_chunks).div_ceil(known_peers + 1).max(1)
+}
 
 /// Have-map polls of one peer that may fail in a row (refused, 404, timed out) before it is
 /// dropped for the artifact: with the default 500 ms interval about 10 s of a peer that is
@@ -143,6 +169,10 @@ struct Source {
     have: Option<Vec<bool>>,
     /// A peer whose map is polled and whose chunks are asked for.
     active: bool,
+    /// When this peer was last activated (for [`PEER_SILENT_AFTER`]).
+    activated_at: Option<Instant>,
+    /// A have-map poll of this peer got an HTTP answer (a map or a status).
+    answered: bool,
     /// A have-map request of this peer is running.
     polling: bool,
     /// When this peer's have-map is asked for next.
@@ -162,6 +192,8 @@ impl Source {
             served: 0,
             have,
             active: false,
+            activated_at: None,
+            answered: false,
             polling: false,
             poll_at: Instant::now(),
             poll_fails: 0,
@@ -181,6 +213,15 @@ impl Source {
 
     fn usable(&self) -> bool {
         self.out.is_none() && (self.have.is_none() || self.active)
+    }
+
+    /// When this active peer counts as silent ([`PEER_SILENT_AFTER`]); `None` once it has
+    /// answered, or while it is not an active peer.
+    fn silent_at(&self) -> Option<Instant> {
+        if !self.active || self.answered || self.out.is_some() {
+            return None;
+        }
+        self.activated_at.map(|t| t + PEER_SILENT_AFTER)
     }
 }
 
@@ -416,6 +457,8 @@ async fn run(
         if chunks.iter().all(|c| *c == Chunk::Done) {
             break;
         }
+        // Silent peers make way first, so the peers that replace them are polled at once.
+        let silent = rotate_silent(&mut srcs, &mut waiting, opts.max_peers, meter.name());
         let now = Instant::now();
         let mut next_poll: Option<Instant> = None;
         for (s, src) in srcs.iter_mut().enumerate() {
@@ -441,7 +484,7 @@ async fn run(
             // No request, no poll and no provider to come: every source is out.
             break;
         }
-        let wake = [next_poll, starving]
+        let wake = [next_poll, starving, silent]
             .into_iter()
             .flatten()
             .fold(limits.deadline, Instant::min);
@@ -482,10 +525,14 @@ async fn run(
                     Ok(have) => {
                         src.have = Some(have);
                         src.poll_fails = 0;
+                        src.answered = true;
                         continue;
                     }
                     Err(error) => error,
                 };
+                if matches!(error, SourceError::Status(_)) {
+                    src.answered = true;
+                }
                 src.poll_fails += 1;
                 // A map that does not parse drops the peer at once. One that cannot be fetched
                 // (not listening yet, 404 before the peer started this artifact) is asked
@@ -670,7 +717,40 @@ fn activate(srcs: &mut [Source], waiting: &mut Vec<usize>, max_peers: usize) {
             return;
         };
         srcs[s].active = true;
+        srcs[s].activated_at = Some(Instant::now());
     }
+}
+
+/// Moves each silent active peer ([`Source::silent_at`] passed) to the front of `waiting`
+/// (tried last) while another peer waits, logs it, and activates the next; returns when the
+/// next active peer turns silent, if one may.
+fn rotate_silent(
+    srcs: &mut [Source],
+    waiting: &mut Vec<usize>,
+    max_peers: usize,
+    name: &str,
+) -> Option<Instant> {
+    let now = Instant::now();
+    for s in 0..srcs.len() {
+        if waiting.is_empty() {
+            break;
+        }
+        if srcs[s].silent_at().is_some_and(|t| t <= now) {
+            log::line(&format!(
+                "fetch {name}: peer {} has not answered in {} ms; trying another",
+                srcs[s].url,
+                PEER_SILENT_AFTER.as_millis()
+            ));
+            srcs[s].active = false;
+            srcs[s].activated_at = None;
+            waiting.insert(0, s);
+            activate(srcs, waiting, max_peers);
+        }
+    }
+    if waiting.is_empty() {
+        return None;
+    }
+    srcs.iter().filter_map(Source::silent_at).min()
 }
 
 /// The next (source, chunk) to request, or `None` when nothing can be asked now (module docs:
@@ -705,7 +785,15 @@ fn pick(
     let starved = starved && to_peers == 0;
     // Under-supplied: fewer requests at peers than one peer's slots. Then a provider may also
     // take a chunk no active peer holds (a small swarm keeps the origin busy, a big one not).
-    let hungry = to_peers < opts.per_source.max(1);
+    // ...but only within this client's origin share (module docs).
+    let known_peers = srcs.iter().filter(|s| s.have.is_some()).count();
+    let from_providers: usize = srcs
+        .iter()
+        .filter(|s| s.have.is_none())
+        .map(|s| s.served as usize + s.in_flight)
+        .sum();
+    let hungry = to_peers < opts.per_source.max(1)
+        && from_providers < origin_share(chunks.len(), known_peers);
     let any_peers = srcs.iter().any(|s| s.have.is_some() && s.usable());
     for step in 0..n {
         let s = (*next_source + step) % n;
@@ -945,6 +1033,8 @@ mod tests {
             served: 0,
             have,
             active: true,
+            activated_at: None,
+            answered: false,
             polling: false,
             poll_at: Instant::now(),
             poll_fails: 0,
@@ -1040,5 +1130,45 @@ mod tests {
             pick(&done, &srcs, &old, false, opts, &mut next, &mut rng),
             Some((0, 2))
         );
+    }
+
+    #[test]
+    fn past_its_origin_share_a_client_asks_a_provider_only_when_starved() {
+        // Four peers known: the share is ceil(2 * 4 / 5) = 2 chunks from providers.
+        assert_eq!(origin_share(4, 4), 2);
+        assert_eq!(origin_share(64, 63), 2);
+        assert_eq!(origin_share(64, 0), 128);
+        let chunks = vec![
+            Chunk::Missing,
+            Chunk::Missing,
+            Chunk::InFlight(1),
+            Chunk::Done,
+        ];
+        let mut srcs = vec![source("http://192.0.2.1/a", None)];
+        for i in 11..15 {
+            srcs.push(source(
+                &format!("http://192.0.2.{i}/a"),
+                Some(vec![false, false, true, true]),
+            ));
+        }
+        let opts = SwarmOptions::default();
+        let mut reqs = Requests::new();
+        // One request at a peer: under-supplied, and no peer holds chunks 0 and 1.
+        request(&mut reqs, &mut srcs, 1, 2, Duration::ZERO);
+        let mut rng = rand::thread_rng();
+        let mut next = 0;
+        let got = pick(&chunks, &srcs, &reqs, false, opts, &mut next, &mut rng);
+        assert!(matches!(got, Some((0, 0 | 1))), "{got:?}");
+        // Its share taken (two delivered; its one slot free): the provider waits.
+        srcs[0].served = 2;
+        assert_eq!(
+            pick(&chunks, &srcs, &reqs, false, opts, &mut next, &mut rng),
+            None
+        );
+        // Starved (nothing in flight at any peer): it is asked again.
+        let idle = Requests::new();
+        srcs[1].in_flight = 0;
+        let got = pick(&chunks, &srcs, &idle, true, opts, &mut next, &mut rng);
+        assert!(matches!(got, Some((0, 0 | 1))), "{got:?}");
     }
 }
