@@ -296,6 +296,16 @@ async fn alone_with_a_peer_finder_an_artifact_streams_in_one_request() {
     a.assert_rootfs(&o, &ra);
     let hits = o.server.hits_for(ROOTFS);
     assert_eq!(hits.len(), 1, "requests for the rootfs: {hits:?}");
+    // Streamed and verified whole, it is still offered to peers that turn up later.
+    assert_eq!(a.shelf.have(ROOTFS), Some(vec![true; 16]));
+    let b = machine(&o, vec![a.base.clone()]).await;
+    let rb = b.fetch(&o).await;
+    b.assert_rootfs(&o, &rb);
+    assert!(
+        a.shelf.sent_bytes() >= (14 * CHUNK) as u64,
+        "a sent {} bytes",
+        a.shelf.sent_bytes()
+    );
 }
 
 #[tokio::test]

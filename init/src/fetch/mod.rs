@@ -489,6 +489,20 @@ async fn one_artifact(
     match outcome {
         download::Outcome::Verified { file, failures } => {
             stage.ok(format_args!("{name} {} bytes", a.size_bytes));
+            // A streamed artifact (whole-file hash checked) is offered whole too, so a machine
+            // that fetched alone still serves it to peers that turn up later (a swarm download
+            // offered its chunks as they came). Peers check every chunk against the signed list.
+            if let (Some(shelf), Some((chunk_size, chunks))) = (&opts.share, a.chunking()) {
+                if let Ok(dup) = file.try_clone() {
+                    shelf.offer(
+                        &path,
+                        dup,
+                        a.size_bytes,
+                        chunk_size,
+                        vec![true; chunks.len()],
+                    );
+                }
+            }
             let vf = VerifiedFile {
                 path: opts.out_dir.join(&a.filename),
                 file,
