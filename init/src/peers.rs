@@ -76,22 +76,30 @@ impl BootPeers {
         &self.url
     }
 
-    /// The finder for [`crate::fetch::FetchOptions::peer_finder`]: for each verified manifest,
-    /// a task announces this machine for it and collects the other peers announcing the same
-    /// digest (itself excluded), until the fetch drops the receiver.
+    /// The finder for [`crate::fetch::FetchOptions::peer_finder`] ([`mdns_finder`] for this
+    /// machine's URL, host label and interface).
     pub fn finder(&self) -> PeerFinder {
-        let own = self.url.clone();
-        let (host, iface) = (self.host.clone(), self.iface.clone());
-        PeerFinder(Arc::new(move |m: &VerifiedManifest| {
-            let advert = PeerAdvert {
-                manifest_sha256: Sha256Digest::of(m.raw()),
-                url: own.clone(),
-            };
-            let (tx, rx) = watch::channel(Vec::new());
-            tokio::spawn(announce_and_browse(advert, host.clone(), iface.clone(), tx));
-            rx
-        }))
+        mdns_finder(self.url.clone(), self.host.clone(), self.iface.clone())
     }
+}
+
+/// A peer finder over mDNS for a chunk server at `url` (`http://192.0.2.11:7400`): for each
+/// verified manifest, a task on the current tokio runtime announces `_phase-peer._tcp` instance
+/// `<host>-peer` on `iface` with the digest of the signed manifest bytes and `url`, and
+/// collects the other peers announcing the same digest (itself excluded, at most
+/// [`MAX_FOUND`]), until every receiver of its list is dropped; then it withdraws the
+/// announcement. Used by the boot stage ([`BootPeers::finder`]) and `phase fetch
+/// --mdns-peers`.
+pub fn mdns_finder(url: String, host: String, iface: String) -> PeerFinder {
+    PeerFinder(Arc::new(move |m: &VerifiedManifest| {
+        let advert = PeerAdvert {
+            manifest_sha256: Sha256Digest::of(m.raw()),
+            url: url.clone(),
+        };
+        let (tx, rx) = watch::channel(Vec::new());
+        tokio::spawn(announce_and_browse(advert, host.clone(), iface.clone(), tx));
+        rx
+    }))
 }
 
 impl Drop for BootPeers {

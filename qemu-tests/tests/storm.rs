@@ -104,3 +104,128 @@ fn three_vms_boot_at_once_and_fetch_chunks_from_each_other() -> Result<()> {
     );
     Ok(())
 }
+
+/// Waits up to `timeout` for `needle` in the log of process `idx`; returns the log.
+fn wait_log(
+    lan: &mut phase_qemu_tests::netns::Lan,
+    idx: usize,
+    needle: &str,
+    timeout: std::time::Duration,
+) -> Result<String> {
+    let until = Instant::now() + timeout;
+    loop {
+        let p = lan.proc(idx).context("process")?;
+        let text = p.log_text();
+        if text.contains(needle) {
+            return Ok(text);
+        }
+        ensure!(
+            Instant::now() < until && p.try_wait().is_none(),
+            "no `{needle}` in {timeout:?}; the log: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `phase fetch --mdns-peers`: machines running the tool (not the boot stage) find each other
+/// on mDNS the same way. No VM: two `phase fetch` processes in the LAN namespace on their own
+/// br0 addresses, the provider's loopback traffic capped so a fetch takes seconds. A fetches
+/// the release and lingers, announcing it; B, started after, must find A by mDNS alone (no
+/// --peer) and take chunks from it.
+#[test]
+fn phase_fetch_with_mdns_peers_finds_a_lingering_peer_and_takes_chunks_from_it() -> Result<()> {
+    let test = "phase_fetch_with_mdns_peers_finds_a_lingering_peer_and_takes_chunks_from_it";
+    if !ready(test)? {
+        return Ok(());
+    }
+    let phase = env::plasmd().with_file_name("phase");
+    let trust = env::repo_root().join("build/keys/trust.toml");
+    ensure!(
+        phase.exists() && trust.exists(),
+        "needs {} and {} (make build release)",
+        phase.display(),
+        trust.display()
+    );
+    let work = env::work_dir("mdns-peers")?;
+    let (mut lan, _p) = local_lan("mdnspeers", &work)?;
+    lan.ip(&["addr", "add", "192.0.2.50/24", "dev", "br0"])?;
+    lan.ip(&["addr", "add", "192.0.2.51/24", "dev", "br0"])?;
+    // Everything between local addresses passes lo: 40 Mbit/s makes one copy take seconds.
+    phase_qemu_tests::process::run(lan.command("tc").args([
+        "qdisc", "add", "dev", "lo", "root", "tbf", "rate", "40mbit", "burst", "256kb", "latency",
+        "400ms",
+    ]))?;
+    let args = |me: &str, linger: bool| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "fetch",
+            "-q",
+            "--manifest-url",
+            "http://192.0.2.1:8080/stable/x86_64/manifest.json",
+            "--trust",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.push(trust.display().to_string());
+        a.push("--out".into());
+        a.push(work.join(format!("out-{me}")).display().to_string());
+        a.extend([
+            "--serve".into(),
+            format!("{me}:7400"),
+            "--mdns-peers".into(),
+            "br0".into(),
+        ]);
+        if linger {
+            a.extend(["--linger-ms".into(), "120000".into()]);
+        }
+        a
+    };
+    let a = lan.spawn(
+        "fetch-a",
+        &phase,
+        &args("192.0.2.50", true),
+        &work.join("fetch-a.log"),
+    )?;
+    for artifact in ["kernel", "initramfs", "rootfs"] {
+        wait_log(&mut lan, a, &format!("fetch ok {artifact}"), secs(60))?;
+    }
+    let b = lan.spawn(
+        "fetch-b",
+        &phase,
+        &args("192.0.2.51", false),
+        &work.join("fetch-b.log"),
+    )?;
+    let status = lan
+        .proc(b)
+        .context("b")?
+        .wait_timeout(secs(90))
+        .context("phase fetch B did not finish in 90 s")?;
+    let b_log = lan.proc(b).context("b")?.log_text();
+    ensure!(status.success(), "phase fetch B failed: {b_log}");
+    ensure!(
+        b_log.contains("peer found http://192.0.2.50:7400/"),
+        "B did not find A on mDNS: {b_log}"
+    );
+    ensure!(
+        b_log.contains("chunks from peer http://192.0.2.50:7400/"),
+        "B took no chunk from A: {b_log}\nA: {}",
+        lan.proc(a).context("a")?.log_text()
+    );
+    lan.stop(a);
+    let a_log = lan.proc(a).context("a")?.log_text();
+    eprintln!("mdns-peers: A: {}\nB: {b_log}", a_log.trim());
+    let served: u64 = a_log
+        .lines()
+        .find_map(|l| {
+            l.split("served ")
+                .nth(1)?
+                .strip_suffix(" bytes to peers")?
+                .parse()
+                .ok()
+        })
+        .with_context(|| {
+            format!("no `served <n> bytes to peers` line from A after SIGTERM: {a_log}")
+        })?;
+    ensure!(served > 0, "A served nothing: {a_log}");
+    Ok(())
+}

@@ -4,14 +4,16 @@
 // would read the brackets as HTML tags.
 #![allow(rustdoc::invalid_html_tags)]
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use phase_protocol::{Arch, Expectation, TrustRoot};
 
 use crate::fetch::share::{self, Shelf};
-use crate::fetch::{fetch_release, FetchOptions, MinRate};
+use crate::fetch::{fetch_release, FetchOptions, FoundPeers, MinRate, PeerFinder};
 
 /// Arguments of `phase fetch`.
 #[derive(Debug, clap::Args)]
@@ -44,6 +46,13 @@ pub struct FetchArgs {
     /// until SIGTERM or SIGINT.
     #[arg(long, value_name = "MS", default_value_t = 0, requires = "serve")]
     pub linger_ms: u64,
+    /// With --serve <IPv4>:<port>: once the manifest verified, announce this machine on mDNS
+    /// on interface IFACE (`_phase-peer._tcp`, TXT `manifest-sha256` and `url`) until the fetch
+    /// and --linger-ms end, and take every machine announcing the same signed manifest there as
+    /// a --peer (at most 64). As in the boot stage: with one provider, an artifact streams
+    /// until a peer turns up in its first 5 s.
+    #[arg(long, value_name = "IFACE", requires = "serve")]
+    pub mdns_peers: Option<String>,
     /// Peers asked at once.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub max_peers: u64,
@@ -145,6 +154,11 @@ impl FetchArgs {
 /// Any [`crate::fetch::FetchError`] (printed with its chain by the caller).
 pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
     let mut opts = args.options()?;
+    // The finder's lists are kept here too, so the announcements last through --linger-ms.
+    let found: Arc<Mutex<Vec<FoundPeers>>> = Arc::default();
+    if let Some(iface) = &args.mdns_peers {
+        opts.peer_finder = Some(announcing_finder(args.serve, iface, &found)?);
+    }
     let server = match args.serve {
         Some(addr) => {
             let listener = share::bind(addr)
@@ -181,7 +195,42 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
         task.abort();
         crate::log::line(&format!("served {} bytes to peers", shelf.sent_bytes()));
     }
+    drop(found);
     Ok(())
+}
+
+/// The mDNS peer finder of `--mdns-peers IFACE` ([`crate::peers::mdns_finder`]) for the
+/// `--serve` address, keeping each list it returns in `keep` as well.
+///
+/// # Errors
+/// When `serve` is not one IPv4 address (0.0.0.0 or IPv6 cannot be announced as a peer URL).
+fn announcing_finder(
+    serve: Option<SocketAddr>,
+    iface: &str,
+    keep: &Arc<Mutex<Vec<FoundPeers>>>,
+) -> anyhow::Result<PeerFinder> {
+    let addr = match serve {
+        Some(SocketAddr::V4(a)) if !a.ip().is_unspecified() => a,
+        other => anyhow::bail!(
+            "--mdns-peers announces the --serve address to peers, so it must be one IPv4 \
+             address and port (192.0.2.11:7400), not {}",
+            other.map_or_else(|| "missing".to_owned(), |a| a.to_string())
+        ),
+    };
+    let host = format!(
+        "phase-{}-{}",
+        addr.ip().to_string().replace('.', "-"),
+        addr.port()
+    );
+    let inner = crate::peers::mdns_finder(format!("http://{addr}"), host, iface.to_owned());
+    let keep = Arc::clone(keep);
+    Ok(PeerFinder(Arc::new(move |m| {
+        let rx = (inner.0)(m);
+        if let Ok(mut k) = keep.lock() {
+            k.push(rx.clone());
+        }
+        rx
+    })))
 }
 
 /// Waits `time`, or until SIGTERM or SIGINT.
