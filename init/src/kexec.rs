@@ -158,23 +158,21 @@ pub fn compose_cmdline(manifest_cmdline: &str, current: &str) -> String {
     words.join(" ")
 }
 
-/// Writes the initrd to `out`: the verified initramfs, zero padding to a multiple of 4 bytes,
-/// then the newc cpio of [`BOOT_DIR`]. Returns the total size in bytes. Errors:
-/// [`KexecError::MissingArtifact`], [`KexecError::Initrd`], [`KexecError::Cpio`] (including a
-/// verified file that is shorter than its size: nothing unverified is padded in).
-pub fn compose_initrd<W: Write>(out: W, h: &Handoff<'_>) -> Result<u64, KexecError> {
+/// Writes the initrd to `out` at its current position: the verified initramfs, zero padding
+/// to a multiple of 4 bytes, then the newc cpio of [`BOOT_DIR`]. Returns the total size in
+/// bytes. Every verified file goes from its descriptor to `out` with `sendfile(2)`
+/// ([`send_verified`]), inside the kernel: the release is not copied through user space on its
+/// way into the initrd (issue 18 §3). Errors: [`KexecError::MissingArtifact`],
+/// [`KexecError::Initrd`], [`KexecError::Cpio`] (including a verified file that is shorter
+/// than its size: nothing unverified is padded in).
+pub fn compose_initrd(out: &mut File, h: &Handoff<'_>) -> Result<u64, KexecError> {
     let initramfs = h.get("initramfs")?;
-    let mut out = Counter {
-        inner: io::BufWriter::with_capacity(1 << 20, out),
-        count: 0,
+    let io_err = |what: &str| {
+        let what = what.to_string();
+        move |source| KexecError::Initrd { what, source }
     };
-    let copied =
-        io::copy(&mut reader(initramfs).take(initramfs.size), &mut out).map_err(|source| {
-            KexecError::Initrd {
-                what: "initramfs bytes".into(),
-                source,
-            }
-        })?;
+    let start = out.stream_position().map_err(io_err("position"))?;
+    let copied = send_verified(out, initramfs).map_err(io_err("initramfs bytes"))?;
     if copied != initramfs.size {
         return Err(KexecError::Cpio(NewcError::ShortSource {
             name: "initramfs".into(),
@@ -182,60 +180,77 @@ pub fn compose_initrd<W: Write>(out: W, h: &Handoff<'_>) -> Result<u64, KexecErr
             got: copied,
         }));
     }
-    let pad = newc::pad4(copied);
-    out.write_all(&[0u8; 4][..pad])
-        .map_err(|source| KexecError::Initrd {
-            what: "padding".into(),
-            source,
-        })?;
-    let mut entries = vec![
-        Entry::dir("phase", 0o755),
-        Entry::dir("phase/boot", 0o755),
-        Entry::bytes("phase/boot/manifest.json", 0o444, h.manifest_raw),
-        Entry::bytes(
+    out.write_all(&[0u8; 4][..newc::pad4(copied)])
+        .map_err(io_err("padding"))?;
+    /// One entry of the appended cpio: written by the archive writer, or sent from a verified
+    /// descriptor.
+    enum Item<'b> {
+        Entry(Entry<'b>),
+        Verified(String, Verified<'b>),
+    }
+    let mut items = vec![
+        Item::Entry(Entry::dir("phase", 0o755)),
+        Item::Entry(Entry::dir("phase/boot", 0o755)),
+        Item::Entry(Entry::bytes(
+            "phase/boot/manifest.json",
+            0o444,
+            h.manifest_raw,
+        )),
+        Item::Entry(Entry::bytes(
             format!("phase/boot/{}", crate::custody::FILE),
             0o444,
             h.custody.as_bytes(),
-        ),
+        )),
     ];
     for (name, v) in &h.artifacts {
         if BOOT_ARTIFACTS.contains(name) {
-            entries.push(Entry::reader(
-                format!("phase/boot/{name}"),
-                0o444,
-                v.size,
-                reader(*v),
-            ));
+            items.push(Item::Verified(format!("phase/boot/{name}"), *v));
         }
     }
-    let mut w = newc::NewcWriter::new(&mut out);
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    for e in entries {
-        w.append(e).map_err(KexecError::Cpio)?;
+    items.sort_by(|a, b| {
+        let name = |i: &Item<'_>| match i {
+            Item::Entry(e) => e.name.clone(),
+            Item::Verified(n, _) => n.clone(),
+        };
+        name(a).cmp(&name(b))
+    });
+    let mut w = newc::NewcWriter::new(&mut *out);
+    for item in items {
+        match item {
+            Item::Entry(e) => w.append(e),
+            Item::Verified(name, v) => {
+                w.append_file_with(name, 0o444, v.size, |o| send_verified(o, v))
+            }
+        }
+        .map_err(KexecError::Cpio)?;
     }
     w.finish().map_err(KexecError::Cpio)?;
-    out.flush().map_err(|source| KexecError::Initrd {
-        what: "flush".into(),
-        source,
-    })?;
-    Ok(out.count)
+    let end = out.stream_position().map_err(io_err("position"))?;
+    Ok(end - start)
 }
 
-/// Counts the bytes written through it.
-struct Counter<W: Write> {
-    inner: W,
-    count: u64,
-}
-
-impl<W: Write> Write for Counter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.count += n as u64;
-        Ok(n)
+/// Copies the `v.size` verified bytes of `v` (from offset 0) to `out` at its position with
+/// `sendfile(2)`, in calls of at most 1 GiB; when the kernel refuses `sendfile` for these files
+/// (`EINVAL`, `ENOSYS`, `EOPNOTSUPP` before the first byte), with `pread`/`write` instead.
+/// Returns the bytes copied: fewer than `v.size` when the file is shorter than its verified
+/// size. Errors: the failed call's.
+pub fn send_verified(out: &File, v: Verified<'_>) -> io::Result<u64> {
+    use rustix::io::Errno;
+    let mut off = 0u64;
+    while off < v.size {
+        let want = (v.size - off).min(1 << 30) as usize;
+        match rustix::fs::sendfile(out, v.file, Some(&mut off), want) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(Errno::INTR) => {}
+            Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) if off == 0 => {
+                let mut w = out;
+                return io::copy(&mut reader(v).take(v.size), &mut w);
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
+    Ok(off)
 }
 
 /// Builds the initrd in a memfd and returns it reopened read-only (see
@@ -496,6 +511,72 @@ mod tests {
         }
     }
 
+    /// [`compose_initrd`] into a temporary file: its size and the bytes written.
+    fn compose_to_vec(h: &Handoff<'_>) -> Result<(u64, Vec<u8>), KexecError> {
+        let mut f = tempfile::tempfile().unwrap();
+        let size = compose_initrd(&mut f, h)?;
+        let mut out = Vec::new();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut out).unwrap();
+        Ok((size, out))
+    }
+
+    #[test]
+    fn initramfs_shorter_than_its_verified_size_is_refused() {
+        let (k, i, _, m) = handoff_files();
+        let h = Handoff {
+            manifest_raw: &m,
+            artifacts: vec![
+                ("kernel", Verified { file: &k, size: 12 }),
+                (
+                    "initramfs",
+                    Verified {
+                        file: &i,
+                        size: 4096,
+                    },
+                ),
+            ],
+            custody: CUSTODY,
+        };
+        let e = compose_to_vec(&h).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                KexecError::Cpio(NewcError::ShortSource {
+                    expected: 4096,
+                    got: 11,
+                    ..
+                })
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn send_verified_copies_exactly_the_verified_size() {
+        let src = file_with(&[9u8; 70_000]);
+        let out = tempfile::tempfile().unwrap();
+        let v = Verified {
+            file: &src,
+            size: 65_536,
+        };
+        assert_eq!(send_verified(&out, v).unwrap(), 65_536);
+        assert_eq!(
+            out.metadata().unwrap().len(),
+            65_536,
+            "no byte past the verified size"
+        );
+        let short = Verified {
+            file: &src,
+            size: 80_000,
+        };
+        assert_eq!(
+            send_verified(&out, short).unwrap(),
+            70_000,
+            "short file reported"
+        );
+    }
+
     /// A stand-in custody record (its contents are the boot stage's business, not kexec's).
     const CUSTODY: &str =
         "kernel 12 sha256:0000000000000000000000000000000000000000000000000000000000000000\n";
@@ -504,8 +585,7 @@ mod tests {
     fn initrd_is_initramfs_padded_then_cpio_the_cpio_tool_extracts() {
         let (k, i, r, m) = handoff_files();
         let h = full_handoff(&k, &i, &r, &m);
-        let mut out = Vec::new();
-        let size = compose_initrd(&mut out, &h).unwrap();
+        let (size, out) = compose_to_vec(&h).unwrap();
         assert_eq!(size, out.len() as u64);
         assert_eq!(&out[..11], b"INITRAMFS-5");
         assert_eq!(&out[11..12], &[0], "padded to 4 bytes");
@@ -560,10 +640,7 @@ mod tests {
     fn initrd_is_reproducible() {
         let (k, i, r, m) = handoff_files();
         let h = full_handoff(&k, &i, &r, &m);
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        compose_initrd(&mut a, &h).unwrap();
-        compose_initrd(&mut b, &h).unwrap();
-        assert_eq!(a, b);
+        assert_eq!(compose_to_vec(&h).unwrap(), compose_to_vec(&h).unwrap());
     }
 
     #[test]
@@ -577,7 +654,7 @@ mod tests {
             ],
             custody: CUSTODY,
         };
-        let e = compose_initrd(Vec::new(), &h).unwrap_err();
+        let e = compose_to_vec(&h).unwrap_err();
         assert!(
             matches!(e, KexecError::Cpio(NewcError::ShortSource { .. })),
             "{e}"
@@ -593,7 +670,7 @@ mod tests {
             custody: CUSTODY,
         };
         assert!(matches!(
-            compose_initrd(Vec::new(), &h),
+            compose_to_vec(&h),
             Err(KexecError::MissingArtifact("initramfs"))
         ));
     }
