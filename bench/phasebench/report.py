@@ -127,7 +127,11 @@ METHOD = """\
   checks nothing (phase's `target:verify` stage verifies the manifest again and checks the boot
   stage's custody record and the sizes, without hashing again: docs/security.md). Each mode is
   judged against issue 18 §3's 0.9x of the baseline's median in the same run; a mode is not
-  judged when the baseline was not measured.
+  judged when the baseline was not measured. Beside it, "on the host clock": the host's arrival
+  time of the ready line minus the first kernel's start, bounded by min(arrival - kmsg
+  timestamp) over the first kernel's console lines; it needs no guest clock and includes the
+  kexec jump (where the purgatory checks the segments' SHA-256), so it is several seconds
+  longer than the kmsg sum for both. Reported, not judged.
 - **Boot storm** (issue 19 §4-§5; bench/phasebench/swarm.py, `make bench-swarm`): N `phase fetch`
   clients, each in its own network namespace on one bridge (a hub namespace), fetch one release
   from one `plasmd serve` origin after a start barrier (a file the clients' shells wait for).
