@@ -145,7 +145,7 @@ endif
 KERNEL_PACKAGES := linux-source build-essential bc flex bison libelf-dev libssl-dev xz-utils
 
 .PHONY: check-disk all deps build layout-tool initramfs initramfs-compressed-modules rootfs keys release image esp write-usb kernel \
-  check-kernel-config test test-build test-qemu test-qemu-x86 test-qemu-arm run clean check-make-deps distro-rootfs
+  check-kernel-config test test-build test-deps test-qemu test-qemu-x86 test-qemu-arm run clean check-make-deps distro-rootfs
 
 all: release
 
@@ -302,7 +302,26 @@ check-kernel-config: deps layout-tool
 	$(LAYOUT_TOOL) check-kernel-config --config $(KCONFIG)
 
 # ---- tests --------------------------------------------------------------------------------
-test: check-disk test-build fuzz-smoke bench-smoke test-qemu test-qemu-arm
+# The builds that need no quiet machine (the two kernels, the arm64 cross build) run niced in
+# the background (scripts/beside.sh) beside parts that leave a core idle: the x86_64 kernel
+# beside fuzz-smoke and bench-smoke, the arm64 build and kernel beside the x86_64 QEMU tests,
+# which boot one VM at a time. Every apt-get install runs first (test-deps): two at once fail on
+# dpkg's lock. Their logs: $(BUILD)/logs/. Measured: see docs/testing.md "CI time".
+test: check-disk test-build test-deps
+	scripts/beside.sh $(BUILD)/logs/test-kernel-x86_64.log \
+	  '[ -f $(KERNEL_IMAGE) ] || $(MAKE) --no-print-directory kernel' \
+	  $(MAKE) --no-print-directory fuzz-smoke bench-smoke
+	scripts/beside.sh $(BUILD)/logs/test-build-arm64.log \
+	  '$(MAKE) --no-print-directory ARCH=arm64 build && \
+	   { [ -f $(BUILD)/kernel-arm64/Image ] || $(MAKE) --no-print-directory ARCH=arm64 kernel; }' \
+	  $(MAKE) --no-print-directory test-qemu
+	$(MAKE) --no-print-directory test-qemu-arm
+# Everything `make test` installs (Debian packages for both architectures, the kernel source,
+# Debian's arm64 kernel and busybox, cargo-fuzz, the Debian rootfs for ROOTFS=), one after
+# another, before anything runs in the background.
+test-deps: deps bench-deps fuzz-deps $(BUILD)/distro/debian.tar
+	DEPS_ONLY=1 KERNEL_PACKAGES="$(KERNEL_PACKAGES)" SUDO="$(SUDO)" scripts/build-kernel.sh $(KERNEL_OUT)
+	$(MAKE) --no-print-directory ARCH=arm64 deps $(BUILD)/debian-arm64/.unpacked
 # A fresh clone's `make test` writes about $(MIN_FREE_GIB) GiB under target/ and build/ (cargo's
 # debug, release, cross and fuzz builds, two kernels, the QEMU runs' scratch). Stop at once with
 # the reason, not half an hour in with "No space left on device". MIN_FREE_GIB=0 skips it.

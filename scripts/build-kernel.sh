@@ -14,6 +14,7 @@
 #        KERNEL_SRC_DIR  where a source tarball is unpacked (default OUTDIR/src)
 #        LAYOUT_TOOL  path of the phase-layout binary
 #        CONFIG_ONLY  1: stop after the configuration check (OUTDIR/config), no bzImage
+#        DEPS_ONLY    1: only install the kernel source and tools when absent, then stop
 #        KERNEL_PACKAGES, SUDO   what to apt-get install and how
 set -euo pipefail
 
@@ -45,6 +46,10 @@ if [[ -z $src ]]; then
         tarball=$(ls /usr/src/linux-source-*.tar.xz | sort -V | tail -1)
     fi
     src=$tarball
+fi
+if [[ ${DEPS_ONLY:-0} == 1 ]]; then
+    echo "kernel: source $src and build tools present (DEPS_ONLY=1: nothing built)"
+    exit 0
 fi
 if [[ -f $src ]]; then
     # A tarball: unpack once into KERNEL_SRC_DIR (default OUTDIR/src), which both
