@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use phase_protocol::Arch;
 
-pub use dht::{DhtConfig, DhtError, DhtNode, Publication, Role};
+pub use dht::{DhtConfig, DhtError, DhtNode, FoundPeer, Publication, Role};
 pub use mdns::{MdnsAdvertiser, MdnsBrowser, MdnsError, MdnsEvent};
 
 /// Sends `tracing` events to stderr, filtered by `RUST_LOG` in `target=level` form (e.g.

@@ -250,3 +250,80 @@ async fn records_in_another_peers_name_are_refused_and_a_junk_flood_keeps_nothin
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(urls(&boot, 10, Duration::from_secs(10)).await, [url(55)]);
 }
+
+/// A boot-stage peer: a client-mode node (as the init runs) announcing its chunk server for
+/// release `m`.
+fn boot_peer(boot: &libp2p::Multiaddr, m: &[u8], n: u32) -> DhtNode {
+    let node = client(boot);
+    node.publish_peer(
+        phase_protocol::Sha256Digest::of(m),
+        format!("http://192.0.2.{n}:7400"),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    node
+}
+
+/// A server-mode node (listening, so that its provider records are handed out with its
+/// address) for publishing raw records.
+async fn server(boot: &libp2p::Multiaddr) -> DhtNode {
+    let node = DhtNode::start(DhtConfig {
+        keypair: identity::ephemeral(),
+        listen: listen(),
+        bootstrap: vec![boot.clone()],
+        role: Role::Server,
+    })
+    .unwrap();
+    node.listen_addrs(Duration::from_secs(5)).await;
+    node
+}
+
+/// Issue 19 §3: boot-stage peers of one release (by signed-manifest digest) find each other in
+/// the DHT, leaving out themselves and peers of another release. A record that names another
+/// peer (so that its fleet would be sent to the attacker's URL) is refused by the storing
+/// nodes and skipped by the client, and a record with a URL that is not `http://host:port` is
+/// skipped. Both are put last, so that they are what the release's shared key holds, and by
+/// providers the lookup finds: without the binding the forged record is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_peers_of_one_release_find_each_other_and_forged_or_malformed_records_are_skipped() {
+    use phase_protocol::record::{peers_dht_key, PeerRecord};
+    let (_nodes, boot) = network().await;
+    let release = phase_protocol::Sha256Digest::of(b"m");
+    let peers = [
+        boot_peer(&boot, b"m", 21),
+        boot_peer(&boot, b"m", 22),
+        boot_peer(&boot, b"n", 23),
+    ];
+    let me = boot_peer(&boot, b"m", 24);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let hour = Duration::from_secs(3600);
+    let attacker = server(&boot).await;
+    let lie = PeerRecord {
+        manifest_sha256: release,
+        url: "http://192.0.2.66:7400".into(),
+        peer_id: peers[0].peer_id().to_string(),
+        created_at: chrono::Utc::now(),
+        ttl_secs: 60,
+    };
+    attacker
+        .publish_raw(peers_dht_key(&release), lie.to_bytes(), hour)
+        .unwrap();
+    let liar = server(&boot).await;
+    let malformed = PeerRecord {
+        url: "http://192.0.2.67:7400/elsewhere".into(),
+        peer_id: liar.peer_id().to_string(),
+        ..lie
+    };
+    liar.publish_raw(peers_dht_key(&release), malformed.to_bytes(), hour)
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let found = me
+        .lookup_peers(release, 64, Duration::from_secs(10), true)
+        .await
+        .unwrap();
+    let mut urls: Vec<String> = found.iter().map(|p| p.url.clone()).collect();
+    urls.sort();
+    assert_eq!(urls, ["http://192.0.2.21:7400", "http://192.0.2.22:7400"]);
+    assert_eq!(found.len(), 2, "each peer once: {found:?}");
+    me.shutdown().await;
+}

@@ -30,7 +30,7 @@ pub use arch::Arch;
 pub use digest::Sha256Digest;
 pub use manifest::{Artifact, BootManifest, ManifestError, SignatureEntry};
 pub use mode::BootMode;
-pub use record::ManifestRecord;
+pub use record::{ManifestRecord, PeerRecord};
 pub use trust::TrustRoot;
 pub use verify::{
     verify, ClockTrust, Expectation, VerifiedManifest, VerifyError, MAX_MANIFEST_BYTES,

@@ -103,20 +103,10 @@ impl PeerAdvert {
             .parse()
             .map_err(|_| TxtError::BadDigest(digest.to_owned()))?;
         let url = url.ok_or(TxtError::Missing(TXT_URL))?;
-        let bad = || TxtError::BadPeerUrl(url.to_owned());
-        let authority = url.strip_prefix("http://").ok_or_else(bad)?;
-        let authority = authority.strip_suffix('/').unwrap_or(authority);
-        let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
-        let host_ok = !host.is_empty()
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
-        if !host_ok || port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(bad());
-        }
+        let url = peer_base_url(url).ok_or_else(|| TxtError::BadPeerUrl(url.to_owned()))?;
         Ok(PeerAdvert {
             manifest_sha256,
-            url: format!("http://{authority}"),
+            url,
         })
     }
 
@@ -124,6 +114,25 @@ impl PeerAdvert {
     pub fn instance_name(host: &str) -> String {
         format!("{host}-peer")
     }
+}
+
+/// A peer's chunk server base URL in its one accepted form, `http://<host>:<port>` (one
+/// trailing `/` is dropped): plain http, a host of letters, digits, `.`, `-` or a bracketed IPv6
+/// literal, an explicit non-zero port, and no user, path or query part. `None` for anything
+/// else. Shared by the mDNS peer advert ([`PeerAdvert::from_txt`]) and the DHT peer record
+/// ([`crate::record::PeerRecord`]), which both come from the network.
+pub fn peer_base_url(url: &str) -> Option<String> {
+    let authority = url.strip_prefix("http://")?;
+    let authority = authority.strip_suffix('/').unwrap_or(authority);
+    let (host, port) = authority.rsplit_once(':')?;
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+    if !host_ok || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return None;
+    }
+    Some(format!("http://{authority}"))
 }
 
 impl MdnsAdvert {

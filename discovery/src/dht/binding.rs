@@ -9,9 +9,15 @@
 //! ([`MAX_RECORDS_PER_PUBLISHER`]), so a flood of junk `/phase/` keys from a few peers cannot
 //! fill a store and keep an honest provider's record out. A record still only points: the
 //! manifest it leads to is verified like any other.
+//!
+//! Boot-stage peer records ([`PeerRecord`], issue 19 §3) are bound the same way: under
+//! `/phase/peers/<hex>` or the publisher's per-peer key below it, naming the publisher, within
+//! the same quota.
 
 use libp2p::PeerId;
-use phase_protocol::record::{dht_key, ManifestRecord, RecordError};
+use phase_protocol::record::{
+    dht_key, peers_dht_key, ManifestRecord, PeerRecord, RecordError, PEERS_KEY_PREFIX,
+};
 use phase_protocol::Arch;
 
 use super::per_peer_key;
@@ -25,9 +31,16 @@ pub const MAX_STORED_RECORDS: usize = 16_384;
 /// Why a record is not bound to its publisher.
 #[derive(Debug, thiserror::Error)]
 pub enum BindingError {
-    /// The value is not a manifest record (size cap, JSON, shape).
-    #[error("value is not a manifest record")]
-    NotARecord(#[source] Box<RecordError>),
+    /// The value is not a record of its key's kind (size cap, JSON, shape): a manifest record,
+    /// or a peer record under `/phase/peers/`.
+    #[error("value is not a {kind} record")]
+    NotARecord {
+        /// `manifest` or `peer`.
+        kind: &'static str,
+        /// Why it did not parse.
+        #[source]
+        source: Box<RecordError>,
+    },
     /// The record carries no publisher (a client cannot tell who put it).
     #[error("record has no publisher")]
     NoPublisher,
@@ -54,32 +67,50 @@ pub enum BindingError {
     UnknownArch(String),
 }
 
-/// Checks that `value`, stored under `key` and published by `publisher`, is a manifest record
+/// A record bound to its publisher by [`check`]: which kind its key says it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bound {
+    /// A manifest record (`/phase/{channel}/{arch}/manifest[/<peer id>]`).
+    Manifest(ManifestRecord),
+    /// A boot-stage peer record (`/phase/peers/<hex>[/<peer id>]`).
+    Peer(PeerRecord),
+}
+
+/// Checks that `value`, stored under `key` and published by `publisher`, is a record of the
+/// kind `key` names (a [`PeerRecord`] under [`PEERS_KEY_PREFIX`], else a [`ManifestRecord`])
 /// that names `publisher` as its `peer_id` and sits under its own shared key or under
-/// `publisher`'s per-peer key. Returns the parsed record (not yet validated for a channel or a
-/// clock: [`ManifestRecord::validate_for`] does that).
+/// `publisher`'s per-peer key. Returns the parsed record (not yet validated for a release or a
+/// clock: `validate_for` does that).
 ///
 /// # Errors
 /// The first failing [`BindingError`].
-pub fn check(
-    key: &str,
-    value: &[u8],
-    publisher: Option<&PeerId>,
-) -> Result<ManifestRecord, BindingError> {
-    let record =
-        ManifestRecord::from_bytes(value).map_err(|e| BindingError::NotARecord(Box::new(e)))?;
+pub fn check(key: &str, value: &[u8], publisher: Option<&PeerId>) -> Result<Bound, BindingError> {
+    let not = |kind| {
+        move |e| BindingError::NotARecord {
+            kind,
+            source: Box::new(e),
+        }
+    };
+    let (named, shared, bound) = if key.starts_with(PEERS_KEY_PREFIX) {
+        let record = PeerRecord::from_bytes(value).map_err(not("peer"))?;
+        let shared = peers_dht_key(&record.manifest_sha256);
+        (record.peer_id.clone(), shared, Bound::Peer(record))
+    } else {
+        let record = ManifestRecord::from_bytes(value).map_err(not("manifest"))?;
+        let arch: Arch = record
+            .arch
+            .parse()
+            .map_err(|_| BindingError::UnknownArch(record.arch.clone()))?;
+        let shared = dht_key(&record.channel, arch);
+        (record.peer_id.clone(), shared, Bound::Manifest(record))
+    };
     let publisher = publisher.ok_or(BindingError::NoPublisher)?;
-    if record.peer_id != publisher.to_string() {
+    if named != publisher.to_string() {
         return Err(BindingError::PeerMismatch {
-            named: record.peer_id,
+            named,
             publisher: publisher.to_string(),
         });
     }
-    let arch: Arch = record
-        .arch
-        .parse()
-        .map_err(|_| BindingError::UnknownArch(record.arch.clone()))?;
-    let shared = dht_key(&record.channel, arch);
     if key != shared && key != per_peer_key(&shared, publisher) {
         return Err(BindingError::KeyMismatch {
             key: key.to_owned(),
@@ -87,7 +118,7 @@ pub fn check(
             publisher: publisher.to_string(),
         });
     }
-    Ok(record)
+    Ok(bound)
 }
 
 /// Whether `publisher` may store one more record under `key`, given the publishers of the
@@ -159,7 +190,10 @@ mod tests {
         ));
         assert!(matches!(
             check(shared, b"junk", Some(&liar)),
-            Err(BindingError::NotARecord(_))
+            Err(BindingError::NotARecord {
+                kind: "manifest",
+                ..
+            })
         ));
         assert!(matches!(
             check(shared, &its_own, None),
@@ -170,6 +204,69 @@ mod tests {
         assert!(matches!(
             check(shared, &odd.to_bytes(), Some(&liar)),
             Err(BindingError::UnknownArch(_))
+        ));
+    }
+
+    fn peer_record(peer: &PeerId, release: &[u8]) -> PeerRecord {
+        PeerRecord {
+            manifest_sha256: phase_protocol::Sha256Digest::of(release),
+            url: "http://192.0.2.11:7400".into(),
+            peer_id: peer.to_string(),
+            created_at: chrono::Utc::now(),
+            ttl_secs: 60,
+        }
+    }
+
+    #[test]
+    fn a_peer_record_under_its_release_key_or_own_per_peer_key_is_bound() {
+        let me = PeerId::random();
+        let rec = peer_record(&me, b"m");
+        let shared = peers_dht_key(&rec.manifest_sha256);
+        let value = rec.to_bytes();
+        assert_eq!(
+            check(&shared, &value, Some(&me)).unwrap(),
+            Bound::Peer(rec.clone())
+        );
+        check(&per_peer_key(&shared, &me), &value, Some(&me)).unwrap();
+    }
+
+    #[test]
+    fn peer_records_in_another_name_under_another_release_or_of_the_wrong_kind_are_refused() {
+        let (me, liar) = (PeerId::random(), PeerId::random());
+        let mine = peer_record(&me, b"m");
+        let shared = peers_dht_key(&mine.manifest_sha256);
+        // The liar announces a peer in my name (its URL would draw my fleet's requests).
+        assert!(matches!(
+            check(&shared, &mine.to_bytes(), Some(&liar)),
+            Err(BindingError::PeerMismatch { .. })
+        ));
+        // Its own record under my per-peer key.
+        let its_own = peer_record(&liar, b"m").to_bytes();
+        assert!(matches!(
+            check(&per_peer_key(&shared, &me), &its_own, Some(&liar)),
+            Err(BindingError::KeyMismatch { .. })
+        ));
+        // A record for release m under release n's key.
+        let other = peers_dht_key(&phase_protocol::Sha256Digest::of(b"n"));
+        assert!(matches!(
+            check(&other, &its_own, Some(&liar)),
+            Err(BindingError::KeyMismatch { .. })
+        ));
+        // A manifest record under a peer key, and a peer record under a manifest key.
+        assert!(matches!(
+            check(&shared, &record(&liar, "stable").to_bytes(), Some(&liar)),
+            Err(BindingError::NotARecord { kind: "peer", .. })
+        ));
+        assert!(matches!(
+            check("/phase/stable/x86_64/manifest", &its_own, Some(&liar)),
+            Err(BindingError::NotARecord {
+                kind: "manifest",
+                ..
+            })
+        ));
+        assert!(matches!(
+            check(&shared, &its_own, None),
+            Err(BindingError::NoPublisher)
         ));
     }
 

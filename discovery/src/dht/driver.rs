@@ -11,13 +11,15 @@ use libp2p::kad::{
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
-use phase_protocol::record::{dht_key, ManifestRecord, MAX_RECORD_BYTES};
-use phase_protocol::Arch;
+use phase_protocol::record::{
+    dht_key, peers_dht_key, ManifestRecord, PeerRecord, MAX_RECORD_BYTES,
+};
+use phase_protocol::{Arch, Sha256Digest};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    binding, per_peer_key, Command, DhtConfig, DhtError, Publication, Role, IDENTIFY_PROTOCOL,
-    KAD_PROTOCOL,
+    binding, per_peer_key, Command, DhtConfig, DhtError, FoundPeer, Publication, Role,
+    IDENTIFY_PROTOCOL, KAD_PROTOCOL,
 };
 use crate::{Found, FoundSource};
 
@@ -42,17 +44,62 @@ struct Published {
 
 enum PublishedValue {
     Record(Publication),
+    /// A boot-stage peer's record: the release (signed manifest digest) and its chunk server.
+    Peer {
+        manifest_sha256: Sha256Digest,
+        url: String,
+    },
     Raw(Vec<u8>),
 }
 
+/// What a lookup is for, and where its answer goes.
+enum Wanted {
+    /// Manifest records of a channel and arch.
+    Manifest {
+        channel: String,
+        arch: Arch,
+        reply: Option<oneshot::Sender<Vec<Found>>>,
+        found: Vec<Found>,
+    },
+    /// Boot-stage peers of one release.
+    Peers {
+        manifest_sha256: Sha256Digest,
+        reply: Option<oneshot::Sender<Vec<FoundPeer>>>,
+        found: Vec<FoundPeer>,
+    },
+}
+
+impl Wanted {
+    fn found(&self) -> usize {
+        match self {
+            Wanted::Manifest { found, .. } => found.len(),
+            Wanted::Peers { found, .. } => found.len(),
+        }
+    }
+
+    /// Sends what was found, once.
+    fn answer(&mut self) {
+        match self {
+            Wanted::Manifest { reply, found, .. } => {
+                if let Some(r) = reply.take() {
+                    let _ = r.send(std::mem::take(found));
+                }
+            }
+            Wanted::Peers { reply, found, .. } => {
+                if let Some(r) = reply.take() {
+                    let _ = r.send(std::mem::take(found));
+                }
+            }
+        }
+    }
+}
+
 struct Lookup {
-    channel: String,
-    arch: Arch,
+    wanted: Wanted,
     shared_key: String,
     want: usize,
     deadline: Instant,
-    reply: Option<oneshot::Sender<Vec<Found>>>,
-    found: Vec<Found>,
+    /// (peer id, URL) pairs already taken.
     seen: HashSet<(String, String)>,
     asked: HashSet<PeerId>,
     queries: HashSet<QueryId>,
@@ -188,6 +235,32 @@ impl Driver {
                 }
                 self.on_tick();
             }
+            Command::PublishPeer {
+                manifest_sha256,
+                url,
+                ttl,
+            } => {
+                let shared_key = peers_dht_key(&manifest_sha256);
+                // Storing nodes hand out a provider record only with an address (a client is
+                // in no routing table to take one from), and the record's addresses are this
+                // node's external ones: the chunk server's, as `/ip4/<a>/tcp/<port>/http`,
+                // which no libp2p transport dials.
+                match http_multiaddr(&url) {
+                    Some(addr) => self.swarm.add_external_address(addr),
+                    None => tracing::warn!(url, "dht peer url has no multiaddr form"),
+                }
+                self.published.retain(|p| p.shared_key != shared_key);
+                self.published.push(Published {
+                    shared_key,
+                    what: PublishedValue::Peer {
+                        manifest_sha256,
+                        url,
+                    },
+                    ttl,
+                    due: now,
+                });
+                self.on_tick();
+            }
             Command::PublishRaw {
                 shared_key,
                 value,
@@ -213,7 +286,31 @@ impl Driver {
                 timeout,
                 clock_trusted,
                 reply,
-            } => self.start_lookup(channel, arch, want, timeout, clock_trusted, reply),
+            } => {
+                let shared_key = dht_key(&channel, arch);
+                let wanted = Wanted::Manifest {
+                    channel,
+                    arch,
+                    reply: Some(reply),
+                    found: Vec::new(),
+                };
+                self.start_lookup(shared_key, wanted, want, timeout, clock_trusted);
+            }
+            Command::LookupPeers {
+                manifest_sha256,
+                want,
+                timeout,
+                clock_trusted,
+                reply,
+            } => {
+                let shared_key = peers_dht_key(&manifest_sha256);
+                let wanted = Wanted::Peers {
+                    manifest_sha256,
+                    reply: Some(reply),
+                    found: Vec::new(),
+                };
+                self.start_lookup(shared_key, wanted, want, timeout, clock_trusted);
+            }
             Command::Shutdown(_) => {}
         }
     }
@@ -240,7 +337,7 @@ impl Driver {
             .collect();
         for i in expired.into_iter().rev() {
             let l = self.lookups.swap_remove(i);
-            tracing::debug!(key = %l.shared_key, found = l.found.len(), "dht lookup reached its deadline");
+            tracing::debug!(key = %l.shared_key, found = l.wanted.found(), "dht lookup reached its deadline");
             self.complete(l);
         }
     }
@@ -257,6 +354,17 @@ impl Driver {
                 peer_id: me.to_string(),
                 provider_name: p2.provider_name.clone(),
                 version: p2.version.clone(),
+                created_at: chrono::Utc::now(),
+                ttl_secs: p.ttl.as_secs().max(1),
+            }
+            .to_bytes(),
+            PublishedValue::Peer {
+                manifest_sha256,
+                url,
+            } => PeerRecord {
+                manifest_sha256: *manifest_sha256,
+                url: url.clone(),
+                peer_id: me.to_string(),
                 created_at: chrono::Utc::now(),
                 ttl_secs: p.ttl.as_secs().max(1),
             }
@@ -285,14 +393,12 @@ impl Driver {
 
     fn start_lookup(
         &mut self,
-        channel: String,
-        arch: Arch,
+        shared_key: String,
+        wanted: Wanted,
         want: usize,
         timeout: Duration,
         clock_trusted: bool,
-        reply: oneshot::Sender<Vec<Found>>,
     ) {
-        let shared_key = dht_key(&channel, arch);
         let key = kad::RecordKey::new(&shared_key);
         let kad = &mut self.swarm.behaviour_mut().kad;
         let mut queries = HashSet::new();
@@ -300,13 +406,10 @@ impl Driver {
         queries.insert(kad.get_record(key));
         tracing::debug!(key = %shared_key, want, timeout_ms = timeout.as_millis() as u64, "dht lookup started");
         self.lookups.push(Lookup {
-            channel,
-            arch,
+            wanted,
             shared_key,
             want,
             deadline: Instant::now() + timeout,
-            reply: Some(reply),
-            found: Vec::new(),
             seen: HashSet::new(),
             asked: HashSet::new(),
             queries,
@@ -458,29 +561,63 @@ impl Driver {
         self.lookups.iter().position(|l| l.queries.contains(&id))
     }
 
-    /// Validates one record for lookup `i` and keeps it when good and new.
+    /// Validates one record for lookup `i` and keeps it when good, new and not this node's own.
     fn consider(&mut self, i: usize, record: &kad::Record, from: &str) {
+        let me = self.swarm.local_peer_id().to_string();
         let l = &mut self.lookups[i];
         let key = String::from_utf8_lossy(record.key.as_ref()).into_owned();
-        let parsed = binding::check(&key, &record.value, record.publisher.as_ref())
-            .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
-            .and_then(|r| {
-                r.validate_for(&l.channel, l.arch, l.clock_trusted.then(chrono::Utc::now))
-                    .map(|()| r)
-                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
-            });
-        match parsed {
-            Ok(r) => {
-                if l.seen.insert((r.peer_id.clone(), r.manifest_url.clone())) {
-                    tracing::debug!(key, from, url = %r.manifest_url, "dht record accepted");
-                    l.found.push(Found {
-                        manifest_url: r.manifest_url,
-                        source: FoundSource::Dht,
-                        version: r.version,
-                        provider: Some(r.peer_id),
-                    });
-                }
-            }
+        let now = l.clock_trusted.then(chrono::Utc::now);
+        let boxed = |e| Box::new(e) as Box<dyn std::error::Error>;
+        let bound = binding::check(&key, &record.value, record.publisher.as_ref())
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error>);
+        let taken = match (bound, &mut l.wanted) {
+            (Err(e), _) => Err(e),
+            (
+                Ok(binding::Bound::Manifest(r)),
+                Wanted::Manifest {
+                    channel,
+                    arch,
+                    found,
+                    ..
+                },
+            ) => r
+                .validate_for(channel, *arch, now)
+                .map_err(boxed)
+                .map(|()| {
+                    let new = l.seen.insert((r.peer_id.clone(), r.manifest_url.clone()));
+                    if new {
+                        tracing::debug!(key, from, url = %r.manifest_url, "dht record accepted");
+                        found.push(Found {
+                            manifest_url: r.manifest_url,
+                            source: FoundSource::Dht,
+                            version: r.version,
+                            provider: Some(r.peer_id),
+                        });
+                    }
+                }),
+            (
+                Ok(binding::Bound::Peer(r)),
+                Wanted::Peers {
+                    manifest_sha256,
+                    found,
+                    ..
+                },
+            ) => r
+                .validate_for(manifest_sha256, now)
+                .map_err(boxed)
+                .map(|url| {
+                    if r.peer_id != me && l.seen.insert((r.peer_id.clone(), url.clone())) {
+                        tracing::debug!(key, from, url, "dht peer record accepted");
+                        found.push(FoundPeer {
+                            url,
+                            peer_id: r.peer_id,
+                        });
+                    }
+                }),
+            (Ok(_), _) => Err("a record of the other kind".into()),
+        };
+        match taken {
+            Ok(()) => {}
             Err(e) if l.skipped.insert(key.clone()) => {
                 tracing::warn!(key, from, error = %crate::error_chain(e.as_ref()), "dht record skipped");
             }
@@ -493,7 +630,7 @@ impl Driver {
         let mut i = 0;
         while i < self.lookups.len() {
             let l = &self.lookups[i];
-            if l.found.len() >= l.want || l.queries.is_empty() {
+            if l.wanted.found() >= l.want || l.queries.is_empty() {
                 let l = self.lookups.swap_remove(i);
                 self.complete(l);
             } else {
@@ -508,9 +645,7 @@ impl Driver {
                 query.finish();
             }
         }
-        if let Some(reply) = l.reply.take() {
-            let _ = reply.send(std::mem::take(&mut l.found));
-        }
+        l.wanted.answer();
     }
 
     fn finish_all(&mut self) {
@@ -520,9 +655,62 @@ impl Driver {
     }
 }
 
+/// `http://<host>:<port>` as the multiaddr `/ip4/<host>/tcp/<port>/http` (or `/ip6/`, or
+/// `/dns/` for a name); `None` for any other form.
+fn http_multiaddr(url: &str) -> Option<Multiaddr> {
+    let authority = url.strip_prefix("http://")?.trim_end_matches('/');
+    let (host, port) = authority.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip = match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => Protocol::Ip4(a),
+        Ok(std::net::IpAddr::V6(a)) => Protocol::Ip6(a),
+        Err(_) if !host.is_empty() => Protocol::Dns(host.into()),
+        Err(_) => return None,
+    };
+    Some(
+        Multiaddr::empty()
+            .with(ip)
+            .with(Protocol::Tcp(port))
+            .with(Protocol::Http),
+    )
+}
+
 fn clone_value(v: &PublishedValue) -> PublishedValue {
     match v {
         PublishedValue::Record(p) => PublishedValue::Record(p.clone()),
+        PublishedValue::Peer {
+            manifest_sha256,
+            url,
+        } => PublishedValue::Peer {
+            manifest_sha256: *manifest_sha256,
+            url: url.clone(),
+        },
         PublishedValue::Raw(b) => PublishedValue::Raw(b.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::http_multiaddr;
+
+    #[test]
+    fn a_peer_url_becomes_an_http_multiaddr() {
+        let m = |u| http_multiaddr(u).map(|a| a.to_string());
+        assert_eq!(
+            m("http://192.0.2.11:7400").as_deref(),
+            Some("/ip4/192.0.2.11/tcp/7400/http")
+        );
+        assert_eq!(
+            m("http://[2001:db8::1]:7400/").as_deref(),
+            Some("/ip6/2001:db8::1/tcp/7400/http")
+        );
+        assert_eq!(
+            m("http://peer.lan:7400").as_deref(),
+            Some("/dns/peer.lan/tcp/7400/http")
+        );
+        assert_eq!(m("https://192.0.2.11:7400"), None);
+        assert_eq!(m("http://192.0.2.11"), None);
+        assert_eq!(m("http://:7400"), None);
     }
 }

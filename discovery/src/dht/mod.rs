@@ -24,6 +24,12 @@
 //! all its queries are done, or at its deadline, whichever comes first: never Kademlia's 60 s
 //! query timeout.
 //!
+//! Boot-stage peers (issue 19 §3) use the same three steps under `/phase/peers/<hex>` (the
+//! SHA-256 of the signed manifest bytes): [`DhtNode::publish_peer`] puts a
+//! [`PeerRecord`](phase_protocol::PeerRecord) naming the node's chunk server, and
+//! [`DhtNode::lookup_peers`] finds the other peers of the same release, bound and validated
+//! like manifest records.
+//!
 //! Republication: a publishing node re-puts fresh records (new `created_at`) and re-announces
 //! itself every half TTL. Storing nodes keep records at most their TTL (the Kademlia record
 //! expiry travels with the put), and clients check `created_at + ttl_secs` themselves, so a
@@ -36,7 +42,7 @@ use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
-use phase_protocol::Arch;
+use phase_protocol::{Arch, Sha256Digest};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Found;
@@ -93,6 +99,16 @@ pub struct Publication {
     pub ttl: Duration,
 }
 
+/// A boot-stage peer found by [`DhtNode::lookup_peers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundPeer {
+    /// Its chunk server, `http://<host>:<port>` (checked by
+    /// [`phase_protocol::mdns::peer_base_url`]).
+    pub url: String,
+    /// The peer id that published the record (base58).
+    pub peer_id: String,
+}
+
 /// Errors of the DHT node.
 #[derive(Debug, thiserror::Error)]
 pub enum DhtError {
@@ -143,6 +159,18 @@ pub fn parse_multiaddrs(addrs: &[String]) -> Result<Vec<Multiaddr>, DhtError> {
 
 pub(crate) enum Command {
     Publish(Vec<Publication>),
+    PublishPeer {
+        manifest_sha256: Sha256Digest,
+        url: String,
+        ttl: Duration,
+    },
+    LookupPeers {
+        manifest_sha256: Sha256Digest,
+        want: usize,
+        timeout: Duration,
+        clock_trusted: bool,
+        reply: oneshot::Sender<Vec<FoundPeer>>,
+    },
     PublishRaw {
         shared_key: String,
         value: Vec<u8>,
@@ -174,6 +202,8 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Command::Publish(_) => "Publish",
+            Command::PublishPeer { .. } => "PublishPeer",
+            Command::LookupPeers { .. } => "LookupPeers",
             Command::PublishRaw { .. } => "PublishRaw",
             Command::Lookup { .. } => "Lookup",
             Command::Shutdown(_) => "Shutdown",
@@ -295,6 +325,56 @@ impl DhtNode {
         let mut found = rx.await.map_err(|_| DhtError::Stopped)?;
         crate::sort_best_first(&mut found);
         Ok(found)
+    }
+
+    /// Announces this node as a boot-stage peer of the release whose signed manifest has digest
+    /// `manifest_sha256`, serving verified chunks at `url` (`http://192.0.2.11:7400`): a
+    /// [`PeerRecord`](phase_protocol::PeerRecord) under `/phase/peers/<hex>` and this node's
+    /// per-peer key below it, plus a provider record; put now and every half `ttl` until the
+    /// node stops. A second call for the same release replaces the first.
+    ///
+    /// # Errors
+    /// [`DhtError::Stopped`] when the node's task has ended.
+    pub fn publish_peer(
+        &self,
+        manifest_sha256: Sha256Digest,
+        url: String,
+        ttl: Duration,
+    ) -> Result<(), DhtError> {
+        self.commands
+            .send(Command::PublishPeer {
+                manifest_sha256,
+                url,
+                ttl,
+            })
+            .map_err(|_| DhtError::Stopped)
+    }
+
+    /// Finds the boot-stage peers of the release whose signed manifest has digest
+    /// `manifest_sha256` (this node left out): returns as soon as `want` valid records are in
+    /// hand, when every query has finished, or after `timeout`. Records are bound to their
+    /// publisher and validated ([`phase_protocol::PeerRecord::validate_for`]; with
+    /// `clock_trusted` false the TTL is not judged); bad ones are skipped and logged.
+    ///
+    /// # Errors
+    /// [`DhtError::Stopped`] when the node's task has ended.
+    pub async fn lookup_peers(
+        &self,
+        manifest_sha256: Sha256Digest,
+        want: usize,
+        timeout: Duration,
+        clock_trusted: bool,
+    ) -> Result<Vec<FoundPeer>, DhtError> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::LookupPeers {
+            manifest_sha256,
+            want: want.max(1),
+            timeout,
+            clock_trusted,
+            reply,
+        };
+        self.commands.send(cmd).map_err(|_| DhtError::Stopped)?;
+        rx.await.map_err(|_| DhtError::Stopped)
     }
 
     /// Stops the node: closes its connections and ends its task (bounded: 2 s).
