@@ -491,7 +491,17 @@ async fn network_release(
         match crate::peers::BootPeers::start(lease.granted.addr, &lease.iface).await {
             Ok(peers) => {
                 opts.share = Some(peers.shelf());
-                opts.peer_finder = Some(peers.finder());
+                // In a mode that looks in the DHT, peers are looked for there too.
+                let dht = (p
+                    .mode
+                    .sources()
+                    .contains(&phase_protocol::mode::Source::Dht)
+                    && !p.bootstrap.is_empty())
+                .then(|| crate::peers::DhtPeering {
+                    bootstrap: p.bootstrap.clone(),
+                    clock_trusted: clock.trust == ClockTrust::Trusted,
+                });
+                opts.peer_finder = Some(peers.finder(dht));
                 Some(peers)
             }
             Err(e) => {

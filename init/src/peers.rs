@@ -2,9 +2,12 @@
 //! chunks it has verified ([`crate::fetch::share`]) on its lease address, port [`PEER_PORT`],
 //! announces itself on mDNS as `_phase-peer._tcp.local.` with the digest of the signed manifest
 //! it verified ([`phase_protocol::mdns::PeerAdvert`]), and takes peers announcing the same
-//! digest into its own download ([`crate::fetch::swarm`]). All of this ends when the boot
-//! stage's fetch returns, just before the cache write and kexec; after kexec `plasmd serve`
-//! serves the whole release as a provider.
+//! digest into its own download ([`crate::fetch::swarm`]). In a mode that looks in the DHT
+//! (internet) it also announces a [`phase_protocol::PeerRecord`] under
+//! `/phase/peers/<digest>` and looks there for the others ([`dht_finder`]), so peers that mDNS
+//! cannot reach (another segment, multicast filtered) are found too. All of this ends when the
+//! boot stage's fetch returns, just before the cache write and kexec; after kexec `plasmd
+//! serve` serves the whole release as a provider.
 //!
 //! Only in modes that look on the LAN (local and internet, [`BootMode::serves_peers`]):
 //! private mode never listens. `phase.peers=off` turns it off for one boot.
@@ -20,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use phase_discovery::mdns::{MdnsAdvertiser, MdnsBrowser, MdnsEvent};
+use phase_discovery::{identity, DhtConfig, DhtNode, Role};
 use phase_protocol::mdns::PeerAdvert;
 use phase_protocol::{Sha256Digest, VerifiedManifest};
 use tokio::sync::watch;
@@ -36,6 +40,26 @@ pub const MAX_FOUND: usize = 64;
 
 /// How long one wait for an mDNS event lasts before the loop looks again.
 const BROWSE_SLICE: Duration = Duration::from_secs(30);
+
+/// Lifetime of this machine's DHT peer record (2 min): it is put again every minute while the
+/// fetch runs, and disappears from the DHT within this time after the machine kexecs.
+pub const PEER_RECORD_TTL: Duration = Duration::from_secs(120);
+
+/// Longest one DHT lookup for peers runs.
+const DHT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pause between two DHT lookups for peers (peers start their fetches at different times).
+const DHT_RELOOK: Duration = Duration::from_secs(2);
+
+/// How the boot stage joins the DHT to find peers: its bootstrap peers (`phase.bootstrap`) and
+/// whether its clock is trusted (records' TTLs are judged only then).
+#[derive(Debug, Clone)]
+pub struct DhtPeering {
+    /// Bootstrap multiaddrs, each ending in `/p2p/<peer id>` (as `phase.bootstrap` gives them).
+    pub bootstrap: Vec<String>,
+    /// Whether this host's clock is trusted.
+    pub clock_trusted: bool,
+}
 
 /// The boot stage's chunk server, running on the current tokio runtime.
 #[derive(Debug)]
@@ -76,10 +100,17 @@ impl BootPeers {
         &self.url
     }
 
-    /// The finder for [`crate::fetch::FetchOptions::peer_finder`] ([`mdns_finder`] for this
-    /// machine's URL, host label and interface).
-    pub fn finder(&self) -> PeerFinder {
-        mdns_finder(self.url.clone(), self.host.clone(), self.iface.clone())
+    /// The finder for [`crate::fetch::FetchOptions::peer_finder`]: [`mdns_finder`] for this
+    /// machine's URL, host label and interface, and with `dht` also [`dht_finder`], their
+    /// lists joined ([`PeerFinder::union`], at most [`MAX_FOUND`] in all).
+    pub fn finder(&self, dht: Option<DhtPeering>) -> PeerFinder {
+        let mdns = mdns_finder(self.url.clone(), self.host.clone(), self.iface.clone());
+        match dht {
+            Some(dht) => {
+                PeerFinder::union(vec![mdns, dht_finder(self.url.clone(), dht)], MAX_FOUND)
+            }
+            None => mdns,
+        }
     }
 }
 
@@ -100,6 +131,72 @@ pub fn mdns_finder(url: String, host: String, iface: String) -> PeerFinder {
         tokio::spawn(announce_and_browse(advert, host.clone(), iface.clone(), tx));
         rx
     }))
+}
+
+/// A peer finder over the DHT for a chunk server at `url`: for each verified manifest, a task
+/// on the current tokio runtime starts a client-mode DHT node with a fresh key, announces
+/// `url` for the manifest's digest ([`DhtNode::publish_peer`], every half
+/// [`PEER_RECORD_TTL`]) and looks up the other peers of the same digest every 2 s
+/// (itself excluded, at most [`MAX_FOUND`]), until every receiver of its list is dropped; then
+/// it stops the node. DHT failures are logged and end the search: the fetch goes on with the
+/// sources it has.
+pub fn dht_finder(url: String, dht: DhtPeering) -> PeerFinder {
+    PeerFinder(Arc::new(move |m: &VerifiedManifest| {
+        let digest = Sha256Digest::of(m.raw());
+        let (tx, rx) = watch::channel(Vec::new());
+        tokio::spawn(publish_and_look_up(digest, url.clone(), dht.clone(), tx));
+        rx
+    }))
+}
+
+/// The task of [`dht_finder`].
+async fn publish_and_look_up(
+    digest: Sha256Digest,
+    url: String,
+    dht: DhtPeering,
+    tx: watch::Sender<Vec<String>>,
+) {
+    let node = phase_discovery::dht::parse_multiaddrs(&dht.bootstrap)
+        .and_then(|bootstrap| {
+            DhtNode::start(DhtConfig {
+                keypair: identity::ephemeral(),
+                listen: Vec::new(),
+                bootstrap,
+                role: Role::Client,
+            })
+        })
+        .and_then(|node| {
+            node.publish_peer(digest, url.clone(), PEER_RECORD_TTL)
+                .map(|()| node)
+        });
+    let node = match node {
+        Ok(node) => node,
+        Err(e) => {
+            log::line(&format!(
+                "peers: DHT announce failed: {}",
+                log::error_chain(&e)
+            ));
+            return;
+        }
+    };
+    log::line(&format!("peers: announcing {url} in the DHT for {digest}"));
+    loop {
+        let found = tokio::select! {
+            () = tx.closed() => break,
+            r = node.lookup_peers(digest, MAX_FOUND, DHT_LOOKUP_TIMEOUT, dht.clock_trusted) => r,
+        };
+        let Ok(found) = found else { break };
+        for peer in found {
+            if add_url(&tx, &url, &peer.url) {
+                log::line(&format!("peers: found in the DHT {}", peer.url));
+            }
+        }
+        tokio::select! {
+            () = tx.closed() => break,
+            () = tokio::time::sleep(DHT_RELOOK) => {}
+        }
+    }
+    node.shutdown().await;
 }
 
 impl Drop for BootPeers {
@@ -172,17 +269,23 @@ async fn announce_and_browse(
     }
 }
 
-/// Adds `found`'s URL to the list when it announces `own`'s manifest digest, is not `own`, is
-/// new, and the list holds fewer than [`MAX_FOUND`]. Returns whether it was added.
+/// Adds `found`'s URL to the list when it announces `own`'s manifest digest ([`add_url`]).
+/// Returns whether it was added.
 fn take(tx: &watch::Sender<Vec<String>>, own: &PeerAdvert, found: PeerAdvert) -> bool {
-    if found.manifest_sha256 != own.manifest_sha256 || found.url == own.url {
+    found.manifest_sha256 == own.manifest_sha256 && add_url(tx, &own.url, &found.url)
+}
+
+/// Adds peer `url` to the list when it is not this machine's own `own_url`, is new, and the
+/// list holds fewer than [`MAX_FOUND`]. Returns whether it was added.
+fn add_url(tx: &watch::Sender<Vec<String>>, own_url: &str, url: &str) -> bool {
+    if url == own_url {
         return false;
     }
     tx.send_if_modified(|list| {
-        if list.len() >= MAX_FOUND || list.contains(&found.url) {
+        if list.len() >= MAX_FOUND || list.iter().any(|u| u == url) {
             return false;
         }
-        list.push(found.url.clone());
+        list.push(url.to_owned());
         true
     })
 }
@@ -218,5 +321,69 @@ mod tests {
             );
         }
         assert_eq!(rx.borrow().len(), MAX_FOUND);
+    }
+
+    /// A finder whose lists the test writes: each search's sender goes to `senders`.
+    fn scripted(senders: &Arc<std::sync::Mutex<Vec<watch::Sender<Vec<String>>>>>) -> PeerFinder {
+        let senders = senders.clone();
+        PeerFinder(Arc::new(move |_m: &VerifiedManifest| {
+            let (tx, rx) = watch::channel(Vec::new());
+            senders.lock().unwrap().push(tx);
+            rx
+        }))
+    }
+
+    fn verified_manifest() -> (tempfile::TempDir, VerifiedManifest) {
+        let dir = tempfile::tempdir().unwrap();
+        let trust = crate::target::verify::tests::signed_boot_dir(dir.path());
+        let bytes = std::fs::read(dir.path().join("manifest.json")).unwrap();
+        let m = phase_protocol::verify(
+            &bytes,
+            &phase_protocol::TrustRoot::load(&trust).unwrap(),
+            chrono::Utc::now(),
+            &phase_protocol::Expectation::default(),
+        )
+        .unwrap();
+        (dir, m)
+    }
+
+    /// The boot stage joins its mDNS and DHT searches: a peer both find is listed once, the
+    /// union stops at its cap, and dropping the union's receiver ends both inner searches (so
+    /// the DHT node and the mDNS announcement stop when the fetch returns).
+    #[tokio::test]
+    async fn a_union_of_finders_lists_each_peer_once_up_to_its_cap_and_ends_both_searches() {
+        let senders = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let union = PeerFinder::union(vec![scripted(&senders), scripted(&senders)], 3);
+        let (_dir, m) = verified_manifest();
+        let mut rx = (union.0)(&m);
+        let [mdns, dht]: [watch::Sender<Vec<String>>; 2] =
+            std::mem::take(&mut *senders.lock().unwrap())
+                .try_into()
+                .unwrap();
+        let url = |n: u8| format!("http://192.0.2.{n}:7400");
+        let wait = |rx: &mut watch::Receiver<Vec<String>>, n: usize| {
+            let mut rx = rx.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|l| l.len() >= n))
+                    .await
+                    .expect("union forwards")
+                    .unwrap()
+                    .clone()
+            }
+        };
+        mdns.send_replace(vec![url(11)]);
+        assert_eq!(wait(&mut rx, 1).await, [url(11)]);
+        dht.send_replace(vec![url(11), url(12)]);
+        assert_eq!(wait(&mut rx, 2).await, [url(11), url(12)]);
+        mdns.send_replace(vec![url(11), url(13), url(14)]);
+        assert_eq!(wait(&mut rx, 3).await, [url(11), url(12), url(13)]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(rx.borrow().len(), 3, "the cap holds");
+        drop(rx);
+        for inner in [&mdns, &dht] {
+            tokio::time::timeout(Duration::from_secs(5), inner.closed())
+                .await
+                .expect("the inner search is told to end");
+        }
     }
 }

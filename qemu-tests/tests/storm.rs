@@ -2,7 +2,8 @@
 //! whose link is capped (`tc tbf` on br0: what the namespace's own stack sends, which is the
 //! provider, dnsmasq and its mDNS; frames the bridge forwards between VMs do not pass it). The
 //! VMs find each other by mDNS (`_phase-peer._tcp`) and trade verified chunks, so the provider
-//! sends well under three copies of the release.
+//! sends well under three copies of the release. In internet mode two VMs find each other in
+//! the DHT (`/phase/peers/<manifest digest>`).
 
 mod common;
 
@@ -41,20 +42,7 @@ fn three_vms_boot_at_once_and_fetch_chunks_from_each_other() -> Result<()> {
         .sum();
     let work = env::work_dir("storm")?;
     let (mut lan, _p) = local_lan("storm", &work)?;
-    phase_qemu_tests::process::run(lan.command("tc").args([
-        "qdisc",
-        "add",
-        "dev",
-        "br0",
-        "root",
-        "tbf",
-        "rate",
-        PROVIDER_RATE,
-        "burst",
-        "32kb",
-        "latency",
-        "400ms",
-    ]))?;
+    cap_br0(&lan, PROVIDER_RATE)?;
     let tx_before = br0_tx_bytes(&lan)?;
     let mut vms = Vec::new();
     for i in 0..VMS {
@@ -102,6 +90,65 @@ fn three_vms_boot_at_once_and_fetch_chunks_from_each_other() -> Result<()> {
         "the provider sent {sent} bytes, not below two releases ({})",
         2 * release_bytes
     );
+    Ok(())
+}
+
+/// Caps what the LAN namespace sends out of br0 (the provider, dnsmasq, the DHT nodes) at
+/// `rate` (`tc tbf`), so that a fetch lasts long enough for peers to meet.
+fn cap_br0(lan: &phase_qemu_tests::netns::Lan, rate: &str) -> Result<()> {
+    phase_qemu_tests::process::run(lan.command("tc").args([
+        "qdisc", "add", "dev", "br0", "root", "tbf", "rate", rate, "burst", "32kb", "latency",
+        "400ms",
+    ]))?;
+    Ok(())
+}
+
+/// Issue 19 §3, the DHT half: two VMs boot at once in internet mode (DHT discovery, the
+/// provider capped). Each announces its chunk server under `/phase/peers/<manifest digest>` in
+/// the DHT, and at least one finds the other there (`peers: found in the DHT`), which a boot
+/// without the DHT peer record cannot log. Both reach `target ready`.
+#[test]
+fn two_vms_in_internet_mode_find_each_other_in_the_dht() -> Result<()> {
+    let test = "two_vms_in_internet_mode_find_each_other_in_the_dht";
+    if !ready(test)? {
+        return Ok(());
+    }
+    let work = env::work_dir("storm-dht")?;
+    let (mut lan, _dht, bootstrap) = internet_lan("stormdht", &work, 3)?;
+    cap_br0(&lan, PROVIDER_RATE)?;
+    let mut vms = Vec::new();
+    for i in 0..2u8 {
+        let cfg = vm_config(
+            &format!("stormdht{i}"),
+            "internet",
+            &format!("phase.bootstrap={bootstrap}"),
+            0x70 + i,
+        )?;
+        vms.push(Vm::start(&mut lan, cfg, &work)?);
+    }
+    for vm in vms.iter_mut() {
+        expect_boot_stage(vm, "internet", "dht")?;
+    }
+    for vm in vms.iter_mut() {
+        expect_kexec_and_target(vm)?;
+    }
+    let mut found = 0;
+    for (i, vm) in vms.iter().enumerate() {
+        let lines = vm.lines();
+        if !lines.iter().any(|l| {
+            l.contains("peers: announcing http://192.0.2.") && l.contains(" in the DHT for sha256:")
+        }) {
+            return Err(vm.failure("no `peers: announcing ... in the DHT` line"));
+        }
+        for l in lines
+            .iter()
+            .filter(|l| l.contains("peers: found in the DHT http://192.0.2."))
+        {
+            eprintln!("storm-dht: vm {i}: {}", l.trim());
+            found += 1;
+        }
+    }
+    ensure!(found >= 1, "neither VM found the other in the DHT");
     Ok(())
 }
 

@@ -146,6 +146,55 @@ impl std::fmt::Debug for PeerFinder {
     }
 }
 
+impl PeerFinder {
+    /// One finder over several (the boot stage's mDNS and DHT searches): for each manifest it
+    /// starts every one of `finders` and reports the union of their lists, in the order the
+    /// URLs arrived, without duplicates, at most `cap` URLs. A task on the current tokio
+    /// runtime forwards the lists; it ends, dropping the inner receivers (which ends the inner
+    /// searches), when every receiver of the union is dropped.
+    pub fn union(finders: Vec<PeerFinder>, cap: usize) -> PeerFinder {
+        PeerFinder(Arc::new(move |m: &VerifiedManifest| {
+            let inner: Vec<FoundPeers> = finders.iter().map(|f| (f.0)(m)).collect();
+            let (tx, rx) = watch::channel(Vec::new());
+            tokio::spawn(forward_union(inner, tx, cap));
+            rx
+        }))
+    }
+}
+
+/// Copies every URL new to `tx`'s list from `inner` (up to `cap`) whenever one of them changes,
+/// until `tx` has no receiver. An inner search that ends (its sender dropped) leaves the rest
+/// running.
+async fn forward_union(mut inner: Vec<FoundPeers>, tx: watch::Sender<Vec<String>>, cap: usize) {
+    loop {
+        for rx in &mut inner {
+            let list = rx.borrow_and_update().clone();
+            tx.send_if_modified(|all| {
+                let before = all.len();
+                for url in list {
+                    if all.len() < cap && !all.contains(&url) {
+                        all.push(url);
+                    }
+                }
+                all.len() != before
+            });
+        }
+        if inner.is_empty() {
+            tx.closed().await;
+            return;
+        }
+        let changed =
+            futures::future::select_all(inner.iter_mut().map(|rx| Box::pin(rx.changed())));
+        let ended = tokio::select! {
+            () = tx.closed() => return,
+            (res, i, _) = changed => res.is_err().then_some(i),
+        };
+        if let Some(i) = ended {
+            inner.swap_remove(i);
+        }
+    }
+}
+
 /// One artifact, verified and renamed to its final path.
 #[derive(Debug)]
 pub struct VerifiedFile {
