@@ -52,7 +52,9 @@ async fn network() -> (Vec<DhtNode>, libp2p::Multiaddr) {
     (nodes, boot)
 }
 
-async fn provider(boot: &libp2p::Multiaddr, n: u32, ttl: Duration) -> DhtNode {
+/// A server-mode node (listening, so that its provider records are handed out with its
+/// address) for publishing raw records.
+async fn server(boot: &libp2p::Multiaddr) -> DhtNode {
     let node = DhtNode::start(DhtConfig {
         keypair: identity::ephemeral(),
         listen: listen(),
@@ -61,6 +63,11 @@ async fn provider(boot: &libp2p::Multiaddr, n: u32, ttl: Duration) -> DhtNode {
     })
     .unwrap();
     node.listen_addrs(Duration::from_secs(5)).await;
+    node
+}
+
+async fn provider(boot: &libp2p::Multiaddr, n: u32, ttl: Duration) -> DhtNode {
+    let node = server(boot).await;
     node.publish(vec![Publication {
         channel: "stable".into(),
         arch: Arch::X86_64,
@@ -217,14 +224,7 @@ async fn records_in_another_peers_name_are_refused_and_a_junk_flood_keeps_nothin
     let (_nodes, boot) = network().await;
     let hour = Duration::from_secs(3600);
     let honest = provider(&boot, 55, hour).await;
-    let attacker = DhtNode::start(DhtConfig {
-        keypair: identity::ephemeral(),
-        listen: listen(),
-        bootstrap: vec![boot.clone()],
-        role: Role::Server,
-    })
-    .unwrap();
-    attacker.listen_addrs(Duration::from_secs(5)).await;
+    let attacker = server(&boot).await;
     let lie = ManifestRecord {
         channel: "stable".into(),
         arch: "x86_64".into(),
@@ -261,20 +261,6 @@ fn boot_peer(boot: &libp2p::Multiaddr, m: &[u8], n: u32) -> DhtNode {
         Duration::from_secs(60),
     )
     .unwrap();
-    node
-}
-
-/// A server-mode node (listening, so that its provider records are handed out with its
-/// address) for publishing raw records.
-async fn server(boot: &libp2p::Multiaddr) -> DhtNode {
-    let node = DhtNode::start(DhtConfig {
-        keypair: identity::ephemeral(),
-        listen: listen(),
-        bootstrap: vec![boot.clone()],
-        role: Role::Server,
-    })
-    .unwrap();
-    node.listen_addrs(Duration::from_secs(5)).await;
     node
 }
 
