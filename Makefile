@@ -170,7 +170,8 @@ $(DEPS_STAMP):
 # SKIP_BUILD=1 uses the binaries already in $(BIN_DIR) (still checked to be static).
 # Every user-facing target reaches `deps` through `build` (or directly), so a fresh checkout's
 # first command installs what it needs (issue 16).
-# ARCH=arm64 also builds the host's plasmd, which signs the release.
+# ARCH=arm64 also builds the host's plasmd, which signs the release. $(BIN_DIR)/phase, the
+# `phase` tool for hosts, is a link to phase-init, which runs the tool when called by that name.
 FILE_ARCH := $(if $(filter aarch64,$(ARCH)),ARM aarch64,x86-64)
 # phase-init and phase-provider build apart (issue 18 §1): cargo unifies the features of the
 # packages of one build, and plasmd's tracing-subscriber env-filter (regex-automata) must not
@@ -184,6 +185,8 @@ build: deps $(ARM64_STAMP)
 	$(if $(filter 1,$(SKIP_BUILD)),@echo "build: SKIP_BUILD=1 so using $(BIN_DIR)",$(CARGO_BUILD) -p phase-init)
 	$(if $(filter 1,$(SKIP_BUILD)),,$(if $(PLASMD_OPT_LEVEL),CARGO_PROFILE_RELEASE_OPT_LEVEL=$(PLASMD_OPT_LEVEL)) $(CARGO_BUILD) -p phase-provider)
 	$(if $(or $(filter 1,$(SKIP_BUILD)),$(filter x86_64,$(ARCH))),,CARGO_PROFILE_RELEASE_OPT_LEVEL=3 RUSTFLAGS="$(STATIC_RUSTFLAGS)" cargo build --release --target $(HOST_TRIPLE) -p phase-provider)
+	@# The host's `phase` tool is the same multicall binary (issue 18 §1): a link named phase.
+	@ln -sfn phase-init $(BIN_DIR)/phase
 	@for b in phase-init phase plasmd; do \
 	    file -L $(BIN_DIR)/$$b | grep -qE 'statically linked|static-pie linked' || { echo "build: $(BIN_DIR)/$$b is not static" >&2; exit 1; }; \
 	    file -L $(BIN_DIR)/$$b | grep -q '$(FILE_ARCH)' || { echo "build: $(BIN_DIR)/$$b is not $(FILE_ARCH)" >&2; exit 1; }; \

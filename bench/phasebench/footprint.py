@@ -23,7 +23,7 @@ def run_section(s, res):
     else:
         missing = [p for p in (ours or "build/initramfs.cpio.zst", base) if not os.path.exists(p)]
         res.skip(sec, "compressed initramfs (zstd -19)", f"missing {', '.join(missing)} (make initramfs bench-baseline)")
-    for name in ("phase-init", "phase", "plasmd"):
+    for name in ("phase-init", "plasmd"):
         n = _size(s.bin(name))
         if n is None:
             res.skip(sec, f"{name} binary (static, release)", f"{s.bin(name)} missing (make build)")

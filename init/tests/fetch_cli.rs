@@ -11,8 +11,24 @@ use std::sync::Arc;
 use fetch_support::{data, Behaviour, Server, Signer};
 use tokio::process::Command;
 
-const PHASE: &str = env!("CARGO_BIN_EXE_phase");
 const PHASE_INIT: &str = env!("CARGO_BIN_EXE_phase-init");
+
+/// The host's `phase` tool as `make build` installs it: a link named `phase` to the one
+/// multicall binary (issue 18 §1), under cargo's scratch directory for integration tests.
+/// Made once per test process; the rename makes it safe for the processes nextest runs at once.
+fn phase() -> &'static Path {
+    static LINK: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    LINK.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("phase-tool");
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("phase");
+        let tmp = dir.join(format!("phase.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(PHASE_INIT, &tmp).unwrap();
+        std::fs::rename(&tmp, &link).unwrap();
+        link
+    })
+}
 const MANIFEST: &str = "/stable/x86_64/manifest.json";
 
 async fn run(cmd: &mut Command) -> Output {
@@ -57,7 +73,7 @@ async fn verify_exit_status_is_0_valid_1_refused_2_usage() {
     let d = dir.path();
     release_dir(&signer, d, &data(100, 1), &data(200, 2));
     let verify = |args: &[&str]| {
-        let mut c = Command::new(PHASE);
+        let mut c = Command::new(phase());
         c.arg("verify").args(args);
         c
     };
@@ -119,7 +135,7 @@ async fn verify_with_artifacts_refuses_a_tampered_file() {
             .arg(d)
             .arg(d.join("manifest.json"));
     };
-    let mut c = Command::new(PHASE);
+    let mut c = Command::new(phase());
     args(&mut c);
     let ok = run(&mut c).await;
     assert_eq!(ok.status.code(), Some(0));
@@ -132,7 +148,7 @@ async fn verify_with_artifacts_refuses_a_tampered_file() {
     let mut k = std::fs::read(d.join("kernel")).unwrap();
     k[7] ^= 1;
     std::fs::write(d.join("kernel"), &k).unwrap();
-    let mut c = Command::new(PHASE);
+    let mut c = Command::new(phase());
     args(&mut c);
     let bad = run(&mut c).await;
     assert_eq!(bad.status.code(), Some(1));
@@ -143,7 +159,7 @@ async fn verify_with_artifacts_refuses_a_tampered_file() {
     );
 
     std::fs::write(d.join("kernel"), b"short").unwrap();
-    let mut c = Command::new(PHASE);
+    let mut c = Command::new(phase());
     args(&mut c);
     let short = run(&mut c).await;
     assert_eq!(short.status.code(), Some(1));
@@ -161,7 +177,7 @@ async fn link_named_phase_verify_runs_the_verify_subcommand() {
     let d = dir.path();
     release_dir(&signer, d, &data(100, 1), &data(200, 2));
     let link = d.join("phase-verify");
-    std::os::unix::fs::symlink(PHASE, &link).unwrap();
+    std::os::unix::fs::symlink(phase(), &link).unwrap();
     let out = run(Command::new(&link)
         .arg("--trust")
         .arg(d.join("trust.toml"))
@@ -228,7 +244,7 @@ async fn fetch_writes_verified_artifacts_and_prints_stage_lines() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("trust.toml"), signer.trust.to_toml()).unwrap();
-    let out = run(Command::new(PHASE)
+    let out = run(Command::new(phase())
         .args([
             "fetch",
             "--manifest-url",
@@ -263,7 +279,7 @@ async fn fetch_writes_verified_artifacts_and_prints_stage_lines() {
 
     // A failing fetch exits 1 and names the failure.
     server.route("/stable/x86_64/kernel", Behaviour::Status(404));
-    let out = run(Command::new(PHASE)
+    let out = run(Command::new(phase())
         .args(["fetch", "-q", "--manifest-url", &server.url(MANIFEST)])
         .arg("--trust")
         .arg(d.join("trust.toml"))
@@ -319,7 +335,7 @@ async fn enospc_in_the_output_dir_fails_and_removes_the_partial() {
     let script = format!(
         "mount -t tmpfs -o size=256k phase-enospc {out} && {phase} fetch -q --manifest-url {url} --trust {trust} --out {out}; rc=$?; echo \"LISTING:$(ls -A {out} | tr '\\n' ' ')\"; exit $rc",
         out = out_dir.display(),
-        phase = PHASE,
+        phase = phase().display(),
         url = server.url(MANIFEST),
         trust = d.join("trust.toml").display(),
     );
@@ -360,7 +376,7 @@ async fn fetch_drops_a_slow_source_naming_its_url_rate_and_window() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("trust.toml"), signer.trust.to_toml()).unwrap();
-    let out = run(Command::new(PHASE)
+    let out = run(Command::new(phase())
         .args(["fetch", "-q", "--manifest-url", &server.url(MANIFEST)])
         .args(["--provider", &mirror.base()])
         .args(["--min-rate", "65536", "--min-rate-window", "500"])
@@ -396,7 +412,7 @@ async fn fetch_drops_a_slow_source_naming_its_url_rate_and_window() {
 
 #[tokio::test]
 async fn fetch_help_documents_the_minimum_rate_flags_and_defaults() {
-    let out = run(Command::new(PHASE).args(["fetch", "--help"])).await;
+    let out = run(Command::new(phase()).args(["fetch", "--help"])).await;
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
     for needle in [
@@ -444,7 +460,7 @@ async fn full_cache_fails_the_state_save_but_not_the_fetch_and_keeps_the_old_sta
          echo \"STATE:$(tr -d ' \\n' < {st}/state.json)\"; echo \"LISTING:$(ls -A {st} | tr '\\n' ' ')\"; exit $rc",
         st = state.display(),
         pre = prepared.display(),
-        phase = PHASE,
+        phase = phase().display(),
         url = server.url(MANIFEST),
         trust = d.join("trust.toml").display(),
         out = d.join("out").display(),
