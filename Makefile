@@ -432,7 +432,7 @@ bench-smoke: bench-deps build release bench-baseline
 ## --- fuzz (issue 15 §1; see docs/testing.md "Fuzzing") ---
 # make fuzz: every cargo-fuzz target of fuzz/ for FUZZ_SECONDS each, one after another; fails
 # naming the target and its crash input under build/fuzz/artifacts/<target>/. The working corpus
-# is build/fuzz/corpus/<target> (fuzz/seeds/ is only read). make fuzz-smoke: 15 s each.
+# is build/fuzz/corpus/<target> (fuzz/seeds/ is only read). make fuzz-smoke: 10 s each.
 CARGO_FUZZ_VERSION := 0.13.2
 FUZZ_SECONDS ?= 60
 # Empty: every target `cargo fuzz list` names (the [[bin]]s of fuzz/Cargo.toml).
@@ -443,7 +443,7 @@ fuzz-deps:
 fuzz: fuzz-deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_OUT=$(BUILD)/fuzz scripts/fuzz.sh $(FUZZ_TARGETS)
 fuzz-smoke: fuzz-deps
-	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=15
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
 ## --- end fuzz ---
 
 # ---- clean --------------------------------------------------------------------------------
