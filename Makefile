@@ -144,8 +144,8 @@ else
 endif
 KERNEL_PACKAGES := linux-source build-essential bc flex bison libelf-dev libssl-dev xz-utils
 
-.PHONY: check-disk all deps build layout-tool initramfs initramfs-compressed-modules rootfs keys release image esp write-usb kernel \
-  check-kernel-config test test-build test-deps test-qemu test-qemu-x86 test-qemu-arm run clean check-make-deps distro-rootfs
+.PHONY: check-disk all deps build layout-tool initramfs initramfs-compressed-modules rootfs keys release image esp write-usb kernel kernel-image \
+  check-kernel-config test test-build test-deps test-background test-qemu test-qemu-x86 test-qemu-arm run clean check-make-deps distro-rootfs
 
 all: release
 
@@ -294,7 +294,10 @@ write-usb:
 	scripts/write-usb.sh "$(DEV)" $(IMAGE)
 
 # ---- kernel -------------------------------------------------------------------------------
-kernel: deps layout-tool
+kernel: deps layout-tool kernel-image
+# The build alone, without kernel's prerequisites (`make test` builds layout-tool and installs
+# the kernel source before it starts this in the background).
+kernel-image:
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) KERNEL_SRC="$(KERNEL_SRC)" KERNEL_BASE=$(KERNEL_BASE) JOBS=$(JOBS) SUDO="$(SUDO)" \
 	  KARCH=$(if $(filter aarch64,$(ARCH)),arm64,x86_64) KERNEL_SRC_DIR=$(BUILD)/kernel-src \
 	  KERNEL_PACKAGES="$(KERNEL_PACKAGES)" LAYOUT_TOOL=$(LAYOUT_TOOL) \
@@ -305,20 +308,26 @@ check-kernel-config: deps layout-tool
 	$(LAYOUT_TOOL) check-kernel-config --config $(KCONFIG)
 
 # ---- tests --------------------------------------------------------------------------------
-# The builds that need no quiet machine (the two kernels, the arm64 cross build) run niced in
-# the background (scripts/beside.sh) beside parts that leave a core idle: the x86_64 kernel
-# beside fuzz-smoke and bench-smoke, the arm64 build and kernel beside the x86_64 QEMU tests,
-# which boot one VM at a time. Every apt-get install runs first (test-deps): two at once fail on
-# dpkg's lock. Their logs: $(BUILD)/logs/. Measured: see docs/testing.md "CI time".
-test: check-disk test-build test-deps
-	scripts/beside.sh $(BUILD)/logs/test-kernel-x86_64.log \
-	  '[ -f $(KERNEL_IMAGE) ] || $(MAKE) --no-print-directory kernel' \
-	  $(MAKE) --no-print-directory fuzz-smoke bench-smoke
-	scripts/beside.sh $(BUILD)/logs/test-build-arm64.log \
-	  '$(MAKE) --no-print-directory ARCH=arm64 build && \
-	   { [ -f $(BUILD)/kernel-arm64/Image ] || $(MAKE) --no-print-directory ARCH=arm64 kernel; }' \
-	  $(MAKE) --no-print-directory test-qemu
-	$(MAKE) --no-print-directory test-qemu-arm
+# Every install first (test-deps: two apt-get installs at once fail on dpkg's lock). Then the
+# builds that need no quiet machine, the two kernels and the arm64 cross build, run one after
+# another niced in the background (scripts/beside.sh, test-background) from the start: they
+# take the core that the foreground leaves idle (the fuzz runs, the single-threaded link and
+# compression steps, the one-VM-at-a-time x86_64 QEMU tests). Last, the tests that need them:
+# the x86_64 test of the own kernel and the arm64 QEMU tests. Logs: $(BUILD)/logs/. Measured:
+# docs/testing.md "CI time".
+OWN_KERNEL_X86_TEST := custom_kernel_boots_without_modules_and_kexecs
+test: check-disk test-deps layout-tool
+	scripts/beside.sh $(BUILD)/logs/test-background.log \
+	  '$(MAKE) --no-print-directory test-background' \
+	  $(MAKE) --no-print-directory test-build fuzz-smoke bench-smoke test-qemu SKIP_QEMU_TESTS=$(OWN_KERNEL_X86_TEST)
+	$(MAKE) --no-print-directory test-qemu-arm ALSO_QEMU_TESTS=$(OWN_KERNEL_X86_TEST)
+# The background half of `make test`: the kernels (x86_64, then arm64), then the arm64 cross
+# build. Nothing here installs anything (test-deps did) or builds layout-tool (test did), so it
+# never waits on dpkg's lock or on the foreground's cargo lock of target/debug.
+test-background:
+	[ -f $(BUILD)/kernel/bzImage ] || $(MAKE) --no-print-directory kernel-image
+	[ -f $(BUILD)/kernel-arm64/Image ] || $(MAKE) --no-print-directory ARCH=arm64 kernel-image
+	$(MAKE) --no-print-directory ARCH=arm64 build
 # Everything `make test` installs (Debian packages for both architectures, the kernel source,
 # Debian's arm64 kernel and busybox, cargo-fuzz, the Debian rootfs for ROOTFS=), one after
 # another, before anything runs in the background.
@@ -367,8 +376,10 @@ test-build: deps
 
 ## --- qemu tests (owned by qemu helper) ---
 # Boot tests under QEMU/TCG, one at a time (.config/nextest.toml); see docs/testing.md.
-# They need the release tree, the USB image (test 6) and the custom kernel (test 7, ~6 min the
+# They need the release tree, the USB image (test 6) and the custom kernel (test 7, ~10 min the
 # first time). A single test: make test-qemu T=local_mode_boots_via_mdns_and_target_serves
+# SKIP_QEMU_TESTS="NAME..." leaves out the tests of those exact names (and, for the own-kernel
+# test, the kernel build it needs).
 test-qemu-x86: test-qemu
 test-qemu: deps release $(BUILD)/chrony/usr/sbin/chronyd
 	cargo build -q -p phase-discovery --bin phase-discovery-probe
@@ -377,19 +388,26 @@ test-qemu: deps release $(BUILD)/chrony/usr/sbin/chronyd
 	$(MAKE) --no-print-directory distro-rootfs DISTRO=debian
 	$(MAKE) --no-print-directory release ROOTFS=$(BUILD)/distro/debian.tar INIT=/lib/systemd/systemd \
 	  RELEASE_ROOT=$(BUILD)/release-debian
-	[ -f $(KERNEL_IMAGE) ] || $(MAKE) --no-print-directory kernel
+	$(if $(filter $(OWN_KERNEL_X86_TEST),$(SKIP_QEMU_TESTS)),,[ -f $(KERNEL_IMAGE) ] || $(MAKE) --no-print-directory kernel)
 	if cargo nextest --version >/dev/null 2>&1; then \
-	  cargo nextest run -p phase-qemu-tests --no-fail-fast -E 'not binary(arm64)' $(T); \
-	else cargo test -p phase-qemu-tests --no-fail-fast $(T) -- --test-threads 1 --skip arm64_; fi
+	  cargo nextest run -p phase-qemu-tests --no-fail-fast \
+	    -E 'not binary(arm64)$(foreach s,$(SKIP_QEMU_TESTS), and not test(=$(s)))' $(T); \
+	else cargo test -p phase-qemu-tests --no-fail-fast $(T) -- --test-threads 1 --skip arm64_ \
+	  $(foreach s,$(SKIP_QEMU_TESTS),--skip $(s)); fi
 # arm64 guests (issue 17 §3): the arm64 release from a cross build, served beside x86_64's by
 # the host's plasmd from one tree, booted under qemu-system-aarch64 (TCG, one VM at a time).
+# ALSO_QEMU_TESTS="NAME..." runs the x86_64 tests of those exact names in the same run (`make
+# test`: the own-kernel test, whose kernel was built in the background).
 test-qemu-arm: deps release
 	$(MAKE) --no-print-directory ARCH=arm64 deps release
 	$(MAKE) --no-print-directory ARCH=arm64 image MODE=local
 	[ -f $(BUILD)/kernel-arm64/Image ] || $(MAKE) --no-print-directory ARCH=arm64 kernel
+	$(if $(filter $(OWN_KERNEL_X86_TEST),$(ALSO_QEMU_TESTS)),[ -f $(KERNEL_IMAGE) ] || $(MAKE) --no-print-directory kernel)
 	if cargo nextest --version >/dev/null 2>&1; then \
-	  cargo nextest run -p phase-qemu-tests --no-fail-fast --test arm64 $(T); \
-	else cargo test -p phase-qemu-tests --no-fail-fast --test arm64 $(T) -- --test-threads 1; fi
+	  cargo nextest run -p phase-qemu-tests --no-fail-fast \
+	    -E 'binary(arm64)$(foreach s,$(ALSO_QEMU_TESTS), or test(=$(s)))' $(T); \
+	else cargo test -p phase-qemu-tests --no-fail-fast --test arm64 $(T) -- --test-threads 1 \
+	  $(if $(ALSO_QEMU_TESTS),&& cargo test -p phase-qemu-tests --no-fail-fast -- --test-threads 1 --exact $(ALSO_QEMU_TESTS)); fi
 # A real NTP server for the no-clock boot test, unpacked from Debian's chrony package instead
 # of installed, so that no chronyd service starts on this host.
 $(BUILD)/chrony/usr/sbin/chronyd: | deps
