@@ -12,6 +12,7 @@ use fetch_support::{data, Behaviour, Server, Signer};
 use tokio::process::Command;
 
 const PHASE_INIT: &str = env!("CARGO_BIN_EXE_phase-init");
+const MANIFEST: &str = "/stable/x86_64/manifest.json";
 
 /// The host's `phase` tool as `make build` installs it: a link named `phase` to the one
 /// multicall binary (issue 18 §1), under cargo's scratch directory for integration tests.
@@ -29,7 +30,6 @@ fn phase() -> &'static Path {
         link
     })
 }
-const MANIFEST: &str = "/stable/x86_64/manifest.json";
 
 async fn run(cmd: &mut Command) -> Output {
     let out = tokio::time::timeout(std::time::Duration::from_secs(120), cmd.output())
