@@ -491,6 +491,7 @@ async fn network_release(
         match crate::peers::BootPeers::start(lease.granted.addr, &lease.iface).await {
             Ok(peers) => {
                 opts.share = Some(peers.shelf());
+                opts.own_url = Some(peers.url().to_owned());
                 // In a mode that looks in the DHT, peers are looked for there too.
                 let dht = (p
                     .mode

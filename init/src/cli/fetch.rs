@@ -39,7 +39,10 @@ pub struct FetchArgs {
     pub peers: Vec<String>,
     /// Serve every chunk verified so far to peers while fetching, on this address
     /// (`0.0.0.0:7400`), at `/<channel>/<arch>/<filename>` and its `.have` map. LAN only:
-    /// never on a machine that must not listen (private mode).
+    /// never on a machine that must not listen (private mode). With the address peers know
+    /// (`192.0.2.10:7400`, not 0.0.0.0), the first chunks asked of a provider start at this
+    /// machine's place among the peers' URLs, so a storm's machines ask the origin for
+    /// different chunks.
     #[arg(long, value_name = "ADDR:PORT")]
     pub serve: Option<std::net::SocketAddr>,
     /// With --serve: keep serving this long after the fetch completed, in milliseconds, or
@@ -166,6 +169,8 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {addr} for peers"))?;
             let shelf = Shelf::new();
             opts.share = Some(shelf.clone());
+            // Peers know this machine by the address it serves on (none for 0.0.0.0).
+            opts.own_url = (!addr.ip().is_unspecified()).then(|| format!("http://{addr}"));
             crate::log::line(&format!("serving verified chunks to peers on {addr}"));
             Some((shelf.clone(), tokio::spawn(share::serve(listener, shelf))))
         }

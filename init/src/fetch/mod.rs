@@ -95,6 +95,11 @@ pub struct FetchOptions {
     /// Offer every verified chunk of a v2 artifact on this shelf while fetching, for peers
     /// ([`share`]); the caller serves it. `None` serves nothing (private mode).
     pub share: Option<share::Shelf>,
+    /// This machine's peer base URL as its peers know it (`http://192.0.2.10:7400`: the
+    /// `--serve` address, the boot stage's mDNS advert). With it, the chunks this machine asks
+    /// a provider for first start at its place among the peers' URLs ([`swarm`], "Spread"),
+    /// so a storm's machines take different chunks from the origin. `None`: no place.
+    pub own_url: Option<String>,
     /// Called once the manifest verified, before the artifacts: starts looking for peers of
     /// that release (the boot stage's mDNS, [`crate::peers`]) and returns the growing list of
     /// their base URLs, which the swarm takes peers from while it runs. `None`: only `peers`.
@@ -126,6 +131,7 @@ impl FetchOptions {
             swarm: Some(swarm::SwarmOptions::default()),
             peers: Vec::new(),
             share: None,
+            own_url: None,
             peer_finder: None,
         }
     }
@@ -496,6 +502,10 @@ async fn one_artifact(
     let mut meter = progress::Meter::new(name, a.size_bytes, opts.progress);
     let peers = sources::peer_urls(m.manifest(), a, &opts.peers);
     let path = sources::peer_path(m.manifest(), a);
+    let own = opts
+        .own_url
+        .as_ref()
+        .and_then(|u| sources::peer_urls(m.manifest(), a, std::slice::from_ref(u)).pop());
     // Chunk by chunk when there is more than one source, or when the chunks are shared (`phase
     // fetch --serve`). With one provider and peers that may turn up (the boot stage), stream
     // first: the whole-file hash alone costs half the SHA-256 work of checking every chunk too
@@ -507,6 +517,7 @@ async fn one_artifact(
         peers: &peers,
         share: opts.share.as_ref().map(|s| (s, path.as_str())),
         found: found.map(|rx| (rx, path.as_str())),
+        own: own.as_ref(),
     };
     let dir = &opts.out_dir;
     let outcome = match (opts.swarm, a.chunking(), several, found) {

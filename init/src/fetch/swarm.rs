@@ -29,6 +29,14 @@
 //!   provider is asked only when the client is starved. A storm of N machines then draws about
 //!   `ORIGIN_SHARE` copies from the origin rather than one per machine whose few active peers
 //!   lack a chunk (issue 19 §4: origin egress <= 3 F at N = 64).
+//! - **Spread**: when this machine's own URL is known ([`Sources::own`]: `--serve <ip>:<port>`,
+//!   the boot stage's advert), a provider gets, among the missing chunks equally rare at the
+//!   active peers, the first at or after this machine's place `r * n / m` (`r`: its rank among
+//!   the `m` URLs of the peers it knows and its own, sorted as strings; `n` chunks), wrapping
+//!   round. Machines that know the same peers start at different chunks, so the origin's
+//!   first round covers the release instead of repeating some chunks (64 random first picks
+//!   of 64 chunks leave about a third unsent, which then trickle from the origin late). Ties
+//!   at peers stay random.
 //! - **Bounds**: at most `per_source` requests in flight per source and `max_in_flight` in
 //!   all; a request holds at most one chunk (`chunk_size` bytes) in memory.
 //! - **Endgame**: once no chunk is left unrequested, a source with a free slot asks for a chunk
@@ -145,6 +153,8 @@ pub struct Sources<'a> {
     /// ([`super::sources::peer_path`]). Each new base becomes a waiting peer; the list only
     /// grows, and a closed channel just stops adding.
     pub found: Option<(&'a FoundPeers, &'a str)>,
+    /// This machine's own URL of the artifact as its peers know it (module docs, "Spread").
+    pub own: Option<&'a Url>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -425,7 +435,12 @@ async fn run(
                 chunks,
                 &srcs,
                 &requests,
-                starved,
+                Turn {
+                    starved,
+                    spread: sources
+                        .own
+                        .and_then(|own| spread_start(&srcs, own, chunks.len())),
+                },
                 opts,
                 &mut next_source,
                 &mut rng,
@@ -721,6 +736,17 @@ fn activate(srcs: &mut [Source], waiting: &mut Vec<usize>, max_peers: usize) {
     }
 }
 
+/// This machine's place in a storm (module docs, "Spread"): with `own` the rank among the
+/// known peers' URLs and itself, sorted as strings (`r` of `m`), the chunk index
+/// `r * n_chunks / m` (`0..n_chunks`). `None` with no peer known.
+fn spread_start(srcs: &[Source], own: &Url, n_chunks: usize) -> Option<usize> {
+    let peers = srcs.iter().filter(|s| s.have.is_some() && s.url != *own);
+    let (rank, m) = peers.fold((0usize, 1usize), |(r, m), s| {
+        (r + usize::from(s.url.as_str() < own.as_str()), m + 1)
+    });
+    (m > 1).then(|| rank * n_chunks / m)
+}
+
 /// Moves each silent active peer ([`Source::silent_at`] passed) to the front of `waiting`
 /// (tried last) while another peer waits, logs it, and activates the next; returns when the
 /// next active peer turns silent, if one may.
@@ -753,13 +779,22 @@ fn rotate_silent(
     srcs.iter().filter_map(Source::silent_at).min()
 }
 
+/// What [`pick`] knows of this client besides its chunks, sources and requests.
+#[derive(Debug, Clone, Copy, Default)]
+struct Turn {
+    /// No request has been in flight at any peer for [`STARVED_AFTER`].
+    starved: bool,
+    /// This machine's place in the storm ([`spread_start`]), when its own URL is known.
+    spread: Option<usize>,
+}
+
 /// The next (source, chunk) to request, or `None` when nothing can be asked now (module docs:
 /// rarest first for peers, unheld chunks for providers, endgame copies last).
 fn pick(
     chunks: &[Chunk],
     srcs: &[Source],
     requests: &HashMap<(usize, u64), (AbortHandle, Instant)>,
-    starved: bool,
+    turn: Turn,
     opts: SwarmOptions,
     next_source: &mut usize,
     rng: &mut impl Rng,
@@ -782,7 +817,7 @@ fn pick(
         .keys()
         .filter(|(s, _)| srcs[*s].have.is_some())
         .count();
-    let starved = starved && to_peers == 0;
+    let starved = turn.starved && to_peers == 0;
     // Under-supplied: fewer requests at peers than one peer's slots. Then a provider may also
     // take a chunk no active peer holds (a small swarm keeps the origin busy, a big one not).
     // ...but only within this client's origin share (module docs).
@@ -821,8 +856,16 @@ fn pick(
                 let ties: Vec<usize> = (0..chunks.len())
                     .filter(|c| wanted(*c) && avail[*c] == r)
                     .collect();
-                ties.get(rng.gen_range(0..ties.len().max(1)))
-                    .map(|c| *c as u64)
+                match turn.spread.filter(|_| !peer) {
+                    // A provider: the first tie at or after this machine's place (Spread).
+                    Some(start) => ties
+                        .iter()
+                        .min_by_key(|c| (**c + chunks.len() - start) % chunks.len())
+                        .map(|c| *c as u64),
+                    None => ties
+                        .get(rng.gen_range(0..ties.len().max(1)))
+                        .map(|c| *c as u64),
+                }
             })
         } else {
             // A provider copies only a chunk in flight for ENDGAME_PROVIDER_AFTER already.
@@ -1043,6 +1086,13 @@ mod tests {
 
     type Requests = HashMap<(usize, u64), (AbortHandle, Instant)>;
 
+    fn turn(starved: bool) -> Turn {
+        Turn {
+            starved,
+            spread: None,
+        }
+    }
+
     fn request(reqs: &mut Requests, srcs: &mut [Source], s: usize, c: u64, age: Duration) {
         srcs[s].in_flight += 1;
         let at = Instant::now().checked_sub(age).unwrap();
@@ -1064,7 +1114,7 @@ mod tests {
                 &chunks,
                 &srcs,
                 &HashMap::new(),
-                false,
+                turn(false),
                 SwarmOptions::default(),
                 &mut next,
                 &mut rng,
@@ -1093,14 +1143,22 @@ mod tests {
         let mut rng = rand::thread_rng();
         let mut next = 0;
         assert_eq!(
-            pick(&chunks, &srcs, &reqs, true, opts, &mut next, &mut rng),
+            pick(&chunks, &srcs, &reqs, turn(true), opts, &mut next, &mut rng),
             None
         );
         // A chunk no peer holds, while the peers are under-supplied: the provider takes it.
         srcs[1].have = Some(vec![true, false, true, true]);
         reqs.remove(&(1, 3));
         // (The peer's slots stay full, so only the provider can be picked.)
-        let got = pick(&chunks, &srcs, &reqs, false, opts, &mut next, &mut rng);
+        let got = pick(
+            &chunks,
+            &srcs,
+            &reqs,
+            turn(false),
+            opts,
+            &mut next,
+            &mut rng,
+        );
         assert_eq!(
             got,
             Some((0, 1)),
@@ -1110,24 +1168,32 @@ mod tests {
         let mut idle = Requests::new();
         srcs[1].in_flight = 0;
         srcs[1].out = Some("gone");
-        let got = pick(&chunks, &srcs, &idle, true, opts, &mut next, &mut rng);
+        let got = pick(&chunks, &srcs, &idle, turn(true), opts, &mut next, &mut rng);
         assert!(matches!(got, Some((0, 0 | 1))), "{got:?}");
         // With no usable peer the provider is asked freely even before STARVED_AFTER.
-        let got = pick(&chunks, &srcs, &idle, false, opts, &mut next, &mut rng);
+        let got = pick(
+            &chunks,
+            &srcs,
+            &idle,
+            turn(false),
+            opts,
+            &mut next,
+            &mut rng,
+        );
         assert!(matches!(got, Some((0, 0 | 1))), "{got:?}");
         // Endgame: a provider copies a chunk only once it has been in flight long enough.
         srcs[1].out = None;
         let done = vec![Chunk::Done, Chunk::Done, Chunk::InFlight(1), Chunk::Done];
         request(&mut idle, &mut srcs, 1, 2, Duration::ZERO);
         assert_eq!(
-            pick(&done, &srcs, &idle, true, opts, &mut next, &mut rng),
+            pick(&done, &srcs, &idle, turn(true), opts, &mut next, &mut rng),
             None
         );
         let mut old = Requests::new();
         srcs[1].in_flight = 0;
         request(&mut old, &mut srcs, 1, 2, ENDGAME_PROVIDER_AFTER);
         assert_eq!(
-            pick(&done, &srcs, &old, false, opts, &mut next, &mut rng),
+            pick(&done, &srcs, &old, turn(false), opts, &mut next, &mut rng),
             Some((0, 2))
         );
     }
@@ -1157,18 +1223,134 @@ mod tests {
         request(&mut reqs, &mut srcs, 1, 2, Duration::ZERO);
         let mut rng = rand::thread_rng();
         let mut next = 0;
-        let got = pick(&chunks, &srcs, &reqs, false, opts, &mut next, &mut rng);
+        let got = pick(
+            &chunks,
+            &srcs,
+            &reqs,
+            turn(false),
+            opts,
+            &mut next,
+            &mut rng,
+        );
         assert!(matches!(got, Some((0, 0 | 1))), "{got:?}");
         // Its share taken (two delivered; its one slot free): the provider waits.
         srcs[0].served = 2;
         assert_eq!(
-            pick(&chunks, &srcs, &reqs, false, opts, &mut next, &mut rng),
+            pick(
+                &chunks,
+                &srcs,
+                &reqs,
+                turn(false),
+                opts,
+                &mut next,
+                &mut rng
+            ),
             None
         );
         // Starved (nothing in flight at any peer): it is asked again.
         let idle = Requests::new();
         srcs[1].in_flight = 0;
-        let got = pick(&chunks, &srcs, &idle, true, opts, &mut next, &mut rng);
+        let got = pick(&chunks, &srcs, &idle, turn(true), opts, &mut next, &mut rng);
         assert!(matches!(got, Some((0, 0 | 1))), "{got:?}");
+    }
+
+    #[test]
+    fn a_machines_place_is_its_rank_among_the_peers_it_knows() {
+        let own = Url::parse("http://192.0.2.13:7400/a").unwrap();
+        let mut srcs = vec![
+            source("http://192.0.2.1:8080/a", None),
+            source("http://192.0.2.11:7400/a", Some(vec![false; 4])),
+            source("http://192.0.2.14:7400/a", Some(vec![false; 4])),
+            source("http://192.0.2.12:7400/a", Some(vec![false; 4])),
+        ];
+        // Rank 2 of 4 (.11, .12 before .13; the provider does not count): chunk 2 * 64 / 4.
+        assert_eq!(spread_start(&srcs, &own, 64), Some(32));
+        // Listed as its own peer: not counted twice.
+        srcs.push(source("http://192.0.2.13:7400/a", Some(vec![false; 4])));
+        assert_eq!(spread_start(&srcs, &own, 64), Some(32));
+        // No peer known: no place.
+        assert_eq!(spread_start(&srcs[..1], &own, 64), None);
+    }
+
+    #[test]
+    fn a_provider_is_asked_first_for_the_chunk_at_this_machines_place() {
+        // Peers hold nothing yet, so every chunk is equally rare and the provider may take
+        // any (under-supplied); with a place it takes the one there, then the next free one.
+        let mut chunks = vec![Chunk::Missing; 64];
+        let srcs = vec![
+            source("http://192.0.2.1:8080/a", None),
+            source("http://192.0.2.11:7400/a", Some(vec![false; 64])),
+        ];
+        let spread = |start| Turn {
+            starved: false,
+            spread: Some(start),
+        };
+        let opts = SwarmOptions::default();
+        let mut rng = rand::thread_rng();
+        for _ in 0..20 {
+            let mut next = 0;
+            let got = pick(
+                &chunks,
+                &srcs,
+                &HashMap::new(),
+                spread(40),
+                opts,
+                &mut next,
+                &mut rng,
+            );
+            assert_eq!(got, Some((0, 40)));
+        }
+        chunks[40] = Chunk::InFlight(1);
+        chunks[41] = Chunk::Done;
+        let mut next = 0;
+        let got = pick(
+            &chunks,
+            &srcs,
+            &HashMap::new(),
+            spread(40),
+            opts,
+            &mut next,
+            &mut rng,
+        );
+        assert_eq!(got, Some((0, 42)));
+        // Wrapping round past the last chunk.
+        let mut next = 0;
+        let got = pick(
+            &chunks,
+            &srcs,
+            &HashMap::new(),
+            spread(63),
+            opts,
+            &mut next,
+            &mut rng,
+        );
+        assert_eq!(got, Some((0, 63)));
+        chunks[63] = Chunk::Done;
+        let got = pick(
+            &chunks,
+            &srcs,
+            &HashMap::new(),
+            spread(63),
+            opts,
+            &mut next,
+            &mut rng,
+        );
+        assert_eq!(got, Some((0, 0)));
+        // Without a place the provider's pick is random among the ties: not always chunk 42.
+        let picks: std::collections::HashSet<_> = (0..20)
+            .map(|_| {
+                let mut next = 0;
+                pick(
+                    &chunks,
+                    &srcs,
+                    &HashMap::new(),
+                    turn(false),
+                    opts,
+                    &mut next,
+                    &mut rng,
+                )
+            })
+            .collect();
+        assert!(picks.len() > 1, "{picks:?}");
     }
 }
