@@ -1281,76 +1281,28 @@ mod tests {
             source("http://192.0.2.1:8080/a", None),
             source("http://192.0.2.11:7400/a", Some(vec![false; 64])),
         ];
-        let spread = |start| Turn {
-            starved: false,
-            spread: Some(start),
-        };
-        let opts = SwarmOptions::default();
         let mut rng = rand::thread_rng();
+        let mut first_pick = |chunks: &[Chunk], spread: Option<usize>| {
+            let turn = Turn {
+                starved: false,
+                spread,
+            };
+            let opts = SwarmOptions::default();
+            pick(chunks, &srcs, &HashMap::new(), turn, opts, &mut 0, &mut rng)
+        };
         for _ in 0..20 {
-            let mut next = 0;
-            let got = pick(
-                &chunks,
-                &srcs,
-                &HashMap::new(),
-                spread(40),
-                opts,
-                &mut next,
-                &mut rng,
-            );
-            assert_eq!(got, Some((0, 40)));
+            assert_eq!(first_pick(&chunks, Some(40)), Some((0, 40)));
         }
         chunks[40] = Chunk::InFlight(1);
         chunks[41] = Chunk::Done;
-        let mut next = 0;
-        let got = pick(
-            &chunks,
-            &srcs,
-            &HashMap::new(),
-            spread(40),
-            opts,
-            &mut next,
-            &mut rng,
-        );
-        assert_eq!(got, Some((0, 42)));
+        assert_eq!(first_pick(&chunks, Some(40)), Some((0, 42)));
         // Wrapping round past the last chunk.
-        let mut next = 0;
-        let got = pick(
-            &chunks,
-            &srcs,
-            &HashMap::new(),
-            spread(63),
-            opts,
-            &mut next,
-            &mut rng,
-        );
-        assert_eq!(got, Some((0, 63)));
+        assert_eq!(first_pick(&chunks, Some(63)), Some((0, 63)));
         chunks[63] = Chunk::Done;
-        let got = pick(
-            &chunks,
-            &srcs,
-            &HashMap::new(),
-            spread(63),
-            opts,
-            &mut next,
-            &mut rng,
-        );
-        assert_eq!(got, Some((0, 0)));
+        assert_eq!(first_pick(&chunks, Some(63)), Some((0, 0)));
         // Without a place the provider's pick is random among the ties: not always chunk 42.
-        let picks: std::collections::HashSet<_> = (0..20)
-            .map(|_| {
-                let mut next = 0;
-                pick(
-                    &chunks,
-                    &srcs,
-                    &HashMap::new(),
-                    turn(false),
-                    opts,
-                    &mut next,
-                    &mut rng,
-                )
-            })
-            .collect();
+        let picks: std::collections::HashSet<_> =
+            (0..20).map(|_| first_pick(&chunks, None)).collect();
         assert!(picks.len() > 1, "{picks:?}");
     }
 }
