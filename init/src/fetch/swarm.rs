@@ -424,6 +424,10 @@ async fn run(
     let mut starved_since: Option<Instant> = None;
 
     loop {
+        // The peers known change only between rounds (Found events).
+        let spread = sources
+            .own
+            .and_then(|own| spread_start(&srcs, own, chunks.len()));
         while requests.len() < opts.max_in_flight.max(1) {
             if requests.keys().any(|(s, _)| srcs[*s].have.is_some()) {
                 starved_since = None;
@@ -435,12 +439,7 @@ async fn run(
                 chunks,
                 &srcs,
                 &requests,
-                Turn {
-                    starved,
-                    spread: sources
-                        .own
-                        .and_then(|own| spread_start(&srcs, own, chunks.len())),
-                },
+                Turn { starved, spread },
                 opts,
                 &mut next_source,
                 &mut rng,
@@ -780,7 +779,7 @@ fn rotate_silent(
 }
 
 /// What [`pick`] knows of this client besides its chunks, sources and requests.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Turn {
     /// No request has been in flight at any peer for [`STARVED_AFTER`].
     starved: bool,
@@ -1086,11 +1085,20 @@ mod tests {
 
     type Requests = HashMap<(usize, u64), (AbortHandle, Instant)>;
 
-    fn turn(starved: bool) -> Turn {
-        Turn {
+    /// [`pick`] with the default options and no place in the storm.
+    fn ask(
+        chunks: &[Chunk],
+        srcs: &[Source],
+        reqs: &Requests,
+        starved: bool,
+        next: &mut usize,
+        rng: &mut impl Rng,
+    ) -> Option<(usize, u64)> {
+        let turn = Turn {
             starved,
             spread: None,
-        }
+        };
+        pick(chunks, srcs, reqs, turn, SwarmOptions::default(), next, rng)
     }
 
     fn request(reqs: &mut Requests, srcs: &mut [Source], s: usize, c: u64, age: Duration) {
@@ -1110,15 +1118,7 @@ mod tests {
         let mut rng = rand::thread_rng();
         for _ in 0..20 {
             let mut next = 0;
-            let got = pick(
-                &chunks,
-                &srcs,
-                &HashMap::new(),
-                turn(false),
-                SwarmOptions::default(),
-                &mut next,
-                &mut rng,
-            );
+            let got = ask(&chunks, &srcs, &HashMap::new(), false, &mut next, &mut rng);
             assert_eq!(got, Some((0, 2)));
         }
     }
@@ -1135,30 +1135,18 @@ mod tests {
             source("http://192.0.2.1/a", None),
             source("http://192.0.2.11/a", Some(vec![true, true, true, true])),
         ];
-        let opts = SwarmOptions::default();
         let mut reqs = Requests::new();
         // The peer already has its two slots busy (chunks 2 and 3): not hungry, not starved.
         request(&mut reqs, &mut srcs, 1, 2, Duration::ZERO);
         request(&mut reqs, &mut srcs, 1, 3, Duration::ZERO);
         let mut rng = rand::thread_rng();
         let mut next = 0;
-        assert_eq!(
-            pick(&chunks, &srcs, &reqs, turn(true), opts, &mut next, &mut rng),
-            None
-        );
+        assert_eq!(ask(&chunks, &srcs, &reqs, true, &mut next, &mut rng), None);
         // A chunk no peer holds, while the peers are under-supplied: the provider takes it.
         srcs[1].have = Some(vec![true, false, true, true]);
         reqs.remove(&(1, 3));
         // (The peer's slots stay full, so only the provider can be picked.)
-        let got = pick(
-            &chunks,
-            &srcs,
-            &reqs,
-            turn(false),
-            opts,
-            &mut next,
-            &mut rng,
-        );
+        let got = ask(&chunks, &srcs, &reqs, false, &mut next, &mut rng);
         assert_eq!(
             got,
             Some((0, 1)),
@@ -1168,32 +1156,21 @@ mod tests {
         let mut idle = Requests::new();
         srcs[1].in_flight = 0;
         srcs[1].out = Some("gone");
-        let got = pick(&chunks, &srcs, &idle, turn(true), opts, &mut next, &mut rng);
+        let got = ask(&chunks, &srcs, &idle, true, &mut next, &mut rng);
         assert!(matches!(got, Some((0, 0 | 1))), "{got:?}");
         // With no usable peer the provider is asked freely even before STARVED_AFTER.
-        let got = pick(
-            &chunks,
-            &srcs,
-            &idle,
-            turn(false),
-            opts,
-            &mut next,
-            &mut rng,
-        );
+        let got = ask(&chunks, &srcs, &idle, false, &mut next, &mut rng);
         assert!(matches!(got, Some((0, 0 | 1))), "{got:?}");
         // Endgame: a provider copies a chunk only once it has been in flight long enough.
         srcs[1].out = None;
         let done = vec![Chunk::Done, Chunk::Done, Chunk::InFlight(1), Chunk::Done];
         request(&mut idle, &mut srcs, 1, 2, Duration::ZERO);
-        assert_eq!(
-            pick(&done, &srcs, &idle, turn(true), opts, &mut next, &mut rng),
-            None
-        );
+        assert_eq!(ask(&done, &srcs, &idle, true, &mut next, &mut rng), None);
         let mut old = Requests::new();
         srcs[1].in_flight = 0;
         request(&mut old, &mut srcs, 1, 2, ENDGAME_PROVIDER_AFTER);
         assert_eq!(
-            pick(&done, &srcs, &old, turn(false), opts, &mut next, &mut rng),
+            ask(&done, &srcs, &old, false, &mut next, &mut rng),
             Some((0, 2))
         );
     }
@@ -1217,40 +1194,20 @@ mod tests {
                 Some(vec![false, false, true, true]),
             ));
         }
-        let opts = SwarmOptions::default();
         let mut reqs = Requests::new();
         // One request at a peer: under-supplied, and no peer holds chunks 0 and 1.
         request(&mut reqs, &mut srcs, 1, 2, Duration::ZERO);
         let mut rng = rand::thread_rng();
         let mut next = 0;
-        let got = pick(
-            &chunks,
-            &srcs,
-            &reqs,
-            turn(false),
-            opts,
-            &mut next,
-            &mut rng,
-        );
+        let got = ask(&chunks, &srcs, &reqs, false, &mut next, &mut rng);
         assert!(matches!(got, Some((0, 0 | 1))), "{got:?}");
         // Its share taken (two delivered; its one slot free): the provider waits.
         srcs[0].served = 2;
-        assert_eq!(
-            pick(
-                &chunks,
-                &srcs,
-                &reqs,
-                turn(false),
-                opts,
-                &mut next,
-                &mut rng
-            ),
-            None
-        );
+        assert_eq!(ask(&chunks, &srcs, &reqs, false, &mut next, &mut rng), None);
         // Starved (nothing in flight at any peer): it is asked again.
         let idle = Requests::new();
         srcs[1].in_flight = 0;
-        let got = pick(&chunks, &srcs, &idle, turn(true), opts, &mut next, &mut rng);
+        let got = ask(&chunks, &srcs, &idle, true, &mut next, &mut rng);
         assert!(matches!(got, Some((0, 0 | 1))), "{got:?}");
     }
 
