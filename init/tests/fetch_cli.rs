@@ -220,6 +220,54 @@ async fn init_binary_called_as_phase_or_phase_verify_is_the_tool() {
     assert!(text(&out).contains("runs only as PID 1"), "{}", text(&out));
 }
 
+/// Issue 18 §1: a container whose entrypoint is `phase verify` runs it as PID 1 of its PID
+/// namespace; the tool's name still selects the tool, not the init. Run under `unshare --pid
+/// --fork` with new mount and network namespaces too, so an init started by mistake could not
+/// touch the host's mounts or links. Needs root and util-linux `unshare`.
+#[tokio::test]
+async fn the_tool_as_pid_1_of_a_container_is_still_the_tool() {
+    let unshare = ["/usr/bin/unshare", "/bin/unshare"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let (true, Some(unshare)) = (rustix::process::geteuid().is_root(), unshare) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but cannot run: needs root and unshare"
+        );
+        eprintln!("SKIP: needs root and util-linux unshare");
+        return;
+    };
+    let pid1 = |cmd: &mut Command| {
+        cmd.args(["--pid", "--fork", "--mount", "--net", "--kill-child"])
+            .kill_on_drop(true);
+    };
+    // The set-up is what it claims: the first process in it is PID 1.
+    let mut sh = Command::new(unshare);
+    pid1(&mut sh);
+    let out = run(sh.args(["sh", "-c", "echo pid=$$"])).await;
+    assert_eq!(text(&out).trim(), "pid=1", "{}", text(&out));
+
+    let signer = Signer::new();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    release_dir(&signer, d, &data(100, 1), &data(200, 2));
+    let mut c = Command::new(unshare);
+    pid1(&mut c);
+    let out = run(c
+        .arg(phase())
+        .arg("verify")
+        .arg("--trust")
+        .arg(d.join("trust.toml"))
+        .arg(d.join("manifest.json")))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("manifest ok version=1.2.3"),
+        "{}",
+        text(&out)
+    );
+}
+
 async fn serve_release(signer: &Signer, kernel: &Arc<Vec<u8>>, initramfs: &Arc<Vec<u8>>) -> Server {
     let server = Server::start().await;
     let m = signer.manifest(

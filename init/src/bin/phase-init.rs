@@ -2,10 +2,13 @@
 //! target stage (DESIGN §1). All logic lives in the library ([`phase_init::boot::pid1`]); this
 //! binary installs the panic hook and never returns.
 //!
-//! One multicall binary (issue 18 §1): not PID 1 and called as `phase` or `phase-<sub>` (the
-//! links in the initramfs and the rootfs), it is the `phase` tool ([`phase_init::cli::main`]).
-//! PID 1 is always the init, whatever its name; any other process under another name gets an
-//! error (exit status 2) instead of an init that would mount and reboot a running system.
+//! One multicall binary (issue 18 §1): called as `phase` or `phase-<sub>` (the links in the
+//! initramfs and the rootfs, the host's `phase` from `make build`), it is the `phase` tool
+//! ([`phase_init::cli::main`]), also as PID 1: a container whose entrypoint is `phase fetch`
+//! runs the tool, not an init. The kernel starts the init as `/init` (`rdinit`) or by the path
+//! `init=` names (`/sbin/phase-init`), never by a tool name. Under any other name the binary is
+//! the init, and only as PID 1; any other process gets an error (exit status 2) instead of an
+//! init that would mount and reboot a running system.
 
 use phase_init::sys::linux::Linux;
 
@@ -13,10 +16,10 @@ use phase_init::sys::linux::Linux;
 static SYS: Linux = Linux;
 
 fn main() -> std::process::ExitCode {
+    if phase_init::cli::invoked_as_tool(std::env::args_os().next().as_deref()) {
+        return phase_init::cli::main();
+    }
     if std::process::id() != 1 {
-        if phase_init::cli::invoked_as_tool(std::env::args_os().next().as_deref()) {
-            return phase_init::cli::main();
-        }
         // The init mounts, loads modules and reboots: never on a running system by mistake.
         eprintln!(
             "phase-init: this is the /init of the Phase Boot initramfs and runs only as PID 1; \

@@ -60,7 +60,8 @@ pub fn argv_with_link_subcommand(mut argv: Vec<OsString>) -> Vec<OsString> {
 
 /// Whether `argv[0]` names the tool (issue 18 §1, one multicall binary): its basename is
 /// `phase` or `phase-<sub>` for a known subcommand. `/init` and `phase-init` are not the tool.
-/// The init binary checks this only when it is not PID 1, so PID 1 always runs the init.
+/// The init binary checks this first, also as PID 1 (a container's entrypoint `phase fetch`
+/// is the tool); the kernel never starts the init by one of these names.
 pub fn invoked_as_tool(argv0: Option<&std::ffi::OsStr>) -> bool {
     argv0
         .and_then(|a0| Path::new(a0).file_name())
