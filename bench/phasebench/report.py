@@ -131,7 +131,22 @@ METHOD = """\
   time of the ready line minus the first kernel's start, bounded by min(arrival - kmsg
   timestamp) over the first kernel's console lines; it needs no guest clock and includes the
   kexec jump (where the purgatory checks the segments' SHA-256), so it is several seconds
-  longer than the kmsg sum for both. Reported, not judged.
+  longer than the kmsg sum for both. Reported, not judged. The boot stages list `kernel:unpack`
+  (the kernel's initramfs unpack, "Trying to unpack" to "Freeing initrd memory") and
+  `kernel:/init` per kernel, and "second kernel's initramfs unpack" rows compare it after the
+  kexec: the second initrd is the initramfs plus the carried release (kernel, initramfs,
+  rootfs: 24 MB for phase, 20 MB for the baseline, whose initramfs is 2.2 MB smaller). Under
+  TCG this unpack also depends on what ran in the first kernel: in December 2026 the same
+  phase-shaped 24 MB initrd unpacked in 0.65-1.0 s after a fresh boot or after the baseline's
+  first stage, and in 2.1-2.3 s after a baseline first stage that also ran `phase fetch` of the
+  release; phase's own runs took 1.4-2.2 s against the baseline's 0.6 s. A baseline first stage
+  that wrote, hashed and copied 40 MB with busybox instead did not slow it beyond that hour's
+  host drift, and taking the links down before the jump (as kexec-tools does) changed nothing
+  for phase. A likely cause is QEMU's handling of
+  guest writes to pages the first kernel ran code from (translated blocks are invalidated
+  store by store), which costs more after a larger program: a cost of the emulator, paid in
+  the judged kmsg sum, that KVM or hardware would not show (not measured: KVM guests hang on
+  this host).
 - **Boot storm** (issue 19 §4-§5; bench/phasebench/swarm.py, `make bench-swarm`): N `phase fetch`
   clients, each in its own network namespace on one bridge (a hub namespace), fetch one release
   from one `plasmd serve` origin after a start barrier (a file the clients' shells wait for).
