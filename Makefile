@@ -220,11 +220,14 @@ $(ARCH_OUT)/release.conf: FORCE
 	@mkdir -p $(ARCH_OUT)
 	@printf 'channel=%s\narch=%s\nversion=%s\n' '$(CHANNEL)' '$(ARCH)' '$(VERSION)' > $@.tmp
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv -f $@.tmp $@
+# Rebuilt every time (FORCE: its inputs are files the layout names), but replaced only when
+# its bytes change, so the zstd -19 below (about 9 s) and the variants run only then.
 $(ARCH_OUT)/initramfs.cpio: build layout-tool $(TRUST) $(ARCH_OUT)/release.conf FORCE
 	@[ -n "$(KVER)$(NO_MODULES)" ] || { echo "initramfs: no kernel in /lib/modules with /boot/vmlinuz-*; run make deps" >&2; exit 1; }
 	$(LAYOUT_TOOL) initramfs --layout initramfs-layout/initramfs.toml $(LAYOUT_MODULES) \
 	  --var repo=$(CURDIR) --var bin_dir=$(BIN_DIR) \
-	  --var busybox=$(BUSYBOX) --var trust=$(TRUST) --var release=$(ARCH_OUT)/release.conf --out $@
+	  --var busybox=$(BUSYBOX) --var trust=$(TRUST) --var release=$(ARCH_OUT)/release.conf --out $@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv -f $@.tmp $@
 $(ARCH_OUT)/initramfs.cpio.zst: $(ARCH_OUT)/initramfs.cpio
 	zstd -19 -T1 -q -f --no-progress $< -o $@
 $(ARCH_OUT)/initramfs.cpio.gz: $(ARCH_OUT)/initramfs.cpio
