@@ -160,10 +160,14 @@ METHOD = """\
   The fits are least squares over the p50s. Adversarial runs (8 clients; 4 in `make test`): a
   Python peer that claims every chunk and flips one byte in the first chunk each client asks
   of it; a client SIGKILLed at F/3R; clients started F/4R apart. Every client's rootfs is hashed
-  again by the harness; the runs fail the section when a check fails. The kernel here has no
-  fq_codel, so the tbf queues tail-drop: a machine whose link is full can lose the SYN of a new
-  peer connection for seconds, and then takes its chunks from the origin (the run-to-run spread
-  of the origin's egress at N = 64).
+  again by the harness; the runs fail the section when a check fails. Every namespace gets a
+  permanent neighbour (ARP) entry for every other address before the first storm: the host's
+  ARP table is one table for all namespaces (gc_thresh3, 1024 entries), and at N = 64 it
+  overflowed, so the kernel dropped the SYNs of new peer connections without a word to the
+  sender (a storm on namespaces that an earlier storm had used retransmitted about 7,000 SYNs;
+  with the entries under 10). Real machines each have a table of their own. Each row gives
+  its storm's SYN retransmits (TcpExt TCPSynRetrans of the clients), flagged when there are
+  more than one per client. The kernel here has no fq_codel, so the tbf queues tail-drop.
 - **Client pinning and the 90% target**: plasmd (and the loopback TCP work it causes) is pinned to
   core 0 and every client to core 1, so `phase fetch` receives, hashes and writes on one core.
   SHA-256 alone costs about 0.7 CPU-s/GiB there (sha2 with SHA-NI; 1.42 GB/s on a buffer in
