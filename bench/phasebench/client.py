@@ -2,10 +2,46 @@
 `curl | tee F | sha256sum` and `curl | tee F | openssl dgst -sha256`: GB/s, CPU-seconds per
 GiB, peak RSS. The hash floor (hashrate) and plasmd's raw rate (provider) give the 90% target."""
 
+import contextlib
 import os
+import re
 import shutil
+import subprocess
 
-from .common import GiB, MiB, div, free_port, have, median, start, stop, timed, wait_http
+from .common import REPO, GiB, MiB, div, free_port, have, is_root, log, median, start, stop, timed, wait_http
+
+
+def run_tmpfs_options():
+    """The options the boot stage mounts its download tmpfs (/run) with: `RUN_TMPFS_DATA` in
+    init/src/mounts.rs, read from there so the bench cannot drift from the init."""
+    src = os.path.join(REPO, "init/src/mounts.rs")
+    with open(src) as f:
+        m = re.search(r'pub const RUN_TMPFS_DATA: &str = "([^"]*)";', f.read())
+    if not m:
+        raise RuntimeError(f"{src}: no RUN_TMPFS_DATA line")
+    return m.group(1)
+
+
+@contextlib.contextmanager
+def boot_tmpfs(s):
+    """Yields (dir, what): a tmpfs mounted under s.work with the boot stage's /run options, where
+    the client section writes (issue 18 §4: the fetch cost is the boot stage's); unmounted after.
+    Without root, the mount's failure or with BENCH_WORK on a disk: s.work itself, said in `what`."""
+    opts = run_tmpfs_options()
+    path = os.path.join(s.work, "boot-run")
+    os.makedirs(path, exist_ok=True)
+    if not is_root():
+        yield s.work, f"{s.work} (not root: no tmpfs mounted as the boot stage's /run)"
+        return
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "phase-bench-run", path], capture_output=True, text=True)
+    if r.returncode != 0:
+        log(f"client: mount -o {opts}: {r.stderr.strip()}; writing to {s.work}")
+        yield s.work, f"{s.work} (mount -o {opts} failed: {r.stderr.strip()})"
+        return
+    try:
+        yield path, f"a tmpfs mounted as the boot stage's /run ({opts})"
+    finally:
+        subprocess.run(["umount", path], check=False)
 
 
 def _measure(s, cmd, shell, size, check, cleanup):
@@ -25,8 +61,23 @@ def _measure(s, cmd, shell, size, check, cleanup):
     return median(rates), median(cpus), max(rss)
 
 
+def fetched_in(out_dir):
+    """A check that `phase fetch` left the rootfs in `out_dir` (it renames only after the hash
+    matched; checked anyway)."""
+    def check(_out):
+        if not os.path.exists(os.path.join(out_dir, "rootfs")):
+            raise RuntimeError(f"phase fetch exited 0 but rootfs is not in {out_dir}")
+    return check
+
+
 def run_section(s, rel, res):
-    """Adds the client rows."""
+    """Adds the client rows: every fetch (ours and the peers') writes into a tmpfs mounted as the
+    boot stage's /run; one more row repeats our fetch into BENCH_WORK's plain tmpfs."""
+    with boot_tmpfs(s) as (dest, what):
+        _client_rows(s, rel, res, dest, what)
+
+
+def _client_rows(s, rel, res, dest, what):
     sec = "client"
     port = free_port()
     srv = start(s.pin("server") + [s.bin("plasmd"), "serve", "-a", rel.dir, "--bind", "127.0.0.1", "--port", str(port),
@@ -34,11 +85,12 @@ def run_section(s, rel, res):
     try:
         wait_http("127.0.0.1", port, "/health", proc=srv)
         base = f"http://127.0.0.1:{port}/stable/x86_64"
-        out_dir = os.path.join(s.work, "fetched")
-        out_file = os.path.join(s.work, "fetched.rootfs")
+        out_dir = os.path.join(dest, "fetched")
+        out_file = os.path.join(dest, "fetched.rootfs")
 
         def clean():
-            shutil.rmtree(out_dir, ignore_errors=True)
+            for d in (out_dir, os.path.join(s.work, "fetched")):
+                shutil.rmtree(d, ignore_errors=True)
             if os.path.exists(out_file):
                 os.unlink(out_file)
 
@@ -46,19 +98,27 @@ def run_section(s, rel, res):
             import json
             want = json.load(f)["artifacts"]["rootfs"]["hash"].split(":", 1)[1]
 
-        def fetched_ok(_out):
-            # phase fetch renames only after the hash matched; check the result anyway.
-            if not os.path.exists(os.path.join(out_dir, "rootfs")):
-                raise RuntimeError("phase fetch exited 0 but rootfs is not in --out")
+        fetched_ok = fetched_in(out_dir)
 
         def hash_ok(out):
             if want not in out:
                 raise RuntimeError(f"pipeline printed {out.strip()!r}, expected {want}")
 
-        fetch = [s.bin("phase"), "fetch", "--manifest-url", f"{base}/manifest.json", "--trust", rel.trust,
-                 "--out", out_dir, "-q"]
+        def fetch_to(d):
+            return [s.bin("phase"), "fetch", "--manifest-url", f"{base}/manifest.json", "--trust", rel.trust,
+                    "--out", d, "-q"]
+
+        fetch = fetch_to(out_dir)
         phase = _measure(s, s.pin("client") + fetch, False, rel.size, fetched_ok, clean)
         res.facts["phase_fetch_Bps"] = phase[0]
+        if dest != s.work:
+            # The same fetch into a tmpfs without huge pages (BENCH_WORK), as measured until
+            # issue 18 §4's presized partials: how much the boot stage's /run options save.
+            plain_dir = os.path.join(s.work, "fetched")
+            plain = _measure(s, s.pin("client") + fetch_to(plain_dir), False, rel.size, fetched_in(plain_dir), clean)
+            res.add(sec, "fetch+verify CPU per GiB, into a tmpfs as the boot stage's /run", phase[1], "CPU-s/GiB",
+                    f"same fetch into {s.work} (tmpfs, no huge pages)", plain[1], div(phase[1], plain[1]),
+                    "reported", note=f"client on {client_cores(s)} core(s) of {s.cores}")
         mib = rel.size // MiB
         if s.cores >= 2:
             # Issue 18 §4: unpinned, `phase fetch` sees 2+ cores and hashes on its own thread
@@ -81,18 +141,18 @@ def run_section(s, rel, res):
                     phase[0] >= factor * peer[0])
             res.add(sec, "fetch+verify CPU per GiB", phase[1], "CPU-s/GiB", name, peer[1], div(phase[1], peer[1]),
                     "<= 1.2 CPU-s/GiB (issue 18 §4)", phase[1] <= 1.2,
-                    note=f"client on {client_cores(s)} core(s) of {s.cores}")
+                    note=f"client on {client_cores(s)} core(s) of {s.cores}; both write to {what}")
             res.add(sec, "fetch+verify peak RSS", phase[2] / 1024, "MiB", name, peer[2] / 1024,
                     div(phase[2], peer[2]), "< 16 MiB" if name == peers[0][0] else None,
                     phase[2] < 16 * 1024 if name == peers[0][0] else None,
                     note="peer: largest pipeline member")
         res.facts["phase_fetch_rss_kib"] = phase[2]
-        v2_row(s, rel, res, phase, fetched_ok, clean)
+        v2_row(s, rel, res, phase, out_dir, clean)
     finally:
         stop(srv)
 
 
-def v2_row(s, rel, res, v1, fetched_ok, clean):
+def v2_row(s, rel, res, v1, out_dir, clean):
     """Issue 19: the same fetch of the same files under a v2 manifest, from one source (hashed
     by the whole-file hash only, as v1), and shared while fetching (`--serve`: chunk by chunk,
     every chunk checked): CPU per GiB against the v1 fetch above."""
@@ -101,7 +161,7 @@ def v2_row(s, rel, res, v1, fetched_ok, clean):
                                    str(port), "--no-dht", "--no-mdns"], os.path.join(s.work, "plasmd-client-v2.log"))
     try:
         wait_http("127.0.0.1", port, "/health", proc=srv)
-        out_dir = os.path.join(s.work, "fetched")
+        fetched_ok = fetched_in(out_dir)
         fetch = [s.bin("phase"), "fetch", "--manifest-url", f"http://127.0.0.1:{port}/stable/x86_64/manifest.json",
                  "--trust", rel.trust, "--out", out_dir, "-q"]
         v2 = _measure(s, s.pin("client") + fetch, False, rel.size, fetched_ok, clean)

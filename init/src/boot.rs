@@ -185,6 +185,9 @@ pub fn early(sys: &dyn Syscalls) -> Result<Early, BootError> {
     for skipped in &mounted.skipped {
         log::line(&format!("mount skipped: {skipped}"));
     }
+    for fallback in &mounted.fallbacks {
+        log::line(&format!("mount fallback: {fallback}"));
+    }
     let (text, parsed) = match parsed {
         Ok(p) => p,
         Err(e) => {

@@ -19,6 +19,9 @@ pub struct MountSpec {
     pub flags: MountFlags,
     /// Options string, if any.
     pub data: Option<&'static str>,
+    /// Options tried instead when the kernel refuses `data` with `EINVAL` (an option this
+    /// kernel does not have, such as `huge=` without transparent huge pages).
+    pub fallback_data: Option<&'static str>,
     /// False: a failure is logged and the boot goes on (e.g. /dev/pts).
     pub required: bool,
 }
@@ -37,6 +40,13 @@ const NOSUID_NODEV_NOEXEC: MountFlags = MountFlags::NOSUID
     .union(MountFlags::NODEV)
     .union(MountFlags::NOEXEC);
 
+/// The options of the tmpfs on `/run`, where the boot stage downloads the artifacts
+/// ([`crate::boot::FETCH_DIR`]). `huge=within_size`: every 2 MiB range inside a file's length
+/// gets one 2 MiB page, and the download presizes its file ([`crate::fetch::partial`]), so a
+/// GiB costs 512 page allocations instead of 262,144 (issue 18 §4; `make bench` fetches into a
+/// tmpfs mounted with these options, read from this line).
+pub const RUN_TMPFS_DATA: &str = "mode=0755,huge=within_size";
+
 /// The early mounts in order: proc, sys, devtmpfs on /dev, tmpfs on /run (required), then
 /// devpts on /dev/pts (optional).
 pub const EARLY_MOUNTS: &[MountSpec] = &[
@@ -46,6 +56,7 @@ pub const EARLY_MOUNTS: &[MountSpec] = &[
         fstype: "proc",
         flags: NOSUID_NODEV_NOEXEC,
         data: None,
+        fallback_data: None,
         required: true,
     },
     MountSpec {
@@ -54,6 +65,7 @@ pub const EARLY_MOUNTS: &[MountSpec] = &[
         fstype: "sysfs",
         flags: NOSUID_NODEV_NOEXEC,
         data: None,
+        fallback_data: None,
         required: true,
     },
     MountSpec {
@@ -62,6 +74,7 @@ pub const EARLY_MOUNTS: &[MountSpec] = &[
         fstype: "devtmpfs",
         flags: MountFlags::NOSUID,
         data: Some("mode=0755"),
+        fallback_data: None,
         required: true,
     },
     MountSpec {
@@ -69,7 +82,8 @@ pub const EARLY_MOUNTS: &[MountSpec] = &[
         target: "/run",
         fstype: "tmpfs",
         flags: MountFlags::NOSUID.union(MountFlags::NODEV),
-        data: Some("mode=0755"),
+        data: Some(RUN_TMPFS_DATA),
+        fallback_data: Some("mode=0755"),
         required: true,
     },
     MountSpec {
@@ -78,6 +92,7 @@ pub const EARLY_MOUNTS: &[MountSpec] = &[
         fstype: "devpts",
         flags: MountFlags::NOSUID.union(MountFlags::NOEXEC),
         data: Some("gid=5,mode=0620,ptmxmode=0666"),
+        fallback_data: None,
         required: false,
     },
 ];
@@ -96,14 +111,16 @@ pub enum MountError {
     },
 }
 
-/// Outcome of [`mount_early`]: the names of what was mounted, and the optional mounts that
-/// failed (already logged).
+/// Outcome of [`mount_early`]: the names of what was mounted, the optional mounts that failed,
+/// and the mounts made with their fallback options (the caller logs both).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Mounted {
     /// Mount point names without `/` (`proc`, `sys`, `dev`, `run`, `dev/pts`).
     pub mounted: Vec<&'static str>,
     /// Optional mounts that failed, as text with their error.
     pub skipped: Vec<String>,
+    /// Mounts made with their `fallback_data` after `EINVAL`, as text with the first error.
+    pub fallbacks: Vec<String>,
 }
 
 /// Mounts `table` in order. `EBUSY` (already mounted: the kernel may have mounted devtmpfs with
@@ -113,9 +130,20 @@ pub fn mount_early(sys: &dyn Syscalls, table: &[MountSpec]) -> Result<Mounted, M
     let mut out = Mounted::default();
     for spec in table {
         let target = Path::new(spec.target);
+        let mount = |data| sys.mount(spec.source, target, spec.fstype, spec.flags, data);
         let res = sys
             .mkdir_all(target, 0o755)
-            .and_then(|()| sys.mount(spec.source, target, spec.fstype, spec.flags, spec.data));
+            .and_then(|()| match mount(spec.data) {
+                Err(e) if e.errno() == Some(libc::EINVAL) && spec.fallback_data.is_some() => {
+                    out.fallbacks.push(format!(
+                        "{spec}: {}; mounted with ({}) instead",
+                        crate::log::error_chain(&e),
+                        spec.fallback_data.unwrap_or_default()
+                    ));
+                    mount(spec.fallback_data)
+                }
+                other => other,
+            });
         match res {
             Ok(()) => {}
             Err(e) if e.errno() == Some(libc::EBUSY) => {}
@@ -186,6 +214,57 @@ mod tests {
         );
         // Nothing after /sys was attempted.
         assert!(!f.calls().iter().any(|c| c.contains("/run")));
+    }
+
+    /// The mount call of `/run` as the fake records it, up to its options.
+    fn run_mount() -> String {
+        let run = EARLY_MOUNTS.iter().find(|s| s.target == "/run").unwrap();
+        format!("mount tmpfs /run tmpfs {:?} ", run.flags)
+    }
+
+    #[test]
+    fn run_asks_for_huge_pages_within_size() {
+        let f = Recording::new();
+        let m = mount_early(&f, EARLY_MOUNTS).unwrap();
+        let calls = f.calls();
+        let run: Vec<&String> = calls
+            .iter()
+            .filter(|c| c.starts_with(&run_mount()))
+            .collect();
+        assert_eq!(run, [&format!("{}mode=0755,huge=within_size", run_mount())]);
+        assert!(m.fallbacks.is_empty());
+    }
+
+    #[test]
+    fn a_kernel_without_huge_pages_gets_run_with_the_fallback_options() {
+        let f = Recording::new();
+        f.fail_on(&format!("{}mode=0755,huge", run_mount()), libc::EINVAL);
+        let m = mount_early(&f, EARLY_MOUNTS).unwrap();
+        assert!(m.mounted.contains(&"run"), "{m:?}");
+        let calls = f.calls();
+        let last = calls.iter().rfind(|c| c.starts_with(&run_mount())).unwrap();
+        assert_eq!(last, &format!("{}mode=0755", run_mount()));
+        assert_eq!(m.fallbacks.len(), 1);
+        assert!(
+            m.fallbacks[0].contains("tmpfs on /run") && m.fallbacks[0].contains("(mode=0755)"),
+            "{:?}",
+            m.fallbacks
+        );
+        assert!(m.skipped.is_empty());
+    }
+
+    #[test]
+    fn only_einval_tries_the_fallback_options() {
+        let f = Recording::new();
+        f.fail_on(&run_mount(), libc::ENOMEM);
+        let e = mount_early(&f, EARLY_MOUNTS).unwrap_err();
+        assert!(crate::log::error_chain(&e).contains("tmpfs on /run"));
+        let tries = f
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with(&run_mount()))
+            .count();
+        assert_eq!(tries, 1);
     }
 
     #[test]

@@ -31,6 +31,13 @@ fn local_mode_boots_via_mdns_and_target_serves_identical_release() -> Result<()>
     );
     let addr = expect_kexec_and_target(&mut vm)?;
     end_checks(&lan, &vm, &addr)?;
+    // Debian's kernel has transparent huge pages: /run takes `huge=within_size` (issue 18 §4).
+    let lines = vm.lines();
+    let fallback = lines.iter().find(|l| l.contains("mount fallback"));
+    ensure!(
+        fallback.is_none(),
+        "Debian's kernel refused a mount option: {fallback:?}"
+    );
     Ok(())
 }
 
@@ -326,6 +333,17 @@ fn custom_kernel_boots_without_modules_and_kexecs() -> Result<()> {
     expect_boot_stage(&mut vm, "local", "mdns")?;
     let addr = expect_kexec_and_target(&mut vm)?;
     end_checks(&lan, &vm, &addr)?;
+    // This kernel has no transparent huge pages (tinyconfig): the kernel refused /run's
+    // `huge=within_size` and the init mounted it with its fallback options, in both stages.
+    let fallbacks = vm
+        .lines()
+        .iter()
+        .filter(|l| l.contains("phase: mount fallback: tmpfs on /run"))
+        .count();
+    ensure!(
+        fallbacks == 2,
+        "{fallbacks} `mount fallback` lines for /run, expected 2 (boot and target stage)"
+    );
     Ok(())
 }
 

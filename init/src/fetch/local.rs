@@ -146,6 +146,16 @@ fn verify_in_dir(
                 found,
             });
         }
+        if let Some((p, f)) = &copy {
+            // Full length first, for 2 MiB pages on the boot stage's /run (`Partial::presize`).
+            f.set_len(a.size_bytes)
+                .map_err(|source| LocalVerifyError::Io {
+                    artifact: name.clone(),
+                    op: "truncate",
+                    path: p.clone(),
+                    source,
+                })?;
+        }
         let mut hasher = Sha256::new();
         let mut total = 0u64;
         loop {

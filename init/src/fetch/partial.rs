@@ -27,6 +27,8 @@ pub struct LocalIoError {
 pub struct Partial {
     path: PathBuf,
     file: Option<File>,
+    /// The length [`Partial::reset`] gives back ([`Partial::presize`]); 0 when not presized.
+    presized: u64,
 }
 
 fn err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LocalIoError {
@@ -50,6 +52,7 @@ impl Partial {
         Ok(Partial {
             path,
             file: Some(file),
+            presized: 0,
         })
     }
 
@@ -67,6 +70,7 @@ impl Partial {
         Ok(Partial {
             path,
             file: Some(file),
+            presized: 0,
         })
     }
 
@@ -128,13 +132,19 @@ impl Partial {
         self.file()?.write_all(bytes).map_err(err("write", &path))
     }
 
-    /// Sets the file's length to `len` bytes (a hole, for [`Partial::write_at`]).
+    /// Gives the file its final length `len` (bytes) before the first write, as a hole that
+    /// [`Partial::write`] and [`Partial::write_at`] fill, and keeps that length across
+    /// [`Partial::reset`]. On a tmpfs mounted `huge=within_size` (the boot stage's `/run`,
+    /// [`crate::mounts::EARLY_MOUNTS`]) only a range inside the file's length gets 2 MiB pages,
+    /// so a file that grows by appending never does; presized, it does (issue 18 §4).
     ///
     /// # Errors
     /// [`LocalIoError`] with op `truncate`.
-    pub fn set_len(&mut self, len: u64) -> Result<(), LocalIoError> {
+    pub fn presize(&mut self, len: u64) -> Result<(), LocalIoError> {
         let path = self.path.clone();
-        self.file()?.set_len(len).map_err(err("truncate", &path))
+        self.file()?.set_len(len).map_err(err("truncate", &path))?;
+        self.presized = len;
+        Ok(())
     }
 
     /// Writes `bytes` at byte `offset` (`pwrite`), leaving the file position alone.
@@ -164,14 +174,17 @@ impl Partial {
             .map_err(err("read", &self.path))
     }
 
-    /// Empties the file to start over from byte 0.
+    /// Empties the file to start over from byte 0: every byte is dropped; a presized partial
+    /// ([`Partial::presize`]) gets its length back as a hole.
     ///
     /// # Errors
     /// [`LocalIoError`] with op `truncate`.
     pub fn reset(&mut self) -> Result<(), LocalIoError> {
         let path = self.path.clone();
+        let len = self.presized;
         let f = self.file()?;
         f.set_len(0).map_err(err("truncate", &path))?;
+        f.set_len(len).map_err(err("truncate", &path))?;
         f.seek(SeekFrom::Start(0)).map_err(err("truncate", &path))?;
         Ok(())
     }
@@ -238,5 +251,70 @@ mod tests {
         f.read_to_string(&mut s).unwrap();
         assert_eq!(s, "good");
         assert!(!dir.path().join("k.partial").exists());
+    }
+
+    #[test]
+    fn a_presized_partial_keeps_its_length_but_no_old_byte_across_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.partial");
+        let mut part = Partial::create(p.clone()).unwrap();
+        part.presize(10).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 10);
+        part.write(b"unverified").unwrap();
+        part.reset().unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), [0u8; 10]);
+        part.write(b"good").unwrap();
+        assert_eq!(&std::fs::read(&p).unwrap()[..6], b"good\0\0");
+    }
+
+    /// `ShmemHugePages` of /proc/meminfo, in KiB.
+    fn shmem_huge_kib() -> u64 {
+        let info = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let line = info
+            .lines()
+            .find(|l| l.starts_with("ShmemHugePages:"))
+            .unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// Issue 18 §4: on a tmpfs mounted as the boot stage mounts `/run` (`huge=within_size`), a
+    /// presized partial written front to back by [`Partial::write`] lands in 2 MiB pages.
+    #[test]
+    fn a_presized_partial_on_a_huge_tmpfs_gets_huge_pages() {
+        let run = crate::mounts::EARLY_MOUNTS
+            .iter()
+            .find(|m| m.target == "/run")
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data = std::ffi::CString::new(run.data.unwrap()).unwrap();
+        let mounted = rustix::mount::mount(
+            "tmpfs",
+            dir.path(),
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            data.as_c_str(),
+        );
+        if let Err(e) = mounted {
+            // Needs root; `make test` runs as root, on a kernel with transparent huge pages.
+            assert!(!rustix::process::geteuid().is_root(), "mount: {e}");
+            eprintln!("SKIP a_presized_partial_on_a_huge_tmpfs_gets_huge_pages: not root");
+            return;
+        }
+        let size = 32u64 << 20;
+        let before = shmem_huge_kib();
+        let mut part = Partial::create(dir.path().join("rootfs.partial")).unwrap();
+        part.presize(size).unwrap();
+        let piece = vec![0x5au8; 256 << 10];
+        for _ in 0..size / piece.len() as u64 {
+            part.write(&piece).unwrap();
+        }
+        let gained = shmem_huge_kib().saturating_sub(before);
+        drop(part);
+        let _ = rustix::mount::unmount(dir.path(), rustix::mount::UnmountFlags::DETACH);
+        // Other tests may free huge pages meanwhile; most of the 32 MiB must be in 2 MiB pages.
+        assert!(
+            gained >= (size >> 10) / 2,
+            "{gained} KiB of a {size}-byte file in huge pages"
+        );
     }
 }

@@ -174,7 +174,9 @@ pub fn open(
 ) -> Result<Resumed, LocalIoError> {
     let part_path = dir.join(format!("{}.partial", artifact.filename));
     let Some((chunk_size, expected)) = artifact.chunking().filter(|_| chunked) else {
-        let part = Partial::create(part_path)?;
+        let mut part = Partial::create(part_path)?;
+        // Full length from the start (a sparse file), for 2 MiB pages on a huge tmpfs.
+        part.presize(artifact.size_bytes)?;
         return Ok(Resumed {
             part,
             map: None,
@@ -195,7 +197,9 @@ pub fn open(
         .map(|m| m.len() == size)
         .unwrap_or(false);
     if let (Some(flags), true) = (previous, same_size) {
-        let part = Partial::open_existing(part_path.clone())?;
+        let mut part = Partial::open_existing(part_path.clone())?;
+        // Already `size` bytes long; kept so across a restart.
+        part.presize(size)?;
         let mut verified = vec![false; flags.len()];
         let mut buf = Vec::new();
         for (i, flag) in flags.iter().enumerate() {
@@ -233,8 +237,9 @@ pub fn open(
         });
     }
     let mut part = Partial::create(part_path)?;
-    // Full length from the start (a sparse file): a kept partial is recognised by its size.
-    part.set_len(size)?;
+    // Full length from the start (a sparse file): a kept partial is recognised by its size,
+    // and a huge tmpfs backs it with 2 MiB pages.
+    part.presize(size)?;
     let chunks = expected.len();
     let file = write_map(
         &map_path,
@@ -290,5 +295,34 @@ mod tests {
         assert_eq!(parse_map(&bad, &h(), 150, 64), None);
         assert_eq!(parse_map(&[], &h(), 150, 64), None);
         assert_eq!(parse_map(&m, &h(), u64::MAX, 1), None);
+    }
+
+    /// Issue 18 §4: every partial starts at its full length (a hole), so the boot stage's huge
+    /// tmpfs backs it with 2 MiB pages (`Partial::presize`); v1 and v2 alike.
+    #[test]
+    fn every_fresh_partial_starts_at_the_artifact_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![7u8; 150];
+        let v1 = Artifact {
+            filename: "rootfs".into(),
+            size_bytes: 150,
+            hash: Sha256Digest::of(&data),
+            download_url: None,
+            urls: Vec::new(),
+            chunk_size: None,
+            chunks: None,
+            extra: Default::default(),
+        };
+        let chunked = Artifact {
+            filename: "kernel".into(),
+            chunk_size: Some(64),
+            chunks: Some(data.chunks(64).map(Sha256Digest::of).collect()),
+            ..v1.clone()
+        };
+        for (artifact, chunked) in [(&v1, false), (&chunked, true), (&chunked, false)] {
+            let r = open(dir.path(), "t", artifact, chunked).unwrap();
+            let path = r.part.path().to_path_buf();
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), 150, "{path:?}");
+        }
     }
 }

@@ -283,7 +283,6 @@ pub async fn swarm_download(
         failures: Vec::new(),
         share: sources.share,
     };
-    job.part.set_len(artifact.size_bytes)?;
     if let Some((shelf, path)) = sources.share {
         let file = job.part.try_clone_file()?;
         shelf.offer(
