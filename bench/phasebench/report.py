@@ -96,7 +96,11 @@ METHOD = """\
 - **Client** (issue 5): `phase fetch --manifest-url ... -q` (kernel 4 KiB, initramfs 4 KiB and the
   rootfs, verified, written to tmpfs, fsync and rename) against `curl -s URL | tee F | sha256sum`
   and `... | openssl dgst -sha256` on the rootfs alone; wall time, CPU (user+sys from wait4 over
-  the whole process tree) per GiB, and peak RSS (for a pipeline: its largest member).
+  the whole process tree) per GiB, and peak RSS (for a pipeline: its largest member). Every one
+  of them writes into a tmpfs mounted with the options of the boot stage's /run, where the boot
+  downloads (`RUN_TMPFS_DATA` in init/src/mounts.rs, read from there: `huge=within_size`); one
+  row repeats `phase fetch` into BENCH_WORK (/dev/shm, a tmpfs without huge pages), where this
+  section wrote before issue 18 §4.
   The 90% target compares phase fetch to the lower of plasmd's curl rate and the in-process hash rate.
 - **Hash floor**: `phase verify --artifacts` over the page-cached files (the same sha2 code as the
   fetch) vs `openssl speed -evp sha256 -bytes 16384` and `sha256sum`; SHA-NI from /proc/cpuinfo.
@@ -178,10 +182,14 @@ METHOD = """\
   one core it hashes inline. The "client unpinned" rows run it so, beside the pinned run; on a
   2-core machine core 0 is busy serving, so the client has 1 free core and the 0.9x is not
   judged. A `perf`
-  profile of a pinned fetch (November 2026): SHA-256 about 59% of the client core, tmpfs page
-  allocation and copy in `write` about 23%, socket receive and softirq about 10%. Writing 1 GiB
-  with `dd` costs 0.39 s of system time on a default tmpfs and 0.15 s on one mounted
-  `huge=within_size` (large folios); there `phase fetch` reached 0.89-0.95 GB/s, still under
-  0.9x of the floor. These tmpfs figures are not in the table, which keeps the default /dev/shm.
-  Issue 18 §4 judges the 0.9x only where the client has 2+ cores; the rows say how many it had.
+  profile of a pinned fetch into /dev/shm (December 2026, this AMD EPYC host): the copy into
+  fresh tmpfs pages in `write` (`copy_folio_from_iter_atomic`) about 40% of the client's samples,
+  all of user space (SHA-256 almost entirely) 28%, the socket receive copy under 3%, the rest
+  page allocation, memcg charges, interrupts and softirqs. Overwriting 1 GiB already in tmpfs with `dd`
+  costs 0.15 s of system time, writing it into fresh 4 KiB pages 0.47-0.9 s (and up to 2.3 s on
+  the first touch of memory the VM had not used). `huge=within_size` gives a 2 MiB page only to a
+  range inside the file's length, so `phase fetch` presizes its partial file (`Partial::presize`);
+  with both, a scratch A/B of 7 runs measured 0.97 against 1.35 CPU-s/GiB into /dev/shm (system
+  time 0.36 against 0.73 s). Issue 18 §4 judges the 0.9x only where the client has 2+ cores; the
+  rows say how many it had.
 """
