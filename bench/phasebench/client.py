@@ -117,7 +117,7 @@ def _client_rows(s, rel, res, dest, what):
             plain_dir = os.path.join(s.work, "fetched")
             plain = _measure(s, s.pin("client") + fetch_to(plain_dir), False, rel.size, fetched_in(plain_dir), clean)
             res.add(sec, "fetch+verify CPU per GiB, into a tmpfs as the boot stage's /run", phase[1], "CPU-s/GiB",
-                    f"same fetch into {s.work} (tmpfs, no huge pages)", plain[1], div(phase[1], plain[1]),
+                    f"same fetch into {os.path.dirname(s.work)} (tmpfs, no huge pages)", plain[1], div(phase[1], plain[1]),
                     "reported", note=f"client on {client_cores(s)} core(s) of {s.cores}")
         mib = rel.size // MiB
         if s.cores >= 2:
