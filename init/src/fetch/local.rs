@@ -146,7 +146,7 @@ fn verify_in_dir(
                 found,
             });
         }
-        if let Some((p, f)) = &copy {
+        if let Some((p, f)) = copy.as_ref().filter(|(_, f)| super::partial::on_tmpfs(f)) {
             // Full length first, for 2 MiB pages on the boot stage's /run (`Partial::presize`).
             f.set_len(a.size_bytes)
                 .map_err(|source| LocalVerifyError::Io {
