@@ -26,7 +26,8 @@ def run_tmpfs_options():
 def boot_tmpfs(s):
     """Yields (dir, what): a tmpfs mounted under s.work with the boot stage's /run options, where
     the client section writes (issue 18 §4: the fetch cost is the boot stage's); unmounted after.
-    Without root, the mount's failure or with BENCH_WORK on a disk: s.work itself, said in `what`."""
+    Without root or when the mount fails: s.work itself, said in `what`. A bench killed before
+    the unmount leaves the mount under BENCH_WORK (`umount` it by hand)."""
     opts = run_tmpfs_options()
     path = os.path.join(s.work, "boot-run")
     os.makedirs(path, exist_ok=True)
