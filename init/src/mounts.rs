@@ -131,19 +131,18 @@ pub fn mount_early(sys: &dyn Syscalls, table: &[MountSpec]) -> Result<Mounted, M
     for spec in table {
         let target = Path::new(spec.target);
         let mount = |data| sys.mount(spec.source, target, spec.fstype, spec.flags, data);
-        let res = sys
-            .mkdir_all(target, 0o755)
-            .and_then(|()| match mount(spec.data) {
-                Err(e) if e.errno() == Some(libc::EINVAL) && spec.fallback_data.is_some() => {
+        let res = sys.mkdir_all(target, 0o755).and_then(|()| {
+            match (mount(spec.data), spec.fallback_data) {
+                (Err(e), Some(fallback)) if e.errno() == Some(libc::EINVAL) => {
                     out.fallbacks.push(format!(
-                        "{spec}: {}; mounted with ({}) instead",
+                        "{spec}: {}; mounted with ({fallback}) instead",
                         crate::log::error_chain(&e),
-                        spec.fallback_data.unwrap_or_default()
                     ));
-                    mount(spec.fallback_data)
+                    mount(Some(fallback))
                 }
-                other => other,
-            });
+                (other, _) => other,
+            }
+        });
         match res {
             Ok(()) => {}
             Err(e) if e.errno() == Some(libc::EBUSY) => {}

@@ -341,8 +341,11 @@ fn custom_kernel_boots_without_modules_and_kexecs() -> Result<()> {
         .iter()
         .position(|l| l.contains("phase: init stage=target"))
         .context("no target stage line")?;
-    let fallbacks: Vec<usize> = (0..lines.len())
-        .filter(|i| lines[*i].contains("phase: mount fallback: tmpfs on /run"))
+    let fallbacks: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("phase: mount fallback: tmpfs on /run"))
+        .map(|(i, _)| i)
         .collect();
     ensure!(
         fallbacks.len() == 1 && fallbacks[0] < target,

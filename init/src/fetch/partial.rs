@@ -22,14 +22,11 @@ pub struct LocalIoError {
     pub source: std::io::Error,
 }
 
-/// `TMPFS_MAGIC` (`include/uapi/linux/magic.h`).
-const TMPFS_MAGIC: u64 = 0x0102_1994;
-
 /// True when `file` lives on a tmpfs (`fstatfs`; false when that fails): the one file system
 /// where giving a file its length before writing it pays ([`Partial::presize`]). On one without
 /// holes (vfat) the kernel would write zeros over the whole length first.
 pub fn on_tmpfs(file: &File) -> bool {
-    rustix::fs::fstatfs(file).is_ok_and(|s| s.f_type as u64 == TMPFS_MAGIC)
+    rustix::fs::fstatfs(file).is_ok_and(|s| s.f_type as u64 == crate::sys::TMPFS_MAGIC)
 }
 
 /// A partial download; removed on drop unless finished.

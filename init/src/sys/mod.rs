@@ -18,6 +18,11 @@ use std::path::Path;
 
 pub use rustix::mount::MountFlags;
 
+/// `statfs` `f_type` of a ramfs (`RAMFS_MAGIC`, `include/uapi/linux/magic.h`).
+pub const RAMFS_MAGIC: u64 = 0x8584_58f6;
+/// `statfs` `f_type` of a tmpfs (`TMPFS_MAGIC`, `include/uapi/linux/magic.h`).
+pub const TMPFS_MAGIC: u64 = 0x0102_1994;
+
 /// What `reboot(2)` should do (`LINUX_REBOOT_CMD_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RebootCmd {

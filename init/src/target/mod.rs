@@ -219,8 +219,8 @@ fn build_root(layout: &rootfs::Layout) -> Result<(), rootfs::RootfsError> {
     rootfs::execute(&rootfs::plan(layout), &crate::sys::linux::Linux, &mut loops)
 }
 
-/// `RAMFS_MAGIC` and `TMPFS_MAGIC` (`include/uapi/linux/magic.h`).
-const INITRAMFS_MAGICS: [u64; 2] = [0x8584_58f6, 0x0102_1994];
+/// The file systems an initramfs is unpacked into.
+const INITRAMFS_MAGICS: [u64; 2] = [crate::sys::RAMFS_MAGIC, crate::sys::TMPFS_MAGIC];
 
 fn switch(layout: &rootfs::Layout) -> Result<(), TargetError> {
     let f_type = rustix::fs::statfs("/")
