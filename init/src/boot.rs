@@ -504,6 +504,7 @@ async fn network_release(
                 .then(|| crate::peers::DhtPeering {
                     bootstrap: p.bootstrap.clone(),
                     clock_trusted: clock.trust == ClockTrust::Trusted,
+                    start_after: crate::peers::DHT_PEER_DELAY,
                 });
                 opts.peer_finder = Some(peers.finder(dht));
                 Some(peers)

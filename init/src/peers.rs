@@ -51,6 +51,14 @@ const DHT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between two DHT lookups for peers (peers start their fetches at different times).
 const DHT_RELOOK: Duration = Duration::from_secs(2);
 
+/// How long the boot stage's fetch runs before it joins the DHT to announce itself and look for
+/// peers (1 s; issue 18 §3). A fetch from an idle provider on the LAN is done by then and never
+/// pays for the DHT node (a new key, a TCP + Noise handshake with each bootstrap peer, a put and
+/// the lookups), which would compete for the CPU with the very fetch it is meant to speed up;
+/// a fetch that is slow because many machines boot at once, the case peers exist for, joins
+/// after this delay. mDNS peering starts at once: it costs one multicast socket.
+pub const DHT_PEER_DELAY: Duration = Duration::from_secs(1);
+
 /// How the boot stage joins the DHT to find peers: its bootstrap peers (`phase.bootstrap`) and
 /// whether its clock is trusted (records' TTLs are judged only then).
 #[derive(Debug, Clone)]
@@ -59,6 +67,9 @@ pub struct DhtPeering {
     pub bootstrap: Vec<String>,
     /// Whether this host's clock is trusted.
     pub clock_trusted: bool,
+    /// How long the fetch runs before the DHT node starts ([`DHT_PEER_DELAY`] in the boot
+    /// stage); a fetch that returns sooner never starts it.
+    pub start_after: Duration,
 }
 
 /// The boot stage's chunk server, running on the current tokio runtime.
@@ -134,7 +145,9 @@ pub fn mdns_finder(url: String, host: String, iface: String) -> PeerFinder {
 }
 
 /// A peer finder over the DHT for a chunk server at `url`: for each verified manifest, a task
-/// on the current tokio runtime starts a client-mode DHT node with a fresh key, announces
+/// on the current tokio runtime waits [`DhtPeering::start_after`] (and ends there if every
+/// receiver of its list is dropped first: the fetch is done), then starts a client-mode DHT
+/// node with a fresh key, announces
 /// `url` for the manifest's digest ([`DhtNode::publish_peer`], every half
 /// [`PEER_RECORD_TTL`]) and looks up the other peers of the same digest every 2 s
 /// (itself excluded, at most [`MAX_FOUND`]), until every receiver of its list is dropped; then
@@ -156,6 +169,9 @@ async fn publish_and_look_up(
     dht: DhtPeering,
     tx: watch::Sender<Vec<String>>,
 ) {
+    if !open_after(&tx, dht.start_after).await {
+        return;
+    }
     let node = phase_discovery::dht::parse_multiaddrs(&dht.bootstrap)
         .and_then(|bootstrap| {
             DhtNode::start(DhtConfig {
@@ -197,6 +213,15 @@ async fn publish_and_look_up(
         }
     }
     node.shutdown().await;
+}
+
+/// Waits `delay`; true when some receiver of `tx` still listens then (the fetch is still
+/// running), false as soon as every receiver is dropped before it.
+async fn open_after<T>(tx: &watch::Sender<T>, delay: Duration) -> bool {
+    tokio::select! {
+        () = tx.closed() => false,
+        () = tokio::time::sleep(delay) => !tx.is_closed(),
+    }
 }
 
 impl Drop for BootPeers {
@@ -345,6 +370,31 @@ mod tests {
         )
         .unwrap();
         (dir, m)
+    }
+
+    /// The DHT gate (issue 18 §3): a fetch that ends before [`DhtPeering::start_after`] never
+    /// starts the DHT node, and one still running then does.
+    #[tokio::test]
+    async fn the_dht_node_starts_only_when_the_fetch_outlasts_its_delay() {
+        let (tx, rx) = watch::channel(());
+        let t = Instant::now();
+        let gate = tokio::spawn(async move { open_after(&tx, Duration::from_secs(30)).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(rx);
+        let started = tokio::time::timeout(Duration::from_secs(5), gate)
+            .await
+            .expect("the gate ends with the fetch, not after its delay")
+            .unwrap();
+        assert!(!started, "a fetch that ended first starts no DHT node");
+        assert!(t.elapsed() < Duration::from_secs(5));
+
+        let (tx, _rx) = watch::channel(());
+        let t = Instant::now();
+        assert!(open_after(&tx, Duration::from_millis(200)).await);
+        assert!(
+            t.elapsed() >= Duration::from_millis(200),
+            "it waited its delay"
+        );
     }
 
     /// The boot stage joins its mDNS and DHT searches: a peer both find is listed once, the
