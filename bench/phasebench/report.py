@@ -115,7 +115,16 @@ METHOD = """\
   bootstrapping from a different node each run.
 - **Boot under TCG** (issue 6/7): QEMU TCG, the Debian kernel, on a private LAN in a network namespace
   (bridge 192.0.2.1/24, dnsmasq, plasmd serving `make release`'s tree, DHT nodes for internet and
-  private mode). Total = kernel timestamp of `phase: kexec ok` in the first kernel + kernel timestamp
+  private mode). Every judged x86_64 boot, baseline and phase alike, runs on `-cpu max,-erms,-fsrm`:
+  with ERMS/FSRM the kernel copies memory with `rep movsb`, which QEMU 7.2's TCG executes as one
+  store per byte, and on a page that still holds code translated before the kexec each store takes
+  TCG's self-modifying-code slow path. The second kernel's unpack and the kexec load then cost in
+  proportion to the code the first kernel's user space ran, a cost no CPU has. Measured on
+  2026-12-04 by kexec-ing the same 24.4 MB phase initrd from a busybox stage: the second kernel's
+  unpack took 0.27-0.46 s, and 0.92-1.01 s once the stage had run `phase verify` and
+  `phase discover` first; on `max,-erms,-fsrm` 0.19-0.21 s and 0.29 s. The rows
+  `baseline.cpu-max` and `local.cpu-max` boot on plain `-cpu max` in every run, reported, not
+  judged. Total = kernel timestamp of `phase: kexec ok` in the first kernel + kernel timestamp
   of `phase: target ready` in the second (the kexec jump itself is not in either clock), plus the
   wall clock from QEMU start. The baseline (bench/baseline) does seed 003's shell pipeline with
   busybox (udhcpc, wget, sha256sum) and kexec-tools on the same kernel and rootfs, fetching from
