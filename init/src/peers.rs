@@ -397,6 +397,32 @@ mod tests {
         );
     }
 
+    /// The same gate in [`dht_finder`]'s task: with a bootstrap that cannot parse, the task
+    /// ends (and drops its list's sender) as soon as it tries to start the node. With a long
+    /// delay it is still waiting after 300 ms; with a short one it has tried and ended.
+    #[tokio::test]
+    async fn the_dht_finder_tries_no_node_before_its_delay() {
+        let (_dir, m) = verified_manifest();
+        let finder = |start_after| {
+            dht_finder(
+                "http://192.0.2.9:7400".into(),
+                DhtPeering {
+                    bootstrap: vec!["not-a-multiaddr".into()],
+                    clock_trusted: false,
+                    start_after,
+                },
+            )
+        };
+        let mut waiting = (finder(Duration::from_secs(30)).0)(&m);
+        let early = tokio::time::timeout(Duration::from_millis(300), waiting.changed()).await;
+        assert!(early.is_err(), "the task is still waiting out its delay");
+        let mut tried = (finder(Duration::from_millis(100)).0)(&m);
+        let ended = tokio::time::timeout(Duration::from_secs(5), tried.changed())
+            .await
+            .expect("after its delay the task tries the node, fails and ends");
+        assert!(ended.is_err(), "the task ended and dropped its sender");
+    }
+
     /// The boot stage joins its mDNS and DHT searches: a peer both find is listed once, the
     /// union stops at its cap, and dropping the union's receiver ends both inner searches (so
     /// the DHT node and the mDNS announcement stop when the fetch returns).
