@@ -36,9 +36,11 @@ FAIL = ("Kernel panic", "onfail=")
 # reported, not judged, so the size of the effect stays in every run (docs/benchmarks.md).
 X86_CPU = "max,-erms,-fsrm"
 X86_CPU_MAX = "max"
+# The baseline's command line (seed 003 has no discovery: the provider URL is given).
+BASELINE_CMDLINE = "phase.mode=local bench.url=http://192.0.2.1:8081/stable/x86_64"
 VARIANTS = {
     # name: (initrd kind, extra cmdline, x86_64 -cpu)
-    "baseline": ("baseline", "phase.mode=local bench.url=http://192.0.2.1:8081/stable/x86_64", X86_CPU),
+    "baseline": ("baseline", BASELINE_CMDLINE, X86_CPU),
     "phase.provider": ("phase", "phase.mode=local phase.provider=http://192.0.2.1:8080", X86_CPU),
     "local": ("phase", "phase.mode=local", X86_CPU),
     # issue 19 §3: local mode without the peer server and mDNS peer browse; the cost of
@@ -48,8 +50,7 @@ VARIANTS = {
     "private": ("phase", "phase.mode=private phase.bootstrap={boot}", X86_CPU),
     # The baseline and local mode on "-cpu max" (ERMS, FSRM): reported against each other, not
     # judged (see X86_CPU).
-    "baseline.cpu-max": ("baseline", "phase.mode=local bench.url=http://192.0.2.1:8081/stable/x86_64",
-                         X86_CPU_MAX),
+    "baseline.cpu-max": ("baseline", BASELINE_CMDLINE, X86_CPU_MAX),
     "local.cpu-max": ("phase", "phase.mode=local", X86_CPU_MAX),
     # issue 17 §5: the arm64 release (make ARCH=arm64 release) on Debian's arm64 kernel, through
     # kexec_load, from the same provider and tree; reported beside x86_64 local, not judged.
@@ -390,7 +391,7 @@ def run_section(s, res):
         """The median of `values` for the baseline on m's CPU model, or None (m is a baseline,
         or that baseline has no figure)."""
         r = reference(m)
-        return median(values[r]) if m != r and not m.startswith("baseline") and values.get(r) else None
+        return median(values[r]) if not m.startswith("baseline") and values.get(r) else None
 
     for m in modes:
         fig = f"kernel start to target ready, {m}"
