@@ -57,6 +57,7 @@ ifeq ($(ARCH),aarch64)
   KCONFIG  ?= $(if $(filter $(KERNEL_IMAGE),$(KERNEL)),$(KERNEL_OUT)/config,$(ARM64_ROOT)/boot/config-$(KVER))
   MODULES_ROOT ?= $(ARM64_ROOT)/lib/modules
   BUSYBOX  ?= $(ARM64_ROOT)/bin/busybox
+  RESCUE_ROOT ?= $(ARM64_ROOT)
   SYSTEMD_BOOT ?= $(ARM64_ROOT)/usr/lib/systemd/boot/efi/systemd-bootaa64.efi
   EFI_BOOT_NAME := BOOTAA64.EFI
   CMDLINE  ?= console=ttyAMA0 panic=10
@@ -91,6 +92,9 @@ KERNEL     ?= /boot/vmlinuz-$(KVER)
 KCONFIG    ?= $(if $(filter $(KERNEL_IMAGE),$(KERNEL)),$(KERNEL_OUT)/config,/boot/config-$(KVER))
 MODULES_ROOT ?= /lib/modules
 BUSYBOX    ?= /bin/busybox
+# The initramfs's rescue shell and tools come from klibc-utils under RESCUE_ROOT
+# (scripts/rescue-tools.sh); the rootfs and the bench's shell baseline keep BUSYBOX.
+RESCUE_ROOT ?= /
 KEYS_DIR   := $(BUILD)/keys
 DEV_KEY    := $(KEYS_DIR)/dev.key
 KEY        ?= $(DEV_KEY)
@@ -130,6 +134,9 @@ else
   # installed the kernel on a fresh machine, not when make parsed this file.
   LAYOUT_MODULES = --kver $(KVER) --modules-root $(MODULES_ROOT)
 endif
+RESCUE_DIR := $(ARCH_OUT)/rescue
+INITRAMFS_VARS = --var repo=$(CURDIR) --var bin_dir=$(BIN_DIR) --var rescue=$(RESCUE_DIR) \
+  --var trust=$(TRUST) --var release=$(ARCH_OUT)/release.conf
 LAYOUT_TOOL := target/debug/phase-layout
 STATIC_RUSTFLAGS := -C target-feature=+crt-static
 COMMON_PACKAGES := squashfs-tools dnsmasq-base dosfstools mtools cpio zstd iproute2 fdisk file \
@@ -139,8 +146,8 @@ ifeq ($(ARCH),aarch64)
   DEB_PACKAGES := $(COMMON_PACKAGES) qemu-system-arm qemu-efi-aarch64 rustc-web cargo-web \
     libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross
 else
-  DEB_PACKAGES := $(COMMON_PACKAGES) qemu-system-x86 linux-image-amd64 busybox-static ovmf \
-    systemd-boot-efi
+  DEB_PACKAGES := $(COMMON_PACKAGES) qemu-system-x86 linux-image-amd64 busybox-static klibc-utils \
+    ovmf systemd-boot-efi
 endif
 KERNEL_PACKAGES := linux-source build-essential bc flex bison libelf-dev libssl-dev xz-utils
 
@@ -192,8 +199,9 @@ build: deps $(ARM64_STAMP)
 	    file -L $(BIN_DIR)/$$b | grep -q '$(FILE_ARCH)' || { echo "build: $(BIN_DIR)/$$b is not $(FILE_ARCH)" >&2; exit 1; }; \
 	done; echo "build: static $(FILE_ARCH) binaries in $(BIN_DIR)"
 
-# Debian's arm64 kernel, modules, busybox and systemd-bootaa64.efi, unpacked (ARCH=arm64 only).
-$(BUILD)/debian-arm64/.unpacked: | deps
+# Debian's arm64 kernel, modules, busybox, klibc-utils and systemd-bootaa64.efi, unpacked
+# (ARCH=arm64 only).
+$(BUILD)/debian-arm64/.unpacked: scripts/arm64-debs.sh | deps
 	scripts/arm64-debs.sh $(BUILD)/debian-arm64
 	@touch $@
 
@@ -224,9 +232,9 @@ $(ARCH_OUT)/release.conf: FORCE
 # its bytes change, so the zstd -19 below (about 9 s) and the variants run only then.
 $(ARCH_OUT)/initramfs.cpio: build layout-tool $(TRUST) $(ARCH_OUT)/release.conf FORCE
 	@[ -n "$(KVER)$(NO_MODULES)" ] || { echo "initramfs: no kernel in /lib/modules with /boot/vmlinuz-*; run make deps" >&2; exit 1; }
+	scripts/rescue-tools.sh $(RESCUE_ROOT) $(RESCUE_DIR)
 	$(LAYOUT_TOOL) initramfs --layout initramfs-layout/initramfs.toml $(LAYOUT_MODULES) \
-	  --var repo=$(CURDIR) --var bin_dir=$(BIN_DIR) \
-	  --var busybox=$(BUSYBOX) --var trust=$(TRUST) --var release=$(ARCH_OUT)/release.conf --out $@.tmp
+	  $(INITRAMFS_VARS) --out $@.tmp
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv -f $@.tmp $@
 $(ARCH_OUT)/initramfs.cpio.zst: $(ARCH_OUT)/initramfs.cpio
 	zstd -19 -T1 -q -f --no-progress $< -o $@
@@ -240,8 +248,7 @@ initramfs-compressed-modules: $(ARCH_OUT)/initramfs-modxz.cpio.zst $(ARCH_OUT)/i
 $(ARCH_OUT)/initramfs-mod%.cpio.zst: $(ARCH_OUT)/initramfs.cpio
 	scripts/compress-modules.sh $< $(MODULES_ROOT) $(KVER) $(ARCH_OUT)/modules-$* $*
 	$(LAYOUT_TOOL) initramfs --layout initramfs-layout/initramfs.toml --kver $(KVER) \
-	  --modules-root $(ARCH_OUT)/modules-$* --var repo=$(CURDIR) --var bin_dir=$(BIN_DIR) \
-	  --var busybox=$(BUSYBOX) --var trust=$(TRUST) --var release=$(ARCH_OUT)/release.conf \
+	  --modules-root $(ARCH_OUT)/modules-$* $(INITRAMFS_VARS) \
 	  --out $(ARCH_OUT)/initramfs-mod$*.cpio
 	zstd -19 -T1 -q -f --no-progress $(ARCH_OUT)/initramfs-mod$*.cpio -o $@
 
@@ -367,8 +374,7 @@ test-build: deps
 	scripts/test-size-budget.sh $(ARCH_OUT)/initramfs.cpio $(INITRD)
 	diff <(cpio --quiet -t < $(ARCH_OUT)/initramfs.cpio) \
 	  <($(LAYOUT_TOOL) list --names --layout initramfs-layout/initramfs.toml $(LAYOUT_MODULES) \
-	    --var repo=$(CURDIR) --var bin_dir=$(BIN_DIR) \
-	    --var busybox=$(BUSYBOX) --var trust=$(TRUST) --var release=$(ARCH_OUT)/release.conf)
+	    $(INITRAMFS_VARS))
 	$(MAKE) --no-print-directory check-kernel-config
 	$(MAKE) --no-print-directory release
 	scripts/test-check-chunks.sh $(HOST_PLASMD) $(RELEASE_DIR) $(TRUST)

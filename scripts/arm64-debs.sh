@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The arm64 pieces a x86_64 host cannot install as its own (issue 17 §1): Debian's arm64 kernel
-# with its modules, a static arm64 busybox and systemd-bootaa64.efi, downloaded with
+# with its modules, a static arm64 busybox, klibc-utils with libklibc (the initramfs's rescue
+# tools: scripts/rescue-tools.sh) and systemd-bootaa64.efi, downloaded with
 # `apt-get download` and unpacked with `dpkg-deb -x` into OUT (never installed: they would
 # replace the host's own busybox-static and systemd-boot-efi). Debian's kernel package ships
 # no modules.dep, so `depmod -b` writes it. Prints the kernel version it unpacked.
@@ -23,10 +24,14 @@ dl=$(mktemp -d)
 trap 'rm -rf "$dl" "$out.tmp"' EXIT
 chmod 755 "$dl" # apt's _apt user writes the download here
 # (apt warns that root downloads unsandboxed: noise here, filtered; failures are caught below.)
-(cd "$dl" && apt-get download -q "$kpkg:arm64" busybox-static:arm64 systemd-boot-efi:arm64 2>&1 |
+(cd "$dl" && apt-get download -q "$kpkg:arm64" busybox-static:arm64 klibc-utils:arm64 libklibc:arm64 \
+    systemd-boot-efi:arm64 2>&1 |
     grep -v 'unsandboxed' || true)
 n=$(find "$dl" -name '*.deb' | wc -l)
-[[ $n -eq 3 ]] || { echo "arm64-debs: apt-get download fetched $n of 3 packages ($kpkg, busybox-static, systemd-boot-efi)" >&2; exit 1; }
+[[ $n -eq 5 ]] || {
+    echo "arm64-debs: apt-get download fetched $n of 5 packages ($kpkg, busybox-static, klibc-utils, libklibc, systemd-boot-efi)" >&2
+    exit 1
+}
 rm -rf "$out.tmp"
 mkdir -p "$out.tmp"
 for deb in "$dl"/*.deb; do
@@ -38,4 +43,4 @@ kver=$(ls "$out.tmp/lib/modules")
 depmod -b "$out.tmp" "$kver"
 rm -rf "$out"
 mv "$out.tmp" "$out"
-echo "arm64-debs: $out has kernel $kver, busybox and systemd-bootaa64.efi"
+echo "arm64-debs: $out has kernel $kver, busybox, klibc-utils and systemd-bootaa64.efi"

@@ -17,7 +17,9 @@ cpio_abs=$(realpath "$cpio_file")
 (cd "$tree" && cpio --quiet -id --no-absolute-filenames 2>/dev/null <"$cpio_abs") || true
 while read -r bytes name; do
     case $name in
-        init | bin/busybox) key=$name ;;
+        init) key=$name ;;
+        # the rescue tools (scripts/rescue-tools.sh) and the phase links beside them
+        bin/* | lib/klibc-*) key=rescue ;;
         lib/modules/*) key=lib/modules/ ;;
         *) key=other ;;
     esac

@@ -93,7 +93,8 @@ impl VmConfig {
             disks: Vec::new(),
             firmware: None,
             echo: std::env::var_os("PHASE_ECHO").is_some(),
-            // A rescue shell (busybox banner) also means the boot failed.
+            // A rescue shell also means the boot failed: `phase: onfail=` announces it, and
+            // the rootfs's busybox shell prints its banner.
             fail_on: vec![
                 "Kernel panic".into(),
                 "phase: onfail=".into(),

@@ -474,6 +474,40 @@ fn acpi_powerdown_stops_services_and_powers_off() -> Result<()> {
     Ok(())
 }
 
+/// Issue 18 §3: the initramfs's rescue tools are klibc-utils' (scripts/rescue-tools.sh), not
+/// busybox. A boot stage that fails at once (an unknown `phase.mode`: no policy could be read,
+/// so PID 1 falls back to rescue) opens the initramfs's `/bin/sh` on the console; a command
+/// typed there runs, a second klibc tool (`uname`) loads the klibc shared object from `/lib`,
+/// and after `exit` PID 1 runs the stages again.
+#[test]
+fn failed_boot_stage_opens_the_initramfs_rescue_shell() -> Result<()> {
+    let test = "failed_boot_stage_opens_the_initramfs_rescue_shell";
+    if !ready(test)? {
+        return Ok(());
+    }
+    let work = env::work_dir("irescue")?;
+    let mut lan = phase_qemu_tests::netns::Lan::create("iresc")?;
+    let cfg = VmConfig {
+        append: append("no-such-mode", "").replace("phase.onfail=halt", ""),
+        ..vm_config("irescue", "local", "", 0x1d)?
+    };
+    let mut vm = Vm::start(&mut lan, cfg, &work)?;
+    vm.set_fail_on(&["Kernel panic", "phase: kexec ok"]);
+    vm.expect("phase: init stage=boot version=", secs(240))?;
+    vm.expect("phase: boot failed (attempt 1)", secs(60))?;
+    vm.expect("phase: onfail=rescue exec /bin/sh", secs(60))?;
+    vm.send_console("echo rescue-ok-$((6*7)); uname -s -m\nexit\n")?;
+    vm.expect("rescue-ok-42", secs(60))?;
+    vm.expect("Linux x86_64", secs(60))?;
+    let exited = vm.expect("phase: rescue shell exited", secs(60))?;
+    ensure!(
+        exited.contains("exit status: 0"),
+        "the rescue shell did not exit cleanly: {exited}"
+    );
+    vm.expect("phase: boot failed (attempt 2)", secs(60))?;
+    Ok(())
+}
+
 /// Issue 16 §5: with `phase.onfail=rescue`, a target stage that fails after switch_root (here
 /// `phase.init` names an init the rootfs does not have) opens the rootfs's shell on the console
 /// instead of retrying a stage whose initramfs is gone; a command typed there runs, and after
