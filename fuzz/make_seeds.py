@@ -308,7 +308,7 @@ kernel/fs/fat/fat.ko.xz:
 kernel/arch/x86/events/intel/intel-uncore.ko.xz:
 """
 BUILTIN = "kernel/drivers/virtio/virtio.ko\nkernel/drivers/virtio/virtio_ring.ko\nkernel/drivers/virtio/virtio_pci.ko\n"
-LIST = "# modules.list\nvirtio_net\nvirtio_blk\nloop\nsquashfs\noverlay\nvfat\nvirtio_pci\nintel-uncore\n"
+LIST = "# modules.list\nvirtio_net\nvirtio_blk\nloop @target\nsquashfs @target\noverlay @target\nvfat\nvirtio_pci\nintel-uncore\n"
 write("modules_dep", "debian-excerpt", DEP + "\0" + BUILTIN + "\0" + LIST)
 write("modules_dep", "cycle", "a.ko: b.ko\nb.ko: c.ko\nc.ko: a.ko\n\0\0a\n")
 write("modules_dep", "missing-dependency", "a.ko: gone.ko\n\0\0a\n")

@@ -18,7 +18,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(deps) = ModulesDep::parse(dep, builtin) else {
         return;
     };
-    let wanted = parse_modules_list(list);
+    let listed = parse_modules_list(list);
+    let wanted: Vec<String> = listed.into_iter().map(|m| m.name).collect();
     if let Ok(plan) = deps.resolve(&wanted) {
         for w in &wanted {
             let _ = deps.is_builtin(w);

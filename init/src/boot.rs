@@ -236,12 +236,14 @@ fn staged<T, E: std::error::Error + 'static>(
     }
 }
 
-/// The modules stage: `/etc/phase/modules.list` from `/lib/modules/$(uname -r)`.
-pub fn load_modules(sys: &dyn Syscalls) -> Result<(), BootError> {
+/// The modules stage: the modules of `/etc/phase/modules.list` that `stage` loads (the boot
+/// stage skips `@target` ones), from `/lib/modules/$(uname -r)`. Errors:
+/// [`BootError::Modules`].
+pub fn load_modules(sys: &dyn Syscalls, stage: modules::ModuleStage) -> Result<(), BootError> {
     staged(
         "modules",
         || {
-            let wanted = modules::read_list(Path::new(modules::MODULES_LIST))?;
+            let wanted = modules::read_list(Path::new(modules::MODULES_LIST), stage)?;
             modules::load(sys, &modules::modules_dir(), &wanted)
         },
         |l| match &l.no_modules_for_kernel {
@@ -754,6 +756,8 @@ fn handoff(
             return Err(BootError::Kexec(Box::new(e)));
         }
         st.ok("skipped (phase.kexec=never), wrote /phase/boot");
+        // The boot stage skipped the `@target` modules (rootfs mount, power button).
+        load_modules(sys, modules::ModuleStage::Target)?;
         let run = target.ok_or(BootError::NoTarget)?;
         return run(&early.params).map_err(BootError::Target);
     }
@@ -821,7 +825,11 @@ pub fn pid1(sys: &'static (dyn Syscalls + Sync), target: Option<TargetStage>) ->
                     e
                 }
             };
-            load_modules(sys)?;
+            let stage = match e.target {
+                true => modules::ModuleStage::Target,
+                false => modules::ModuleStage::Boot,
+            };
+            load_modules(sys, stage)?;
             if e.target {
                 let run = target.ok_or(BootError::NoTarget)?;
                 return run(&e.params).map_err(BootError::Target);

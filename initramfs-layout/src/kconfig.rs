@@ -7,9 +7,11 @@
 //!   `# phase:recommended` and `# phase:build` set the class of the options that follow:
 //!   a distro kernel without a *required* option cannot run Phase Boot, a missing *recommended*
 //!   one is a warning, *build* options only matter to `make kernel`;
-//! - the module list `kernel-config/modules.list`: `<module> CONFIG_A [CONFIG_B ...]` per line
-//!   (`#` comments), in load order. A required option that the kernel has as `=m` is only
-//!   usable when the initramfs carries its module, i.e. when some line maps it.
+//! - the module list `kernel-config/modules.list`: `<module> [@target] CONFIG_A [CONFIG_B ...]`
+//!   per line (`#` comments), in load order; `@target` marks a module only the target stage
+//!   needs (the rootfs mount, the power button), which the boot stage does not load. A required
+//!   option that the kernel has as `=m` is only usable when the initramfs carries its module,
+//!   i.e. when some line maps it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -71,7 +73,13 @@ pub struct ModuleLine {
     pub module: String,
     /// Options this module provides when they are `=m`.
     pub options: Vec<String>,
+    /// `@target`: only the target stage loads it (see [`TARGET_ONLY`]).
+    pub target_only: bool,
 }
+
+/// The marker, after the module name in `modules.list` and in the installed
+/// `/etc/phase/modules.list`, of a module only the target stage needs.
+pub const TARGET_ONLY: &str = "@target";
 
 /// Reads a file into a string.
 fn read(path: &Path) -> Result<String, KconfigError> {
@@ -154,8 +162,8 @@ pub fn load_fragment(path: &Path) -> Result<Vec<FragmentOption>, KconfigError> {
 /// Parses module list text (`origin` names it in errors).
 ///
 /// # Errors
-/// [`KconfigError::Syntax`] for a line with a module name but no `CONFIG_` option, or a
-/// module name containing `/`.
+/// [`KconfigError::Syntax`] for a line with a module name but no `CONFIG_` option, a module
+/// name containing `/`, or an `@` marker other than [`TARGET_ONLY`].
 pub fn parse_modules_list(text: &str, origin: &Path) -> Result<Vec<ModuleLine>, KconfigError> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
@@ -173,11 +181,24 @@ pub fn parse_modules_list(text: &str, origin: &Path) -> Result<Vec<ModuleLine>, 
         if module.contains('/') || module.starts_with("CONFIG_") {
             return Err(syntax("expected a module name first"));
         }
+        let mut words = words.peekable();
+        let target_only = words
+            .next_if(|w| w.starts_with('@'))
+            .map(|w| w == TARGET_ONLY);
+        if target_only == Some(false) {
+            return Err(syntax("the only marker after a module name is `@target`"));
+        }
         let options: Vec<String> = words.map(str::to_owned).collect();
         if options.is_empty() || options.iter().any(|o| !o.starts_with("CONFIG_")) {
-            return Err(syntax("expected `<module> CONFIG_X [CONFIG_Y ...]`"));
+            return Err(syntax(
+                "expected `<module> [@target] CONFIG_X [CONFIG_Y ...]`",
+            ));
         }
-        out.push(ModuleLine { module, options });
+        out.push(ModuleLine {
+            module,
+            options,
+            target_only: target_only.unwrap_or(false),
+        });
     }
     Ok(out)
 }
@@ -382,11 +403,26 @@ CONFIG_CMDLINE=\"\"
     }
 
     #[test]
+    fn target_marker_follows_the_module_name() {
+        let lines = parse_modules_list(
+            "virtio_net CONFIG_VIRTIO_NET\nloop @target CONFIG_BLK_DEV_LOOP # rootfs\n",
+            Path::new("m"),
+        )
+        .unwrap();
+        assert!(!lines[0].target_only);
+        assert!(lines[1].target_only);
+        assert_eq!(lines[1].module, "loop");
+        assert_eq!(lines[1].options, ["CONFIG_BLK_DEV_LOOP"]);
+    }
+
+    #[test]
     fn malformed_lines_are_errors_with_line_numbers() {
         let err = parse_fragment("CONFIG_A=y\nbogus\n", Path::new("f")).unwrap_err();
         assert!(err.to_string().starts_with("f:2:"), "{err}");
         assert!(parse_fragment("# phase:optional\n", Path::new("f")).is_err());
         assert!(parse_modules_list("overlay\n", Path::new("m")).is_err());
+        assert!(parse_modules_list("overlay @target\n", Path::new("m")).is_err());
+        assert!(parse_modules_list("overlay @boot CONFIG_OVERLAY_FS\n", Path::new("m")).is_err());
         assert!(parse_modules_list("CONFIG_X overlay\n", Path::new("m")).is_err());
     }
 }

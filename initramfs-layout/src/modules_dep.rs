@@ -88,13 +88,29 @@ pub fn module_name(path: &str) -> String {
     base.replace('-', "_")
 }
 
-/// Parses `/etc/phase/modules.list`: one module name per line, `#` comments and blank lines
-/// ignored, names normalised as [`module_name`].
-pub fn parse_modules_list(text: &str) -> Vec<String> {
+/// One line of `/etc/phase/modules.list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedModule {
+    /// The module's name, normalised as [`module_name`].
+    pub name: String,
+    /// Marked `@target` ([`crate::kconfig::TARGET_ONLY`]): only the target stage loads it.
+    pub target_only: bool,
+}
+
+/// Parses `/etc/phase/modules.list`: one module name per line, optionally followed by
+/// `@target`; `#` comments and blank lines ignored, names normalised as [`module_name`]. Other
+/// words after the name are ignored (the module is then loaded in every stage: loading one
+/// module too many costs time, one too few can stop a boot).
+pub fn parse_modules_list(text: &str) -> Vec<ListedModule> {
     text.lines()
         .map(|l| l.split('#').next().unwrap_or("").trim())
         .filter(|l| !l.is_empty())
-        .map(module_name)
+        .map(|l| {
+            let mut words = l.split_whitespace();
+            let name = module_name(words.next().unwrap_or_default());
+            let target_only = words.any(|w| w == crate::kconfig::TARGET_ONLY);
+            ListedModule { name, target_only }
+        })
         .collect()
 }
 
@@ -308,9 +324,24 @@ kernel/fs/overlayfs/overlay.ko:
 
     #[test]
     fn modules_list_ignores_comments_and_blanks() {
+        let names: Vec<String> =
+            parse_modules_list("# net\nvirtio_net\n\n  loop  # block\nintel-uncore\n")
+                .into_iter()
+                .map(|m| m.name)
+                .collect();
+        assert_eq!(names, ["virtio_net", "loop", "intel_uncore"]);
+    }
+
+    #[test]
+    fn modules_list_marks_target_only_modules_and_ignores_other_words() {
+        let listed = parse_modules_list("virtio_net\nloop @target\nevdev @later\n");
+        let flags: Vec<(&str, bool)> = listed
+            .iter()
+            .map(|m| (m.name.as_str(), m.target_only))
+            .collect();
         assert_eq!(
-            parse_modules_list("# net\nvirtio_net\n\n  loop  # block\nintel-uncore\n"),
-            ["virtio_net", "loop", "intel_uncore"]
+            flags,
+            [("virtio_net", false), ("loop", true), ("evdev", false)]
         );
     }
 

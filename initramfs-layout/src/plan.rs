@@ -377,7 +377,7 @@ impl Plan {
         km: &KernelModules,
     ) -> Result<(), PlanError> {
         let lines = kconfig::load_modules_list(list).map_err(PlanError::ModulesList)?;
-        let wanted: Vec<String> = lines.into_iter().map(|l| l.module).collect();
+        let wanted: Vec<String> = lines.iter().map(|l| l.module.clone()).collect();
         let dir = km.root.join(&km.kver);
         let modules_err = |source| PlanError::Modules {
             kver: km.kver.clone(),
@@ -452,10 +452,15 @@ impl Plan {
                 },
             )?;
         }
-        let names: String = wanted
+        // Names only, `@target` kept: the init's modules stage reads this
+        // (phase_layout::modules_dep::parse_modules_list).
+        let names: String = lines
             .iter()
-            .filter(|w| !deps.is_builtin(w))
-            .map(|w| format!("{w}\n"))
+            .filter(|l| !deps.is_builtin(&l.module))
+            .map(|l| match l.target_only {
+                true => format!("{} {}\n", l.module, kconfig::TARGET_ONLY),
+                false => format!("{}\n", l.module),
+            })
             .collect();
         self.add(
             install_list,

@@ -262,10 +262,10 @@ fn cpio_holds_exactly_what_the_layout_lists() {
 }
 
 #[test]
-fn module_list_in_initramfs_has_names_only_in_load_order() {
+fn module_list_in_initramfs_has_names_and_target_marks_in_load_order() {
     if !have(
         "cpio",
-        "module_list_in_initramfs_has_names_only_in_load_order",
+        "module_list_in_initramfs_has_names_and_target_marks_in_load_order",
     ) {
         return;
     }
@@ -277,13 +277,22 @@ fn module_list_in_initramfs_has_names_only_in_load_order() {
             .stdin(std::fs::File::open(&archive).unwrap()),
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    let names: Vec<&str> = text.lines().collect();
-    assert_eq!(names.first(), Some(&"virtio_pci"));
-    assert!(names.contains(&"overlay") && names.contains(&"squashfs") && names.contains(&"loop"));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&"virtio_pci"));
+    // The rootfs mount's modules are the target stage's only.
+    for m in [
+        "loop @target",
+        "squashfs @target",
+        "overlay @target",
+        "virtio_net",
+        "vfat",
+    ] {
+        assert!(lines.contains(&m), "{m:?} not in {text}");
+    }
     assert!(
-        names
+        lines
             .iter()
-            .all(|n| !n.contains(' ') && !n.contains("CONFIG_")),
+            .all(|n| !n.contains("CONFIG_") && n.split(' ').nth(1).is_none_or(|w| w == "@target")),
         "{text}"
     );
 }

@@ -12,7 +12,7 @@ use phase_qemu_tests::disk::CacheDisk;
 use phase_qemu_tests::netns::BRIDGE_ADDR2;
 use phase_qemu_tests::provider::{self, ProviderOpts};
 use phase_qemu_tests::qemu::{Vm, VmConfig};
-use phase_qemu_tests::{env, release};
+use phase_qemu_tests::{env, release, timing};
 
 /// Test 1: local: mDNS, fetch + verify, kexec, target, overlay; the VM's plasmd serves the release.
 #[test]
@@ -472,6 +472,43 @@ fn acpi_powerdown_stops_services_and_powers_off() -> Result<()> {
     let st = vm.wait_exit(secs(60))?;
     eprintln!("QEMU exited: {st}");
     Ok(())
+}
+
+/// `phase.kexec=never`: the boot stage writes `/phase/boot` and runs the target stage on the
+/// running kernel. The boot stage skipped the modules marked `@target` (loop, squashfs, overlay,
+/// evdev, button; issue 18 §3), so it loads them first: the overlay root mounts, the power
+/// button is watched, and the machine serves the release it booted.
+#[test]
+fn kexec_never_loads_the_target_modules_and_runs_the_target_in_process() -> Result<()> {
+    let test = "kexec_never_loads_the_target_modules_and_runs_the_target_in_process";
+    if !ready(test)? {
+        return Ok(());
+    }
+    let work = env::work_dir("nokexec")?;
+    let (mut lan, _p) = local_lan("nokex", &work)?;
+    let cfg = vm_config("nokexec", "local", "phase.kexec=never", 0x1e)?;
+    let mut vm = Vm::start(&mut lan, cfg, &work)?;
+    vm.set_fail_on(&[
+        "Kernel panic",
+        "phase: onfail=",
+        "phase: kexec ok loaded",
+        "phase: init stage=target",
+    ]);
+    expect_boot_stage(&mut vm, "local", "mdns")?;
+    vm.expect("phase: kexec ok skipped (phase.kexec=never)", secs(600))?;
+    vm.expect("phase: modules ok", secs(120))?;
+    vm.expect("phase: verify ok version=", secs(300))?;
+    vm.expect("phase: rootfs ok overlay on /newroot", secs(120))?;
+    vm.expect("phase: power button watched", secs(120))?;
+    vm.expect("phase: target ready in", secs(120))?;
+    let lines = vm.lines();
+    let dhcp = lines
+        .iter()
+        .rev()
+        .find(|l| l.contains("phase: dhcp ok"))
+        .context("no dhcp ok line")?;
+    let addr = timing::dhcp_addr(dhcp).context("address in the dhcp line")?;
+    end_checks(&lan, &vm, &addr)
 }
 
 /// Issue 18 §3: the initramfs's rescue tools are klibc-utils' (scripts/rescue-tools.sh), not
