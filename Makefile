@@ -372,6 +372,7 @@ test-build: deps
 	sha256sum -c $(ARCH_OUT)/first-build.sha256
 	$(if $(and $(filter zstd,$(INITRD_COMP)),$(if $(NO_MODULES),,1)),scripts/check-size-budget.sh $(ARCH_OUT)/initramfs.cpio $(INITRD),@echo "size-budget: skipped (budgets are for zstd with Debian's modules)")
 	scripts/test-size-budget.sh $(ARCH_OUT)/initramfs.cpio $(INITRD)
+	scripts/check-init-unwind.sh $(BIN_DIR)/phase-init
 	diff <(cpio --quiet -t < $(ARCH_OUT)/initramfs.cpio) \
 	  <($(LAYOUT_TOOL) list --names --layout initramfs-layout/initramfs.toml $(LAYOUT_MODULES) \
 	    $(INITRAMFS_VARS))

@@ -16,6 +16,14 @@ use phase_init::sys::linux::Linux;
 static SYS: Linux = Linux;
 
 fn main() -> std::process::ExitCode {
+    // The release /init has no unwind tables (init/link/discard-unwind-tables.ld), and libgcc's
+    // unwinder aborts the process when asked for a backtrace without them: `RUST_BACKTRACE=1`
+    // (an environment variable, or a word on the kernel command line, which the kernel hands
+    // to PID 1 as one) would turn the first error anyhow records into a SIGABRT, and for PID 1
+    // into a kernel panic. Still single-threaded here, so nothing reads the environment meanwhile.
+    for var in ["RUST_BACKTRACE", "RUST_LIB_BACKTRACE"] {
+        std::env::remove_var(var);
+    }
     if phase_init::cli::invoked_as_tool(std::env::args_os().next().as_deref()) {
         return phase_init::cli::main();
     }
