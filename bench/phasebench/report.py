@@ -148,7 +148,9 @@ METHOD = """\
   (the kernel's initramfs unpack, "Trying to unpack" to "Freeing initrd memory") and
   `kernel:/init` per kernel, and "second kernel's initramfs unpack" rows compare it after the
   kexec: the second initrd is the initramfs plus the carried release (kernel, initramfs,
-  rootfs: 24 MB for phase, 20 MB for the baseline, whose initramfs is 2.2 MB smaller). Under
+  rootfs: 22.4 MB for phase, 20 MB for the baseline, whose initramfs is 1.3 MB smaller; phase's
+  was 2.2 MB larger until its rescue tools became klibc's and /init lost its unwind tables on
+  2026-12-04). Under
   TCG this unpack also depends on what ran in the first kernel: in December 2026 the same
   phase-shaped 24 MB initrd unpacked in 0.65-1.0 s after a fresh boot or after the baseline's
   first stage, and in 2.1-2.3 s after a baseline first stage that also ran `phase fetch` of the
