@@ -297,10 +297,8 @@ fn module_list_in_initramfs_has_names_and_target_marks_in_load_order() {
     );
 }
 
-#[test]
-fn missing_phase_init_fails_the_initramfs_build() {
-    let inputs = Inputs::new();
-    std::fs::remove_file(inputs.dir.path().join("bin/phase-init")).unwrap();
+/// Builds the initramfs, which must fail without writing it; returns the error output.
+fn failed_initramfs_build(inputs: &Inputs) -> String {
     let out = inputs.dir.path().join("x.cpio");
     let res = run(Command::new(TOOL)
         .arg("initramfs")
@@ -308,25 +306,24 @@ fn missing_phase_init_fails_the_initramfs_build() {
         .arg("--out")
         .arg(&out));
     assert!(!res.status.success());
-    let err = String::from_utf8_lossy(&res.stderr);
-    assert!(err.contains("/init") && err.contains("phase-init"), "{err}");
     assert!(!out.exists());
+    String::from_utf8_lossy(&res.stderr).into_owned()
+}
+
+#[test]
+fn missing_phase_init_fails_the_initramfs_build() {
+    let inputs = Inputs::new();
+    std::fs::remove_file(inputs.dir.path().join("bin/phase-init")).unwrap();
+    let err = failed_initramfs_build(&inputs);
+    assert!(err.contains("/init") && err.contains("phase-init"), "{err}");
 }
 
 #[test]
 fn missing_rescue_tools_fail_the_initramfs_build_naming_them() {
     let inputs = Inputs::new();
     std::fs::remove_dir_all(inputs.dir.path().join("rescue")).unwrap();
-    let out = inputs.dir.path().join("x.cpio");
-    let res = run(Command::new(TOOL)
-        .arg("initramfs")
-        .args(inputs.layout_args("initramfs.toml"))
-        .arg("--out")
-        .arg(&out));
-    assert!(!res.status.success());
-    let err = String::from_utf8_lossy(&res.stderr);
+    let err = failed_initramfs_build(&inputs);
     assert!(err.contains("rescue"), "{err}");
-    assert!(!out.exists());
 }
 
 /// The newest /boot/config-<kver> with modules in /lib/modules, if any.
