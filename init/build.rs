@@ -46,11 +46,11 @@ fn main() {
     println!("cargo:rerun-if-changed={script}");
     // The release profile is the one with panic = "abort" (Cargo.toml); CARGO_CFG_PANIC
     // reports the target's default (unwind), not the profile's.
-    let abort = std::env::var("PROFILE").is_ok_and(|p| p == "release");
+    let release = std::env::var("PROFILE").is_ok_and(|p| p == "release");
     let crt_static = std::env::var("CARGO_CFG_TARGET_FEATURE")
         .is_ok_and(|f| f.split(',').any(|f| f == "crt-static"));
     let linux = std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux");
-    if abort && crt_static && linux {
+    if release && crt_static && linux {
         let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
         println!("cargo:rustc-link-arg-bin=phase-init=-Wl,-T,{dir}/{script}");
     }
