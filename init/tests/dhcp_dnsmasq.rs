@@ -74,6 +74,12 @@ fn client_gets_lease_configures_address_route_resolv_and_renews() {
         routes.contains(&format!("default via {SERVER} dev {}", lan.veth_b)),
         "default route: {routes}"
     );
+    // A new namespace's lo is down; bring_up set it up by its fixed index (LOOPBACK_IFINDEX).
+    let lo = cmd_out(&["ip", "-n", b, "-o", "link", "show", "dev", "lo"]);
+    assert!(
+        lo.starts_with("1: lo: <LOOPBACK,UP"),
+        "lo up, index 1: {lo}"
+    );
     let resolv = std::fs::read_to_string(lan.resolv_conf()).unwrap_or_default();
     assert!(
         resolv.contains("nameserver 192.0.2.1\n"),
