@@ -102,10 +102,24 @@ pub struct DiscoverOptions {
     /// Whether this host's clock can judge DHT records' TTL and `created_at` (false when the
     /// init knows its clock is below its floors; issue 15 §3).
     pub clock_trusted: bool,
+    /// With both mechanisms on, how long the DHT lookup waits for mDNS before it starts (it
+    /// starts at once when mDNS ends sooner). [`MDNS_HEAD_START`] by default; zero races both
+    /// from the start.
+    pub mdns_head_start: Duration,
 }
 
+/// The default [`DiscoverOptions::mdns_head_start`]: 50 ms. A provider on the LAN answers the
+/// mDNS query within a few ms (31-47 ms from the browse's start, daemon start included, in the
+/// QEMU boots); a DHT client started at the same time spends that time building its swarm and
+/// handshaking with the bootstrap peer on the same core, which delayed the mDNS answer to
+/// 100-110 ms in internet mode. The LAN is preferred anyway ([`sort_best_first`]); a DHT lookup
+/// over the internet takes hundreds of ms, to which this adds at most 50 ms (the same trade as
+/// Happy Eyeballs' resolution delay, RFC 8305 §3).
+pub const MDNS_HEAD_START: Duration = Duration::from_millis(50);
+
 impl DiscoverOptions {
-    /// Both mechanisms on, no bootstrap, 10 s, ephemeral, want 1, every interface.
+    /// Both mechanisms on, no bootstrap, 10 s, ephemeral, want 1, every interface, the DHT after
+    /// [`MDNS_HEAD_START`].
     pub fn new(channel: impl Into<String>, arch: Arch) -> Self {
         DiscoverOptions {
             channel: channel.into(),
@@ -119,6 +133,7 @@ impl DiscoverOptions {
             want: 1,
             iface: None,
             clock_trusted: true,
+            mdns_head_start: MDNS_HEAD_START,
         }
     }
 }
@@ -176,7 +191,23 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-async fn discover_dht(opts: &DiscoverOptions) -> Result<Vec<Found>, DiscoverError> {
+/// Waits until `head_start` has passed or `ended` is notified (a permit stored before the call
+/// counts), whichever comes first; returns the time waited. Zero returns at once.
+async fn wait_head_start(head_start: Duration, ended: &tokio::sync::Notify) -> Duration {
+    let started = tokio::time::Instant::now();
+    if !head_start.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(head_start) => {}
+            _ = ended.notified() => {}
+        }
+    }
+    started.elapsed()
+}
+
+async fn discover_dht(
+    opts: &DiscoverOptions,
+    timeout: Duration,
+) -> Result<Vec<Found>, DiscoverError> {
     let keypair = if opts.ephemeral {
         identity::ephemeral()
     } else {
@@ -205,7 +236,7 @@ async fn discover_dht(opts: &DiscoverOptions) -> Result<Vec<Found>, DiscoverErro
             &opts.channel,
             opts.arch,
             opts.want,
-            opts.timeout,
+            timeout,
             opts.clock_trusted,
         )
         .await;
@@ -240,16 +271,27 @@ pub async fn discover(opts: &DiscoverOptions) -> Result<Vec<Found>, DiscoverErro
         (false, true) => "dht",
         (false, false) => return Err(DiscoverError::NothingEnabled),
     };
+    // mDNS ending (found or failed) before its head start is over starts the DHT at once.
+    let mdns_ended = tokio::sync::Notify::new();
+    let head_start = if opts.mdns {
+        opts.mdns_head_start.min(opts.timeout)
+    } else {
+        Duration::ZERO
+    };
     let mdns = async {
         if opts.mdns {
-            Some(discover_mdns(opts).await)
+            let r = discover_mdns(opts).await;
+            mdns_ended.notify_one();
+            Some(r)
         } else {
             None
         }
     };
     let dht = async {
         if opts.dht {
-            Some(discover_dht(opts).await)
+            let waited = wait_head_start(head_start, &mdns_ended).await;
+            let left = opts.timeout.saturating_sub(waited);
+            Some(discover_dht(opts, left).await)
         } else {
             None
         }
@@ -304,6 +346,37 @@ mod tests {
             version: version.into(),
             provider: None,
         }
+    }
+
+    #[tokio::test]
+    async fn dht_head_start_ends_when_mdns_ends_first() {
+        let ended = tokio::sync::Notify::new();
+        ended.notify_one(); // mDNS ended before the DHT future first waited
+        let waited = tokio::time::timeout(
+            Duration::from_secs(5),
+            wait_head_start(Duration::from_secs(60), &ended),
+        )
+        .await
+        .expect("the head start ends with mDNS, not after 60 s");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+    }
+
+    #[tokio::test]
+    async fn dht_head_start_waits_while_mdns_runs_and_zero_waits_nothing() {
+        let ended = tokio::sync::Notify::new();
+        let waited = wait_head_start(Duration::from_millis(30), &ended).await;
+        assert!(waited >= Duration::from_millis(30), "{waited:?}");
+        let waited = tokio::time::timeout(
+            Duration::from_secs(5),
+            wait_head_start(Duration::ZERO, &ended),
+        )
+        .await
+        .expect("zero head start");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        assert_eq!(
+            DiscoverOptions::new("stable", Arch::X86_64).mdns_head_start,
+            MDNS_HEAD_START
+        );
     }
 
     #[test]
