@@ -248,7 +248,14 @@ pub fn load_modules(sys: &dyn Syscalls, stage: modules::ModuleStage) -> Result<(
         },
         |l| match &l.no_modules_for_kernel {
             Some(dir) => format!("0 loaded (no {}: drivers must be built in)", dir.display()),
-            None => format!("{} loaded", l.loaded.len() + l.already.len()),
+            None if l.no_device.is_empty() => {
+                format!("{} loaded", l.loaded.len() + l.already.len())
+            }
+            None => format!(
+                "{} loaded, no device for {}",
+                l.loaded.len() + l.already.len(),
+                l.no_device.join(",")
+            ),
         },
     )
     .map(|_| ())

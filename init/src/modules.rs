@@ -9,10 +9,19 @@
 //! running kernel decompresses that format itself (`/sys/module/compression`), otherwise
 //! decompressed here (pure Rust: lzma-rust2, ruzstd; capped at [`MAX_MODULE_BYTES`]) and loaded
 //! from memory with `init_module`.
+//!
+//! A module marked `@device` in the list is a driver loaded only when, at its turn, a device in
+//! `/sys/bus/*/devices` has a `modalias` that one of the module's aliases matches (the
+//! initramfs's `modules.alias`, depmod's, matched with `fnmatch(3)` as kmod does; issue 18 §3:
+//! e1000, 330 KB, was verified and linked twice per boot in VMs with virtio-net only). A
+//! `@device` module without any alias is loaded (fail open).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use phase_layout::modules_dep::{parse_modules_list, ModulesDep, ModulesDepError};
+use phase_layout::modules_dep::{
+    parse_modules_alias, parse_modules_list, ListedModule, ModulesDep, ModulesDepError,
+};
 
 use crate::sys::{SysError, Syscalls};
 
@@ -181,6 +190,8 @@ pub struct Loaded {
     pub already: Vec<String>,
     /// Modules built into the kernel.
     pub builtin: Vec<String>,
+    /// `@device` modules left out: no present device matched any of their aliases.
+    pub no_device: Vec<String>,
     /// Set when this initramfs carries no modules for the running kernel (no
     /// `/lib/modules/<release>`): a kernel with its drivers built in, such as `make kernel`'s.
     /// Nothing is loaded; a driver that is really missing shows up at the stage that needs it.
@@ -194,17 +205,32 @@ pub fn modules_dir() -> PathBuf {
     Path::new("/lib/modules").join(release)
 }
 
-/// Loads `wanted` from `dir` (which holds `modules.dep` and the `.ko` files). A `dir` that does
-/// not exist at all means a kernel this initramfs has no modules for (see
-/// [`Loaded::no_modules_for_kernel`]); an existing `dir` without `modules.dep` is an error. Errors:
-/// [`ModulesError::Resolve`] (missing module, missing dependency, cycle, no modules.dep),
-/// [`ModulesError::Load`] (finit_module failed with anything but `EEXIST`).
-pub fn load(sys: &dyn Syscalls, dir: &Path, wanted: &[String]) -> Result<Loaded, ModulesError> {
-    load_with(sys, dir, wanted, kernel_decompresses().as_deref())
+/// Where the init reads the devices' modaliases for `@device` modules.
+pub const SYS_BUS: &str = "/sys/bus";
+
+/// Loads `wanted` from `dir` (which holds `modules.dep` and the `.ko` files), in list order,
+/// each after its dependencies; an `@device` module only when [`DeviceMatch`] finds a device
+/// for it in [`SYS_BUS`]. A `dir` that does not exist at all means a kernel this initramfs has
+/// no modules for (see [`Loaded::no_modules_for_kernel`]); an existing `dir` without
+/// `modules.dep` is an error. Errors: [`ModulesError::Resolve`] (missing module, missing
+/// dependency, cycle, no modules.dep), [`ModulesError::Load`] (finit_module failed with anything
+/// but `EEXIST`).
+pub fn load(
+    sys: &dyn Syscalls,
+    dir: &Path,
+    wanted: &[ListedModule],
+) -> Result<Loaded, ModulesError> {
+    load_with(
+        sys,
+        dir,
+        wanted,
+        kernel_decompresses().as_deref(),
+        Path::new(SYS_BUS),
+    )
 }
 
 /// [`load`] with the kernel's own module decompression given (`kernel_format`, the contents of
-/// `/sys/module/compression`), for tests.
+/// `/sys/module/compression`) and the sysfs bus directory (`sys_bus`), for tests.
 ///
 /// # Errors
 /// As [`load`], and [`ModulesError::Decompress`] for a compressed module this init must
@@ -212,8 +238,9 @@ pub fn load(sys: &dyn Syscalls, dir: &Path, wanted: &[String]) -> Result<Loaded,
 pub fn load_with(
     sys: &dyn Syscalls,
     dir: &Path,
-    wanted: &[String],
+    wanted: &[ListedModule],
     kernel_format: Option<&str>,
+    sys_bus: &Path,
 ) -> Result<Loaded, ModulesError> {
     let mut out = Loaded::default();
     if wanted.is_empty() {
@@ -228,27 +255,160 @@ pub fn load_with(
         source,
     };
     let dep = ModulesDep::load(dir).map_err(resolve)?;
-    let plan = dep.resolve(wanted).map_err(resolve)?;
-    out.builtin = plan.builtin;
-    for m in plan.modules {
-        match load_one(sys, &dir.join(&m.path), kernel_format) {
-            Ok(()) => out.loaded.push(m.name),
-            Err(LoadError::Sys(e)) if e.errno() == Some(libc::EEXIST) => out.already.push(m.name),
-            Err(LoadError::Sys(source)) => {
-                return Err(ModulesError::Load {
-                    name: m.name,
-                    source,
-                })
+    // Every listed module must exist, loaded or not: a typo fails the stage before any load.
+    let names: Vec<&str> = wanted.iter().map(|w| w.name.as_str()).collect();
+    dep.resolve(&names).map_err(resolve)?;
+    let mut devices = DeviceMatch::new(dir, sys_bus);
+    let mut done = BTreeSet::new();
+    for w in wanted {
+        if w.device_only && !devices.wanted(&w.name) {
+            out.no_device.push(w.name.clone());
+            continue;
+        }
+        let plan = dep
+            .resolve(std::slice::from_ref(&w.name))
+            .map_err(resolve)?;
+        for b in plan.builtin {
+            if !out.builtin.contains(&b) {
+                out.builtin.push(b);
             }
-            Err(LoadError::Decompress(source)) => {
-                return Err(ModulesError::Decompress {
-                    path: dir.join(&m.path),
-                    source,
-                })
+        }
+        for m in plan.modules {
+            if !done.insert(m.name.clone()) {
+                continue;
+            }
+            match load_one(sys, &dir.join(&m.path), kernel_format) {
+                Ok(()) => {
+                    // Its probe may have added devices (virtio_pci adds the virtio bus's).
+                    devices.devices_changed();
+                    out.loaded.push(m.name)
+                }
+                Err(LoadError::Sys(e)) if e.errno() == Some(libc::EEXIST) => {
+                    out.already.push(m.name)
+                }
+                Err(LoadError::Sys(source)) => {
+                    return Err(ModulesError::Load {
+                        name: m.name,
+                        source,
+                    })
+                }
+                Err(LoadError::Decompress(source)) => {
+                    return Err(ModulesError::Decompress {
+                        path: dir.join(&m.path),
+                        source,
+                    })
+                }
             }
         }
     }
     Ok(out)
+}
+
+/// Most devices read per bus, and bytes per modalias: bounds on what sysfs can make the init
+/// read (a machine has tens to hundreds of devices; a modalias is under 512 bytes).
+const MAX_DEVICES_PER_BUS: usize = 4096;
+const MAX_MODALIAS_BYTES: u64 = 4096;
+
+/// Decides whether an `@device` module has a device: its aliases (from `<dir>/modules.alias`,
+/// [`parse_modules_alias`]) against the `modalias` of every device of the buses in `sys_bus`,
+/// read when first needed and again after [`DeviceMatch::devices_changed`]. An alias of the
+/// `pci:` or `virtio:` kind reads only that bus; any other reads every bus (`of:` devices sit on
+/// the platform bus, `acpi*:` ones on two).
+#[derive(Debug)]
+pub struct DeviceMatch {
+    aliases: BTreeMap<String, Vec<String>>,
+    sys_bus: PathBuf,
+    buses: BTreeMap<String, Vec<String>>,
+    all_read: bool,
+}
+
+impl DeviceMatch {
+    /// Reads `<dir>/modules.alias`; a missing or unreadable one gives no aliases (every
+    /// `@device` module is then loaded).
+    pub fn new(dir: &Path, sys_bus: &Path) -> Self {
+        let mut aliases: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if let Ok(text) = std::fs::read_to_string(dir.join("modules.alias")) {
+            for a in parse_modules_alias(&text) {
+                aliases.entry(a.module).or_default().push(a.pattern);
+            }
+        }
+        DeviceMatch {
+            aliases,
+            sys_bus: sys_bus.to_path_buf(),
+            buses: BTreeMap::new(),
+            all_read: false,
+        }
+    }
+
+    /// Whether `module` is to be loaded: it has no alias, or a present device's modalias
+    /// matches one ([`crate::sys::linux::fnmatch`]).
+    pub fn wanted(&mut self, module: &str) -> bool {
+        let Some(patterns) = self.aliases.get(module).filter(|p| !p.is_empty()).cloned() else {
+            return true;
+        };
+        patterns.iter().any(|pattern| {
+            let found = match pattern.split_once(':').map(|(bus, _)| bus) {
+                Some(bus @ ("pci" | "virtio")) => self.bus(bus).to_vec(),
+                _ => self.every_bus(),
+            };
+            found
+                .iter()
+                .any(|modalias| crate::sys::linux::fnmatch(pattern, modalias))
+        })
+    }
+
+    /// Forgets what was read: a module was loaded, and its probe may have added devices.
+    pub fn devices_changed(&mut self) {
+        self.buses.clear();
+        self.all_read = false;
+    }
+
+    fn bus(&mut self, bus: &str) -> &[String] {
+        let dir = self.sys_bus.join(bus).join("devices");
+        self.buses
+            .entry(bus.to_owned())
+            .or_insert_with(|| read_modaliases(&dir))
+    }
+
+    fn every_bus(&mut self) -> Vec<String> {
+        if !self.all_read {
+            let names: Vec<String> = std::fs::read_dir(&self.sys_bus)
+                .map(|it| {
+                    it.filter_map(Result::ok)
+                        .filter_map(|e| e.file_name().into_string().ok())
+                        .take(MAX_DEVICES_PER_BUS)
+                        .collect()
+                })
+                .unwrap_or_default();
+            for name in names {
+                self.bus(&name);
+            }
+            self.all_read = true;
+        }
+        self.buses.values().flatten().cloned().collect()
+    }
+}
+
+/// The `modalias` of each device under `devices` (one directory or link per device); devices
+/// without one are skipped.
+fn read_modaliases(devices: &Path) -> Vec<String> {
+    use std::io::Read;
+    let Ok(it) = std::fs::read_dir(devices) else {
+        return Vec::new();
+    };
+    it.filter_map(Result::ok)
+        .take(MAX_DEVICES_PER_BUS)
+        .filter_map(|e| {
+            let mut text = String::new();
+            std::fs::File::open(e.path().join("modalias"))
+                .ok()?
+                .take(MAX_MODALIAS_BYTES)
+                .read_to_string(&mut text)
+                .ok()?;
+            let text = text.trim();
+            (!text.is_empty()).then(|| text.to_owned())
+        })
+        .collect()
 }
 
 /// Loads one module file: plain with `finit_module`; compressed with the kernel's own
@@ -288,15 +448,14 @@ pub enum ModuleStage {
     Target,
 }
 
-/// Reads the module names `stage` loads from `list`, in list order (a missing list means no
-/// modules: a kernel with everything built in). Errors: [`ModulesError::List`] if the file
-/// exists but cannot be read.
-pub fn read_list(list: &Path, stage: ModuleStage) -> Result<Vec<String>, ModulesError> {
+/// Reads the modules `stage` loads from `list`, in list order, with their markers (a missing
+/// list means no modules: a kernel with everything built in). Errors: [`ModulesError::List`] if
+/// the file exists but cannot be read.
+pub fn read_list(list: &Path, stage: ModuleStage) -> Result<Vec<ListedModule>, ModulesError> {
     match std::fs::read_to_string(list) {
         Ok(text) => Ok(parse_modules_list(&text)
             .into_iter()
             .filter(|m| stage == ModuleStage::Target || !m.target_only)
-            .map(|m| m.name)
             .collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(source) => Err(ModulesError::List {
@@ -310,6 +469,11 @@ pub fn read_list(list: &Path, stage: ModuleStage) -> Result<Vec<String>, Modules
 mod tests {
     use super::*;
     use crate::sys::fake::Recording;
+
+    /// The list entries of `text` (modules.list syntax).
+    fn listed(text: &str) -> Vec<ListedModule> {
+        parse_modules_list(text)
+    }
 
     fn moddir() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
@@ -437,7 +601,14 @@ mod tests {
     fn compressed_modules_are_decompressed_here_when_the_kernel_cannot() {
         let d = compressed_moddir();
         let f = Recording::new();
-        let l = load_with(&f, d.path(), &["virtio_net".into()], None).unwrap();
+        let l = load_with(
+            &f,
+            d.path(),
+            &listed("virtio_net"),
+            None,
+            Path::new("/nonexistent"),
+        )
+        .unwrap();
         assert_eq!(l.loaded, ["failover", "virtio_net"]);
         let n = sample_image().len();
         assert_eq!(
@@ -454,7 +625,14 @@ mod tests {
         let d = compressed_moddir();
         let f = Recording::new();
         // The kernel does xz itself, not zstd.
-        load_with(&f, d.path(), &["virtio_net".into()], Some("xz")).unwrap();
+        load_with(
+            &f,
+            d.path(),
+            &listed("virtio_net"),
+            Some("xz"),
+            Path::new("/nonexistent"),
+        )
+        .unwrap();
         let root = d.path().display();
         assert_eq!(
             f.calls(),
@@ -470,7 +648,14 @@ mod tests {
         let d = compressed_moddir();
         let f = Recording::new();
         f.fail_on("finit_module_compressed", libc::EOPNOTSUPP);
-        let l = load_with(&f, d.path(), &["virtio_net".into()], Some("xz")).unwrap();
+        let l = load_with(
+            &f,
+            d.path(),
+            &listed("virtio_net"),
+            Some("xz"),
+            Path::new("/nonexistent"),
+        )
+        .unwrap();
         assert_eq!(l.loaded, ["failover", "virtio_net"]);
         assert_eq!(
             f.calls().last().unwrap(),
@@ -483,7 +668,14 @@ mod tests {
         let d = compressed_moddir();
         std::fs::write(d.path().join("kernel/failover.ko.zst"), b"garbage").unwrap();
         let f = Recording::new();
-        let e = load_with(&f, d.path(), &["virtio_net".into()], None).unwrap_err();
+        let e = load_with(
+            &f,
+            d.path(),
+            &listed("virtio_net"),
+            None,
+            Path::new("/nonexistent"),
+        )
+        .unwrap_err();
         assert!(matches!(e, ModulesError::Decompress { .. }), "{e}");
         assert!(e.to_string().contains("failover.ko.zst"), "{e}");
         assert!(f.calls().is_empty());
@@ -493,12 +685,7 @@ mod tests {
     fn loads_dependencies_first_and_skips_builtins() {
         let d = moddir();
         let f = Recording::new();
-        let l = load(
-            &f,
-            d.path(),
-            &["virtio_net".into(), "loop".into(), "overlay".into()],
-        )
-        .unwrap();
+        let l = load(&f, d.path(), &listed("virtio_net\nloop\noverlay")).unwrap();
         assert_eq!(
             l.loaded,
             ["failover", "net_failover", "virtio_net", "overlay"]
@@ -521,7 +708,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = Recording::new();
         let dir = d.path().join("6.18.0-custom");
-        let l = load(&f, &dir, &["virtio_net".into()]).unwrap();
+        let l = load(&f, &dir, &listed("virtio_net")).unwrap();
         assert_eq!(l.no_modules_for_kernel.as_deref(), Some(dir.as_path()));
         assert!(l.loaded.is_empty() && f.calls().is_empty());
     }
@@ -529,7 +716,7 @@ mod tests {
     #[test]
     fn existing_modules_dir_without_modules_dep_is_an_error() {
         let d = tempfile::tempdir().unwrap();
-        let err = load(&Recording::new(), d.path(), &["loop".into()]).unwrap_err();
+        let err = load(&Recording::new(), d.path(), &listed("loop")).unwrap_err();
         assert!(matches!(err, ModulesError::Resolve { .. }), "{err}");
     }
 
@@ -541,7 +728,7 @@ mod tests {
             &format!("finit_module {}/kernel/failover.ko", d.path().display()),
             libc::EEXIST,
         );
-        let l = load(&f, d.path(), &["virtio_net".into()]).unwrap();
+        let l = load(&f, d.path(), &listed("virtio_net")).unwrap();
         assert_eq!(l.already, ["failover"]);
         assert_eq!(l.loaded, ["net_failover", "virtio_net"]);
     }
@@ -550,7 +737,7 @@ mod tests {
     fn missing_module_error_names_it_and_loads_nothing() {
         let d = moddir();
         let f = Recording::new();
-        let e = load(&f, d.path(), &["virtio_net".into(), "squashfs".into()]).unwrap_err();
+        let e = load(&f, d.path(), &listed("virtio_net\nsquashfs")).unwrap_err();
         assert!(crate::log::error_chain(&e).contains("squashfs"), "{e}");
         assert!(f.calls().is_empty());
     }
@@ -563,7 +750,7 @@ mod tests {
             &format!("finit_module {}/kernel/overlay.ko", d.path().display()),
             libc::ENOEXEC,
         );
-        let e = load(&f, d.path(), &["overlay".into()]).unwrap_err();
+        let e = load(&f, d.path(), &listed("overlay")).unwrap_err();
         assert!(
             matches!(&e, ModulesError::Load { name, .. } if name == "overlay"),
             "{e}"
@@ -575,12 +762,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let list = d.path().join("modules.list");
         std::fs::write(&list, "virtio_net\nloop @target\nvfat\noverlay @target\n").unwrap();
+        let names = |stage| -> Vec<String> {
+            read_list(&list, stage)
+                .unwrap()
+                .into_iter()
+                .map(|m| m.name)
+                .collect()
+        };
+        assert_eq!(names(ModuleStage::Boot), ["virtio_net", "vfat"]);
         assert_eq!(
-            read_list(&list, ModuleStage::Boot).unwrap(),
-            ["virtio_net", "vfat"]
-        );
-        assert_eq!(
-            read_list(&list, ModuleStage::Target).unwrap(),
+            names(ModuleStage::Target),
             ["virtio_net", "loop", "vfat", "overlay"]
         );
     }
@@ -592,5 +783,113 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// A module tree with virtio_pci, virtio_net, e1000 and overlay, their aliases, and a
+    /// sysfs bus directory with one virtio PCI function (no Intel NIC), as in the QEMU boots.
+    fn device_tree(alias: Option<&str>) -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("modules.dep"),
+            "kernel/virtio_pci.ko:\nkernel/virtio_net.ko:\nkernel/e1000.ko:\n\
+             kernel/overlay.ko:\nkernel/of_drv.ko:\n",
+        )
+        .unwrap();
+        if let Some(text) = alias {
+            std::fs::write(d.path().join("modules.alias"), text).unwrap();
+        }
+        let bus = d.path().join("sys-bus");
+        let dev = bus.join("pci/devices/0000:00:02.0");
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(
+            dev.join("modalias"),
+            "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00\n",
+        )
+        .unwrap();
+        // A device without a modalias file is skipped.
+        std::fs::create_dir_all(bus.join("pci/devices/0000:00:00.0")).unwrap();
+        (d, bus)
+    }
+
+    const ALIASES: &str = "alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci\n\
+                           alias virtio:d00000001v* virtio_net\n\
+                           alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\n\
+                           alias of:N*T*Cvirtio,mmio of_drv\n";
+
+    #[test]
+    fn device_modules_load_only_for_a_present_device() {
+        let (d, bus) = device_tree(Some(ALIASES));
+        let f = Recording::new();
+        let l = load_with(
+            &f,
+            d.path(),
+            &listed("virtio_pci @device\ne1000 @device\noverlay\nof_drv @device"),
+            None,
+            &bus,
+        )
+        .unwrap();
+        assert_eq!(l.loaded, ["virtio_pci", "overlay"]);
+        assert_eq!(l.no_device, ["e1000", "of_drv"]);
+        let root = d.path().display();
+        assert_eq!(
+            f.calls(),
+            [
+                format!("finit_module {root}/kernel/virtio_pci.ko "),
+                format!("finit_module {root}/kernel/overlay.ko "),
+            ]
+        );
+    }
+
+    #[test]
+    fn device_modules_without_aliases_are_loaded() {
+        // No modules.alias at all, and one that does not name e1000: both load everything.
+        for alias in [
+            None,
+            Some("alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci\n"),
+        ] {
+            let (d, bus) = device_tree(alias);
+            let f = Recording::new();
+            let l = load_with(&f, d.path(), &listed("e1000 @device"), None, &bus).unwrap();
+            assert_eq!(l.loaded, ["e1000"], "{alias:?}");
+            assert!(l.no_device.is_empty());
+        }
+    }
+
+    #[test]
+    fn devices_are_read_again_after_a_module_was_loaded() {
+        let (d, bus) = device_tree(Some(ALIASES));
+        let mut m = DeviceMatch::new(d.path(), &bus);
+        assert!(!m.wanted("virtio_net"), "no virtio bus yet");
+        // virtio_pci's probe adds the virtio device.
+        let dev = bus.join("virtio/devices/virtio0");
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(dev.join("modalias"), "virtio:d00000001v00001AF4\n").unwrap();
+        assert!(!m.wanted("virtio_net"), "read once until told");
+        m.devices_changed();
+        assert!(m.wanted("virtio_net"));
+        assert!(m.wanted("virtio_pci"));
+        assert!(!m.wanted("e1000"));
+        assert!(m.wanted("not_in_modules_alias"));
+    }
+
+    #[test]
+    fn an_alias_of_another_kind_is_matched_on_every_bus() {
+        let (d, bus) = device_tree(Some(ALIASES));
+        let dev = bus.join("platform/devices/a000000.virtio_mmio");
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(dev.join("modalias"), "of:NvirtioT(null)Cvirtio,mmio\n").unwrap();
+        assert!(DeviceMatch::new(d.path(), &bus).wanted("of_drv"));
+    }
+
+    #[test]
+    fn fnmatch_reads_wildcards_as_kmod_does() {
+        use crate::sys::linux::fnmatch;
+        assert!(fnmatch("virtio:d00000001v*", "virtio:d00000001v00001AF4"));
+        assert!(!fnmatch("virtio:d00000001v*", "virtio:d00000002v00001AF4"));
+        assert!(fnmatch("acpi*:PNP0C0C:*", "acpi:PNP0C0C:"));
+        assert!(fnmatch("pci:v0000[0-9]*", "pci:v00008086"));
+        assert!(!fnmatch("pci:v0000[0-7]*", "pci:v00008086"));
+        // A NUL byte cannot reach C: counted as a match (load rather than leave out).
+        assert!(fnmatch("a\0b", "c"));
     }
 }

@@ -75,11 +75,19 @@ pub struct ModuleLine {
     pub options: Vec<String>,
     /// `@target`: only the target stage loads it (see [`TARGET_ONLY`]).
     pub target_only: bool,
+    /// `@device`: loaded only for a device present at its turn (see [`DEVICE_ONLY`]).
+    pub device_only: bool,
 }
 
 /// The marker, after the module name in `modules.list` and in the installed
 /// `/etc/phase/modules.list`, of a module only the target stage needs.
 pub const TARGET_ONLY: &str = "@target";
+
+/// The marker of a device driver that is loaded only when a device present at its turn in the
+/// list has a `modalias` (sysfs) that one of the module's aliases (`modules.alias`, written by
+/// depmod from the module's `.modinfo`) matches: e1000 is not loaded in a VM with virtio-net
+/// only. For drivers of devices present at power-on (PCI, virtio, ACPI), not hotplugged ones.
+pub const DEVICE_ONLY: &str = "@device";
 
 /// Reads a file into a string.
 fn read(path: &Path) -> Result<String, KconfigError> {
@@ -163,7 +171,8 @@ pub fn load_fragment(path: &Path) -> Result<Vec<FragmentOption>, KconfigError> {
 ///
 /// # Errors
 /// [`KconfigError::Syntax`] for a line with a module name but no `CONFIG_` option, a module
-/// name containing `/`, or an `@` marker other than [`TARGET_ONLY`].
+/// name containing `/`, an `@` marker other than [`TARGET_ONLY`] and [`DEVICE_ONLY`], or one
+/// given twice.
 pub fn parse_modules_list(text: &str, origin: &Path) -> Result<Vec<ModuleLine>, KconfigError> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
@@ -182,22 +191,32 @@ pub fn parse_modules_list(text: &str, origin: &Path) -> Result<Vec<ModuleLine>, 
             return Err(syntax("expected a module name first"));
         }
         let mut words = words.peekable();
-        let target_only = words
-            .next_if(|w| w.starts_with('@'))
-            .map(|w| w == TARGET_ONLY);
-        if target_only == Some(false) {
-            return Err(syntax("the only marker after a module name is `@target`"));
+        let (mut target_only, mut device_only) = (false, false);
+        while let Some(marker) = words.next_if(|w| w.starts_with('@')) {
+            let seen = match marker {
+                TARGET_ONLY => std::mem::replace(&mut target_only, true),
+                DEVICE_ONLY => std::mem::replace(&mut device_only, true),
+                _ => {
+                    return Err(syntax(
+                        "the markers after a module name are `@target` and `@device`",
+                    ))
+                }
+            };
+            if seen {
+                return Err(syntax("a marker given twice"));
+            }
         }
         let options: Vec<String> = words.map(str::to_owned).collect();
         if options.is_empty() || options.iter().any(|o| !o.starts_with("CONFIG_")) {
             return Err(syntax(
-                "expected `<module> [@target] CONFIG_X [CONFIG_Y ...]`",
+                "expected `<module> [@target] [@device] CONFIG_X [CONFIG_Y ...]`",
             ));
         }
         out.push(ModuleLine {
             module,
             options,
-            target_only: target_only.unwrap_or(false),
+            target_only,
+            device_only,
         });
     }
     Ok(out)
@@ -413,6 +432,34 @@ CONFIG_CMDLINE=\"\"
         assert!(lines[1].target_only);
         assert_eq!(lines[1].module, "loop");
         assert_eq!(lines[1].options, ["CONFIG_BLK_DEV_LOOP"]);
+    }
+
+    #[test]
+    fn device_marker_alone_or_with_target_in_either_order() {
+        let lines = parse_modules_list(
+            "e1000 @device CONFIG_E1000
+button @device @target CONFIG_ACPI_BUTTON
+\
+             evdev @target @device CONFIG_INPUT_EVDEV
+loop @target CONFIG_BLK_DEV_LOOP
+",
+            Path::new("m"),
+        )
+        .unwrap();
+        let flags: Vec<(bool, bool)> = lines
+            .iter()
+            .map(|l| (l.target_only, l.device_only))
+            .collect();
+        assert_eq!(
+            flags,
+            [(false, true), (true, true), (true, true), (true, false)]
+        );
+        let twice = parse_modules_list(
+            "e1000 @device @device CONFIG_E1000
+",
+            Path::new("m"),
+        );
+        assert!(twice.unwrap_err().to_string().contains("twice"));
     }
 
     #[test]

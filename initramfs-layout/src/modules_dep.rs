@@ -95,12 +95,16 @@ pub struct ListedModule {
     pub name: String,
     /// Marked `@target` ([`crate::kconfig::TARGET_ONLY`]): only the target stage loads it.
     pub target_only: bool,
+    /// Marked `@device` ([`crate::kconfig::DEVICE_ONLY`]): loaded only when a present device's
+    /// modalias matches one of its aliases ([`parse_modules_alias`]).
+    pub device_only: bool,
 }
 
 /// Parses `/etc/phase/modules.list`: one module name per line, optionally followed by
-/// `@target`; `#` comments and blank lines ignored, names normalised as [`module_name`]. Other
-/// words after the name are ignored (the module is then loaded in every stage: loading one
-/// module too many costs time, one too few can stop a boot).
+/// `@target` and/or `@device`; `#` comments and blank lines ignored, names normalised as
+/// [`module_name`]. Other words after the name are ignored (the module is then loaded in every
+/// stage, whatever the devices: loading one module too many costs time, one too few can stop a
+/// boot).
 pub fn parse_modules_list(text: &str) -> Vec<ListedModule> {
     text.lines()
         .map(|l| l.split('#').next().unwrap_or("").trim())
@@ -108,8 +112,50 @@ pub fn parse_modules_list(text: &str) -> Vec<ListedModule> {
         .map(|l| {
             let mut words = l.split_whitespace();
             let name = module_name(words.next().unwrap_or_default());
-            let target_only = words.any(|w| w == crate::kconfig::TARGET_ONLY);
-            ListedModule { name, target_only }
+            let (mut target_only, mut device_only) = (false, false);
+            for w in words {
+                target_only |= w == crate::kconfig::TARGET_ONLY;
+                device_only |= w == crate::kconfig::DEVICE_ONLY;
+            }
+            ListedModule {
+                name,
+                target_only,
+                device_only,
+            }
+        })
+        .collect()
+}
+
+/// One line of `modules.alias` (depmod's output, `man 5 modules.alias` of kmod): the module
+/// `module` (normalised as [`module_name`]) serves devices whose modalias matches `pattern`, a
+/// shell wildcard pattern as `fnmatch(3)` reads it (`pci:v00008086d0000100Esv*sd*bc*sc*i*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleAlias {
+    /// The wildcard pattern.
+    pub pattern: String,
+    /// The module's normalised name.
+    pub module: String,
+}
+
+/// Parses `modules.alias`: `alias <pattern> <module>` lines; comments (`#`), blank lines and
+/// lines of any other shape are skipped (kmod skips them too), so it never fails. Patterns and
+/// names longer than 4096 bytes are skipped (no modalias is that long).
+pub fn parse_modules_alias(text: &str) -> Vec<ModuleAlias> {
+    const MAX: usize = 4096;
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            match (w.next(), w.next(), w.next(), w.next()) {
+                (Some("alias"), Some(pattern), Some(module), None)
+                    if pattern.len() <= MAX && module.len() <= MAX =>
+                {
+                    Some(ModuleAlias {
+                        pattern: pattern.to_owned(),
+                        module: module_name(module),
+                    })
+                }
+                _ => None,
+            }
         })
         .collect()
 }
@@ -334,15 +380,46 @@ kernel/fs/overlayfs/overlay.ko:
 
     #[test]
     fn modules_list_marks_target_only_modules_and_ignores_other_words() {
-        let listed = parse_modules_list("virtio_net\nloop @target\nevdev @later\n");
-        let flags: Vec<(&str, bool)> = listed
+        let listed = parse_modules_list("virtio_net\nloop @target\nevdev @later\ne1000 @device\n");
+        let flags: Vec<(&str, bool, bool)> = listed
             .iter()
-            .map(|m| (m.name.as_str(), m.target_only))
+            .map(|m| (m.name.as_str(), m.target_only, m.device_only))
             .collect();
         assert_eq!(
             flags,
-            [("virtio_net", false), ("loop", true), ("evdev", false)]
+            [
+                ("virtio_net", false, false),
+                ("loop", true, false),
+                ("evdev", false, false),
+                ("e1000", false, true)
+            ]
         );
+    }
+
+    #[test]
+    fn modules_alias_keeps_alias_lines_and_skips_the_rest() {
+        let text = "# Aliases extracted from modules themselves.\n\
+                    alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\n\
+                    alias virtio:d00000001v* virtio-net\n\
+                    alias fs-vfat\n\
+                    softdep virtio_net pre: failover\n\
+                    alias a b c\n\n";
+        let a = parse_modules_alias(text);
+        assert_eq!(
+            a,
+            [
+                ModuleAlias {
+                    pattern: "pci:v00008086d0000100Esv*sd*bc*sc*i*".into(),
+                    module: "e1000".into()
+                },
+                ModuleAlias {
+                    pattern: "virtio:d00000001v*".into(),
+                    module: "virtio_net".into()
+                }
+            ]
+        );
+        let long = format!("alias {} m\n", "x".repeat(5000));
+        assert!(parse_modules_alias(&long).is_empty());
     }
 
     #[test]

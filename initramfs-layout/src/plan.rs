@@ -452,14 +452,51 @@ impl Plan {
                 },
             )?;
         }
-        // Names only, `@target` kept: the init's modules stage reads this
+        // modules.alias (depmod's) restricted to the carried modules: the init matches the
+        // `@device` modules' aliases against the devices' modaliases. Without one (a module
+        // tree depmod never indexed) the init finds no aliases and loads those modules anyway.
+        let alias = match read("modules.alias") {
+            Ok(text) => Some(text),
+            Err(PlanError::Source { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(text) = alias {
+            let names: BTreeSet<&str> = load.modules.iter().map(|m| m.name.as_str()).collect();
+            let kept: String = crate::modules_dep::parse_modules_alias(&text)
+                .into_iter()
+                .filter(|a| names.contains(a.module.as_str()))
+                .map(|a| format!("alias {} {}\n", a.pattern, a.module))
+                .collect();
+            self.add(
+                &format!("{base}/modules.alias"),
+                PlanEntry {
+                    mode: 0o644,
+                    kind: Kind::Data(kept.into_bytes()),
+                },
+            )?;
+        }
+        // Names only, `@target` and `@device` kept: the init's modules stage reads this
         // (phase_layout::modules_dep::parse_modules_list).
         let names: String = lines
             .iter()
             .filter(|l| !deps.is_builtin(&l.module))
-            .map(|l| match l.target_only {
-                true => format!("{} {}\n", l.module, kconfig::TARGET_ONLY),
-                false => format!("{}\n", l.module),
+            .map(|l| {
+                let mut line = l.module.clone();
+                for (on, marker) in [
+                    (l.target_only, kconfig::TARGET_ONLY),
+                    (l.device_only, kconfig::DEVICE_ONLY),
+                ] {
+                    if on {
+                        line.push(' ');
+                        line.push_str(marker);
+                    }
+                }
+                line.push('\n');
+                line
             })
             .collect();
         self.add(
@@ -654,7 +691,7 @@ mod tests {
         )
         .unwrap();
         let list = dir.path().join("modules.list");
-        std::fs::write(&list, "a CONFIG_A\next4 CONFIG_EXT4_FS\n").unwrap();
+        std::fs::write(&list, "a @device CONFIG_A\next4 CONFIG_EXT4_FS\n").unwrap();
         let l = layout(&format!(
             "[modules]\nlist = \"{}\"\ninstall_list = \"/etc/phase/modules.list\"\n",
             list.display()
@@ -663,6 +700,14 @@ mod tests {
             kver: "9.9.9".into(),
             root: dir.path().to_owned(),
         };
+        // No modules.alias in the tree: none in the initramfs either.
+        let p = Plan::resolve(&l, Some(&km)).unwrap();
+        assert!(!p.entries.contains_key("/lib/modules/9.9.9/modules.alias"));
+        std::fs::write(
+            k.join("modules.alias"),
+            "# Aliases\nalias pci:v00001AF4d* a\nalias virtio:d00000001v* c\nalias fs-b b\n",
+        )
+        .unwrap();
         let p = Plan::resolve(&l, Some(&km)).unwrap();
         assert!(p.entries.contains_key("/lib/modules/9.9.9/kernel/fs/a.ko"));
         assert!(p.entries.contains_key("/lib/modules/9.9.9/kernel/fs/b.ko"));
@@ -680,7 +725,12 @@ mod tests {
             data("/lib/modules/9.9.9/modules.order"),
             "kernel/fs/b.ko\nkernel/fs/a.ko\n"
         );
-        assert_eq!(data("/etc/phase/modules.list"), "a\n");
+        assert_eq!(data("/etc/phase/modules.list"), "a @device\n");
+        // Only the carried modules' aliases (c is not carried).
+        assert_eq!(
+            data("/lib/modules/9.9.9/modules.alias"),
+            "alias pci:v00001AF4d* a\nalias fs-b b\n"
+        );
     }
 
     #[test]

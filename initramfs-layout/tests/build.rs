@@ -262,10 +262,10 @@ fn cpio_holds_exactly_what_the_layout_lists() {
 }
 
 #[test]
-fn module_list_in_initramfs_has_names_and_target_marks_in_load_order() {
+fn module_list_in_initramfs_has_names_and_markers_in_load_order() {
     if !have(
         "cpio",
-        "module_list_in_initramfs_has_names_and_target_marks_in_load_order",
+        "module_list_in_initramfs_has_names_and_markers_in_load_order",
     ) {
         return;
     }
@@ -278,21 +278,23 @@ fn module_list_in_initramfs_has_names_and_target_marks_in_load_order() {
     );
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.first(), Some(&"virtio_pci"));
+    assert_eq!(lines.first(), Some(&"virtio_pci @device"));
     // The rootfs mount's modules are the target stage's only.
     for m in [
         "loop @target",
         "squashfs @target",
         "overlay @target",
-        "virtio_net",
+        "virtio_net @device",
+        "e1000 @device",
         "vfat",
     ] {
         assert!(lines.contains(&m), "{m:?} not in {text}");
     }
     assert!(
-        lines
-            .iter()
-            .all(|n| !n.contains("CONFIG_") && n.split(' ').nth(1).is_none_or(|w| w == "@target")),
+        lines.iter().all(|n| !n.contains("CONFIG_")
+            && n.split(' ')
+                .skip(1)
+                .all(|w| w == "@target" || w == "@device")),
         "{text}"
     );
 }

@@ -46,6 +46,15 @@ impl GuestArch {
     }
 }
 
+/// The network device QEMU emulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NicModel {
+    /// `virtio-net-pci` (PCI 1af4:1000): every test but the one for `@device` modules.
+    VirtioNet,
+    /// `e1000`, the Intel 82540EM (PCI 8086:100e), driven by the e1000 module.
+    E1000,
+}
+
 /// What to boot and how.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -71,9 +80,11 @@ pub struct VmConfig {
     pub echo: bool,
     /// Console substrings that end any [`Vm::expect`] at once with an error.
     pub fail_on: Vec<String>,
-    /// Attach the virtio NIC to the LAN's tap (`false`: `-nic none`, a machine without any
-    /// network device).
+    /// Attach a NIC to the LAN's tap (`false`: `-nic none`, a machine without any network
+    /// device).
     pub nic: bool,
+    /// The NIC's model when `nic` is set.
+    pub nic_model: NicModel,
     /// `-rtc base=...` (e.g. `1970-01-01`: a board without a battery-backed clock); `None`
     /// starts the RTC at the host's time.
     pub rtc_base: Option<String>,
@@ -102,6 +113,7 @@ impl VmConfig {
             ],
             rtc_base: None,
             nic: true,
+            nic_model: NicModel::VirtioNet,
         }
     }
 
@@ -151,7 +163,11 @@ impl VmConfig {
             } else {
                 ""
             };
-            a.push(format!("virtio-net-pci,netdev=n0,mac={}{rom}", self.mac()));
+            let model = match self.nic_model {
+                NicModel::VirtioNet => "virtio-net-pci",
+                NicModel::E1000 => "e1000",
+            };
+            a.push(format!("{model},netdev=n0,mac={}{rom}", self.mac()));
         } else {
             a.push("-nic".into());
             a.push("none".into());

@@ -257,6 +257,19 @@ pub fn seal(file: &std::fs::File) -> Result<(), SysError> {
     .map_err(|e| SysError::new("fcntl(F_ADD_SEALS, SHRINK|GROW|WRITE|SEAL)", e))
 }
 
+/// Whether `name` matches the shell wildcard `pattern` (`*`, `?`, `[...]`), by glibc's
+/// `fnmatch(3)` with no flags: what kmod uses to match a device's modalias against a module's
+/// alias (`modules.alias`). A string with a NUL byte cannot be passed to C: it counts as a
+/// match, so a module is loaded rather than wrongly left out.
+pub fn fnmatch(pattern: &str, name: &str) -> bool {
+    let (Ok(p), Ok(n)) = (CString::new(pattern), CString::new(name)) else {
+        return true;
+    };
+    // SAFETY: fnmatch(3) reads the two NUL-terminated strings, which live until it returns,
+    // and keeps no pointer to them.
+    unsafe { libc::fnmatch(p.as_ptr(), n.as_ptr(), 0) == 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
