@@ -137,6 +137,50 @@ fn client_without_server_times_out_and_missing_iface_is_named() {
     );
 }
 
+#[test]
+fn netlink_adds_two_addresses_and_removes_exactly_one() {
+    if let Ok(role) = std::env::var(ROLE_ENV) {
+        return probe(&role);
+    }
+    let Some(lan) = Lan::create('a', false) else {
+        return;
+    };
+    let out = lan.run_probe(
+        "netlink_adds_two_addresses_and_removes_exactly_one",
+        "addresses",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "probe failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("PROBE addresses ok"),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let addrs = cmd_out(&[
+        "ip",
+        "-n",
+        &lan.ns_b,
+        "-4",
+        "addr",
+        "show",
+        "dev",
+        &lan.veth_b,
+    ]);
+    assert!(
+        addrs.contains("inet 192.0.2.77/24"),
+        "kept: {addrs}\n{stderr}"
+    );
+    assert!(!addrs.contains("198.51.100.78"), "removed: {addrs}");
+    let routes = cmd_out(&["ip", "-n", &lan.ns_b, "-4", "route", "show", "default"]);
+    assert!(
+        routes.contains(&format!("default via {SERVER} dev {}", lan.veth_b)),
+        "default route: {routes}"
+    );
+}
+
 // ---------------------------------------------------------------- the client side (in netns B)
 
 fn probe(role: &str) {
@@ -149,9 +193,44 @@ fn probe(role: &str) {
         match role {
             "lease" => probe_lease(&iface).await,
             "timeout" => probe_timeout(&iface).await,
+            "addresses" => probe_addresses(&iface).await,
             other => panic!("unknown probe role {other}"),
         }
     });
+}
+
+/// add_address in two subnets, set_default_route, then remove_address of the second one
+/// (rtnetlink).
+async fn probe_addresses(iface: &str) {
+    use phase_init::net::configure;
+    let index: u32 = std::fs::read_to_string(format!("/sys/class/net/{iface}/ifindex"))
+        .expect("ifindex")
+        .trim()
+        .parse()
+        .expect("ifindex number");
+    let nl = configure::Netlink::open().expect("netlink");
+    nl.handle
+        .link()
+        .set(rtnetlink::LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .expect("link up");
+    // Two subnets: deleting a primary address also deletes the secondaries of its subnet.
+    for addr in [
+        Ipv4Addr::new(192, 0, 2, 77),
+        Ipv4Addr::new(198, 51, 100, 78),
+    ] {
+        configure::add_address(&nl.handle, index, iface, addr, 24)
+            .await
+            .expect("add_address");
+    }
+    configure::set_default_route(&nl.handle, index, iface, SERVER.parse().unwrap())
+        .await
+        .expect("default route");
+    configure::remove_address(&nl.handle, index, iface, Ipv4Addr::new(198, 51, 100, 78))
+        .await
+        .expect("remove_address");
+    println!("PROBE addresses ok");
 }
 
 async fn probe_lease(iface: &str) {

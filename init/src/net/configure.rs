@@ -81,8 +81,11 @@ pub const LOOPBACK_IFINDEX: u32 = 1;
 pub async fn loopback_up(handle: &rtnetlink::Handle) -> Result<(), ConfigureError> {
     handle
         .link()
-        .set(LOOPBACK_IFINDEX)
-        .up()
+        .set(
+            rtnetlink::LinkUnspec::new_with_index(LOOPBACK_IFINDEX)
+                .up()
+                .build(),
+        )
         .execute()
         .await
         .map_err(netlink_err("ip link set lo up".to_owned()))
@@ -141,13 +144,14 @@ pub async fn set_default_route(
     iface: &str,
     router: Ipv4Addr,
 ) -> Result<(), ConfigureError> {
-    handle
-        .route()
-        .add()
-        .v4()
+    let route = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
         .gateway(router)
         .output_interface(index)
+        .build();
+    handle
+        .route()
+        .add(route)
         .replace()
         .execute()
         .await

@@ -156,8 +156,11 @@ pub async fn wait_for_link(
                 let link = read_link(sys, name)?;
                 handle
                     .link()
-                    .set(link.index)
-                    .up()
+                    .set(
+                        rtnetlink::LinkUnspec::new_with_index(link.index)
+                            .up()
+                            .build(),
+                    )
                     .execute()
                     .await
                     .map_err(|source| LinkError::SetUp {
