@@ -475,6 +475,21 @@ mod tests {
         parse_modules_list(text)
     }
 
+    /// [`load_with`] of `virtio_net` from `d` with the kernel's decompression `format`, no sysfs.
+    fn load_virtio_net(
+        f: &Recording,
+        d: &tempfile::TempDir,
+        format: Option<&str>,
+    ) -> Result<Loaded, ModulesError> {
+        load_with(
+            f,
+            d.path(),
+            &listed("virtio_net"),
+            format,
+            Path::new("/nonexistent"),
+        )
+    }
+
     fn moddir() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(
@@ -601,14 +616,7 @@ mod tests {
     fn compressed_modules_are_decompressed_here_when_the_kernel_cannot() {
         let d = compressed_moddir();
         let f = Recording::new();
-        let l = load_with(
-            &f,
-            d.path(),
-            &listed("virtio_net"),
-            None,
-            Path::new("/nonexistent"),
-        )
-        .unwrap();
+        let l = load_virtio_net(&f, &d, None).unwrap();
         assert_eq!(l.loaded, ["failover", "virtio_net"]);
         let n = sample_image().len();
         assert_eq!(
@@ -625,14 +633,7 @@ mod tests {
         let d = compressed_moddir();
         let f = Recording::new();
         // The kernel does xz itself, not zstd.
-        load_with(
-            &f,
-            d.path(),
-            &listed("virtio_net"),
-            Some("xz"),
-            Path::new("/nonexistent"),
-        )
-        .unwrap();
+        load_virtio_net(&f, &d, Some("xz")).unwrap();
         let root = d.path().display();
         assert_eq!(
             f.calls(),
@@ -648,14 +649,7 @@ mod tests {
         let d = compressed_moddir();
         let f = Recording::new();
         f.fail_on("finit_module_compressed", libc::EOPNOTSUPP);
-        let l = load_with(
-            &f,
-            d.path(),
-            &listed("virtio_net"),
-            Some("xz"),
-            Path::new("/nonexistent"),
-        )
-        .unwrap();
+        let l = load_virtio_net(&f, &d, Some("xz")).unwrap();
         assert_eq!(l.loaded, ["failover", "virtio_net"]);
         assert_eq!(
             f.calls().last().unwrap(),
@@ -668,14 +662,7 @@ mod tests {
         let d = compressed_moddir();
         std::fs::write(d.path().join("kernel/failover.ko.zst"), b"garbage").unwrap();
         let f = Recording::new();
-        let e = load_with(
-            &f,
-            d.path(),
-            &listed("virtio_net"),
-            None,
-            Path::new("/nonexistent"),
-        )
-        .unwrap_err();
+        let e = load_virtio_net(&f, &d, None).unwrap_err();
         assert!(matches!(e, ModulesError::Decompress { .. }), "{e}");
         assert!(e.to_string().contains("failover.ko.zst"), "{e}");
         assert!(f.calls().is_empty());

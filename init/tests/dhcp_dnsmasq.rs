@@ -24,23 +24,14 @@ const SERVER: &str = "192.0.2.1";
 
 #[test]
 fn client_gets_lease_configures_address_route_resolv_and_renews() {
-    if let Ok(role) = std::env::var(ROLE_ENV) {
-        return probe(&role);
-    }
-    let Some(lan) = Lan::create('l', true) else {
+    let Some((lan, stdout, stderr)) = parent_side(
+        "client_gets_lease_configures_address_route_resolv_and_renews",
+        'l',
+        true,
+        "lease",
+    ) else {
         return;
     };
-    let out = lan.run_probe(
-        "client_gets_lease_configures_address_route_resolv_and_renews",
-        "lease",
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "probe failed\nstdout:\n{stdout}\nstderr:\n{stderr}\ndnsmasq:\n{}",
-        lan.dnsmasq_log()
-    );
 
     let addr = field(&stdout, "PROBE bound", "addr").expect("probe printed the lease");
     assert!(
@@ -64,7 +55,7 @@ fn client_gets_lease_configures_address_route_resolv_and_renews() {
         "{stderr}"
     );
 
-    let addrs = cmd_out(&["ip", "-n", b, "-4", "addr", "show", "dev", &lan.veth_b]);
+    let addrs = lan.ipv4_addrs_b();
     assert!(
         addrs.contains(&format!("inet {addr}/24")),
         "address configured: {addrs}"
@@ -101,36 +92,19 @@ fn client_gets_lease_configures_address_route_resolv_and_renews() {
 
 #[test]
 fn client_without_server_times_out_and_missing_iface_is_named() {
-    if let Ok(role) = std::env::var(ROLE_ENV) {
-        return probe(&role);
-    }
-    let Some(lan) = Lan::create('t', false) else {
+    let Some((lan, stdout, stderr)) = parent_side(
+        "client_without_server_times_out_and_missing_iface_is_named",
+        't',
+        false,
+        "timeout",
+    ) else {
         return;
     };
-    let out = lan.run_probe(
-        "client_without_server_times_out_and_missing_iface_is_named",
-        "timeout",
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "probe failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
     assert!(stdout.contains("PROBE timeout ok"), "{stdout}");
     assert!(stdout.contains("PROBE notfound ok"), "{stdout}");
     assert!(stderr.contains("phase: dhcp failed after "), "{stderr}");
     assert!(stderr.contains("phase: link failed after "), "{stderr}");
-    let addrs = cmd_out(&[
-        "ip",
-        "-n",
-        &lan.ns_b,
-        "-4",
-        "addr",
-        "show",
-        "dev",
-        &lan.veth_b,
-    ]);
+    let addrs = lan.ipv4_addrs_b();
     assert!(
         !addrs.contains("inet "),
         "no address without a lease: {addrs}"
@@ -139,36 +113,19 @@ fn client_without_server_times_out_and_missing_iface_is_named() {
 
 #[test]
 fn netlink_adds_two_addresses_and_removes_exactly_one() {
-    if let Ok(role) = std::env::var(ROLE_ENV) {
-        return probe(&role);
-    }
-    let Some(lan) = Lan::create('a', false) else {
+    let Some((lan, stdout, stderr)) = parent_side(
+        "netlink_adds_two_addresses_and_removes_exactly_one",
+        'a',
+        false,
+        "addresses",
+    ) else {
         return;
     };
-    let out = lan.run_probe(
-        "netlink_adds_two_addresses_and_removes_exactly_one",
-        "addresses",
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "probe failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
     assert!(
         stdout.contains("PROBE addresses ok"),
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
-    let addrs = cmd_out(&[
-        "ip",
-        "-n",
-        &lan.ns_b,
-        "-4",
-        "addr",
-        "show",
-        "dev",
-        &lan.veth_b,
-    ]);
+    let addrs = lan.ipv4_addrs_b();
     assert!(
         addrs.contains("inet 192.0.2.77/24"),
         "kept: {addrs}\n{stderr}"
@@ -179,6 +136,24 @@ fn netlink_adds_two_addresses_and_removes_exactly_one() {
         routes.contains(&format!("default via {SERVER} dev {}", lan.veth_b)),
         "default route: {routes}"
     );
+}
+
+/// The parent side of `test`: in the probe child (`PHASE_DHCP_PROBE` set) it plays the probe
+/// and returns `None`; otherwise it creates the LAN (`None` when skipped), runs the probe `role`
+/// in namespace B and asserts it succeeded ([`Lan::probe_ok`]).
+fn parent_side(
+    test: &str,
+    tag: char,
+    with_dnsmasq: bool,
+    role: &str,
+) -> Option<(Lan, String, String)> {
+    if let Ok(role) = std::env::var(ROLE_ENV) {
+        probe(&role);
+        return None;
+    }
+    let lan = Lan::create(tag, with_dnsmasq)?;
+    let (stdout, stderr) = lan.probe_ok(test, role);
+    Some((lan, stdout, stderr))
 }
 
 // ---------------------------------------------------------------- the client side (in netns B)
@@ -427,6 +402,34 @@ impl Lan {
 
     fn dnsmasq_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("dnsmasq.log")).unwrap_or_default()
+    }
+
+    /// [`Lan::run_probe`], asserting that the probe succeeded (the failure shows its output and
+    /// dnsmasq's log); returns its stdout and stderr.
+    fn probe_ok(&self, test: &str, role: &str) -> (String, String) {
+        let out = self.run_probe(test, role);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success(),
+            "probe failed\nstdout:\n{stdout}\nstderr:\n{stderr}\ndnsmasq:\n{}",
+            self.dnsmasq_log()
+        );
+        (stdout, stderr)
+    }
+
+    /// `ip -4 addr show dev <veth B>` in namespace B.
+    fn ipv4_addrs_b(&self) -> String {
+        cmd_out(&[
+            "ip",
+            "-n",
+            &self.ns_b,
+            "-4",
+            "addr",
+            "show",
+            "dev",
+            &self.veth_b,
+        ])
     }
 
     /// Runs this test binary as the client in namespace B; killed after 90 s.
