@@ -313,3 +313,84 @@ async fn boot_peers_of_one_release_find_each_other_and_forged_or_malformed_recor
     assert_eq!(found.len(), 2, "each peer once: {found:?}");
     me.shutdown().await;
 }
+
+/// A bare libp2p node speaking only identify (`/phase/id/1.0.0`), listening on loopback, that
+/// reports every identify it receives, by sender.
+struct IdentifyProbe {
+    swarm: libp2p::Swarm<libp2p::identify::Behaviour>,
+    addr: libp2p::Multiaddr,
+}
+
+impl IdentifyProbe {
+    async fn start() -> Self {
+        use futures::StreamExt;
+        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                libp2p::tcp::Config::default(),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|key| {
+                libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
+                    phase_discovery::dht::IDENTIFY_PROTOCOL.to_owned(),
+                    key.public(),
+                ))
+            })
+            .unwrap()
+            .build();
+        swarm.listen_on(listen().remove(0)).unwrap();
+        let addr = loop {
+            if let libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } =
+                swarm.select_next_some().await
+            {
+                break address.with(libp2p::multiaddr::Protocol::P2p(*swarm.local_peer_id()));
+            }
+        };
+        Self { swarm, addr }
+    }
+
+    /// Polls for up to `window`: (whether `peer` connected, whether `peer` sent its identify).
+    async fn watch(&mut self, peer: libp2p::PeerId, window: Duration) -> (bool, bool) {
+        use futures::StreamExt;
+        use libp2p::swarm::SwarmEvent;
+        let (mut connected, mut identified) = (false, false);
+        let deadline = tokio::time::Instant::now() + window;
+        while let Ok(event) = tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await
+        {
+            match event {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == peer => {
+                    connected = true
+                }
+                SwarmEvent::Behaviour(libp2p::identify::Event::Received { peer_id, .. })
+                    if peer_id == peer =>
+                {
+                    identified = true
+                }
+                _ => {}
+            }
+        }
+        (connected, identified)
+    }
+}
+
+/// Identify runs on server nodes only: a boot-time client connects, asks and answers Kademlia,
+/// and never spends the identify exchange (its CPU under TCG is on the boot path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_skip_identify_and_servers_run_it() {
+    init_log();
+    let mut probe = IdentifyProbe::start().await;
+    let c = client(&probe.addr);
+    let lookup = c.lookup("stable", Arch::X86_64, 1, Duration::from_secs(2));
+    let ((connected, identified), _) =
+        tokio::join!(probe.watch(c.peer_id(), Duration::from_secs(2)), lookup);
+    c.shutdown().await;
+    assert!(connected, "the client dialled its bootstrap node");
+    assert!(!identified, "a client node must not send identify");
+
+    let s = server(&probe.addr).await;
+    let (connected, identified) = probe.watch(s.peer_id(), Duration::from_secs(3)).await;
+    s.shutdown().await;
+    assert!(connected && identified, "a server node sends identify");
+}

@@ -9,7 +9,7 @@ use libp2p::kad::{
     self, store::MemoryStore, store::RecordStore, GetProvidersOk, GetRecordOk, QueryId, QueryResult,
 };
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{behaviour::toggle::Toggle, NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
 use phase_protocol::record::{
     dht_key, peers_dht_key, ManifestRecord, PeerRecord, MAX_RECORD_BYTES,
@@ -31,7 +31,9 @@ const TICK: Duration = Duration::from_millis(100);
 #[derive(NetworkBehaviour)]
 pub(super) struct Behaviour {
     kad: kad::Behaviour<MemoryStore>,
-    identify: identify::Behaviour,
+    /// Servers only: a client asks a few nodes once and is in no one's routing table, so the
+    /// identify exchange on each of its connections would only cost CPU on the boot path.
+    identify: Toggle<identify::Behaviour>,
 }
 
 /// A record kept published: real or raw bytes (tests), with its next due time.
@@ -166,10 +168,15 @@ impl Driver {
                     Role::Server => kad::Mode::Server,
                     Role::Client => kad::Mode::Client,
                 }));
-                let identify = identify::Behaviour::new(
-                    identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
-                        .with_agent_version(format!("phase-boot/{}", env!("CARGO_PKG_VERSION"))),
-                );
+                let identify = Toggle::from((role == Role::Server).then(|| {
+                    identify::Behaviour::new(
+                        identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                            .with_agent_version(format!(
+                                "phase-boot/{}",
+                                env!("CARGO_PKG_VERSION")
+                            )),
+                    )
+                }));
                 Behaviour { kad, identify }
             })
             .map_err(|e| DhtError::Transport(Box::new(e)))?

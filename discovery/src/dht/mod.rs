@@ -5,8 +5,8 @@
 //! `phase discover` run a short-lived client node and call [`DhtNode::lookup`].
 //!
 //! Transport: TCP + Noise + Yamux, Kademlia on the protocol `/phase/kad/1.0.0` (so Phase Boot
-//! nodes never mix with the IPFS DHT) and identify `/phase/id/1.0.0`, whose listen addresses
-//! fill the routing table.
+//! nodes never mix with the IPFS DHT) and, on [`Role::Server`] nodes only, identify
+//! `/phase/id/1.0.0`, whose listen addresses fill the routing table.
 //!
 //! How several providers of one key are all found: each provider
 //! 1. puts its [`ManifestRecord`](phase_protocol::ManifestRecord) under the shared key `/phase/{channel}/{arch}/manifest`
