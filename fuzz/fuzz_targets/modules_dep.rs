@@ -26,6 +26,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let listed = parse_modules_list(list);
+    for m in &listed {
+        // Parameters reach finit_module joined by spaces: one word each, never a marker.
+        for p in &m.params {
+            assert!(phase_layout::kconfig::is_module_param(p), "{p:?}");
+            assert!(!p.contains(char::is_whitespace) && !p.starts_with('@'), "{p:?}");
+        }
+    }
     let wanted: Vec<String> = listed.into_iter().map(|m| m.name).collect();
     if let Ok(plan) = deps.resolve(&wanted) {
         for w in &wanted {

@@ -237,7 +237,8 @@ fn staged<T, E: std::error::Error + 'static>(
 }
 
 /// The modules stage: the modules of `/etc/phase/modules.list` that `stage` loads (the boot
-/// stage skips `@target` ones), from `/lib/modules/$(uname -r)`. Errors:
+/// stage skips `@target` ones; `@device` and `@disk` ones wait for hardware), from
+/// `/lib/modules/$(uname -r)`. Errors:
 /// [`BootError::Modules`].
 pub fn load_modules(sys: &dyn Syscalls, stage: modules::ModuleStage) -> Result<(), BootError> {
     staged(
@@ -248,14 +249,16 @@ pub fn load_modules(sys: &dyn Syscalls, stage: modules::ModuleStage) -> Result<(
         },
         |l| match &l.no_modules_for_kernel {
             Some(dir) => format!("0 loaded (no {}: drivers must be built in)", dir.display()),
-            None if l.no_device.is_empty() => {
-                format!("{} loaded", l.loaded.len() + l.already.len())
+            None => {
+                let mut line = format!("{} loaded", l.loaded.len() + l.already.len());
+                if !l.no_device.is_empty() {
+                    line.push_str(&format!(", no device for {}", l.no_device.join(",")));
+                }
+                if !l.no_disk.is_empty() {
+                    line.push_str(&format!(", no disk for {}", l.no_disk.join(",")));
+                }
+                line
             }
-            None => format!(
-                "{} loaded, no device for {}",
-                l.loaded.len() + l.already.len(),
-                l.no_device.join(",")
-            ),
         },
     )
     .map(|_| ())

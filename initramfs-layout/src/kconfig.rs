@@ -7,9 +7,12 @@
 //!   `# phase:recommended` and `# phase:build` set the class of the options that follow:
 //!   a distro kernel without a *required* option cannot run Phase Boot, a missing *recommended*
 //!   one is a warning, *build* options only matter to `make kernel`;
-//! - the module list `kernel-config/modules.list`: `<module> [@target] CONFIG_A [CONFIG_B ...]`
-//!   per line (`#` comments), in load order; `@target` marks a module only the target stage
-//!   needs (the rootfs mount, the power button), which the boot stage does not load. A required
+//! - the module list `kernel-config/modules.list`:
+//!   `<module> [@target] [@device] [@disk] [param=value ...] CONFIG_A [CONFIG_B ...]` per line
+//!   (`#` comments), in load order; `@target` marks a module only the target stage needs (the
+//!   rootfs mount, the power button), which the boot stage does not load; `@device` and `@disk`
+//!   ([`DEVICE_ONLY`], [`DISK_ONLY`]) modules that wait for hardware; `param=value` words are
+//!   the module's parameters (as in modprobe.d's `options` lines). A required
 //!   option that the kernel has as `=m` is only usable when the initramfs carries its module,
 //!   i.e. when some line maps it.
 
@@ -77,6 +80,10 @@ pub struct ModuleLine {
     pub target_only: bool,
     /// `@device`: loaded only for a device present at its turn (see [`DEVICE_ONLY`]).
     pub device_only: bool,
+    /// `@disk`: loaded only when a disk is present at its turn (see [`DISK_ONLY`]).
+    pub disk_only: bool,
+    /// Module parameters, `name=value` words in list order (see [`is_module_param`]).
+    pub params: Vec<String>,
 }
 
 /// The marker, after the module name in `modules.list` and in the installed
@@ -88,6 +95,29 @@ pub const TARGET_ONLY: &str = "@target";
 /// depmod from the module's `.modinfo`) matches: e1000 is not loaded in a VM with virtio-net
 /// only. For drivers of devices present at power-on (PCI, virtio, ACPI), not hotplugged ones.
 pub const DEVICE_ONLY: &str = "@device";
+
+/// The marker of a module only a disk makes useful (the file systems of the cache partition:
+/// vfat and its code pages): loaded only when, at its turn in the list, `/sys/block` holds a
+/// device that is not virtual (not under `/sys/devices/virtual`: loop, ram and zram are).
+/// A diskless netboot machine skips them in both stages.
+pub const DISK_ONLY: &str = "@disk";
+
+/// Whether `word` is a module parameter as `modules.list` takes it: `name=value`, the name of
+/// ASCII letters, digits, `_` and `-` (the kernel treats `-` as `_`), the value non-empty and
+/// without quotes (`max_loop=0`). Values with spaces are not supported.
+pub fn is_module_param(word: &str) -> bool {
+    match word.split_once('=') {
+        Some((name, value)) => {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                && !value.is_empty()
+                && !value.contains(['"', '\''])
+        }
+        None => false,
+    }
+}
 
 /// Reads a file into a string.
 fn read(path: &Path) -> Result<String, KconfigError> {
@@ -171,8 +201,9 @@ pub fn load_fragment(path: &Path) -> Result<Vec<FragmentOption>, KconfigError> {
 ///
 /// # Errors
 /// [`KconfigError::Syntax`] for a line with a module name but no `CONFIG_` option, a module
-/// name containing `/`, an `@` marker other than [`TARGET_ONLY`] and [`DEVICE_ONLY`], or one
-/// given twice.
+/// name containing `/`, an `@` marker other than [`TARGET_ONLY`], [`DEVICE_ONLY`] and
+/// [`DISK_ONLY`], one given twice, or a word between the markers and the options that is not
+/// a module parameter ([`is_module_param`]).
 pub fn parse_modules_list(text: &str, origin: &Path) -> Result<Vec<ModuleLine>, KconfigError> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
@@ -191,14 +222,15 @@ pub fn parse_modules_list(text: &str, origin: &Path) -> Result<Vec<ModuleLine>, 
             return Err(syntax("expected a module name first"));
         }
         let mut words = words.peekable();
-        let (mut target_only, mut device_only) = (false, false);
+        let (mut target_only, mut device_only, mut disk_only) = (false, false, false);
         while let Some(marker) = words.next_if(|w| w.starts_with('@')) {
             let seen = match marker {
                 TARGET_ONLY => std::mem::replace(&mut target_only, true),
                 DEVICE_ONLY => std::mem::replace(&mut device_only, true),
+                DISK_ONLY => std::mem::replace(&mut disk_only, true),
                 _ => {
                     return Err(syntax(
-                        "the markers after a module name are `@target` and `@device`",
+                        "the markers after a module name are `@target`, `@device` and `@disk`",
                     ))
                 }
             };
@@ -206,10 +238,19 @@ pub fn parse_modules_list(text: &str, origin: &Path) -> Result<Vec<ModuleLine>, 
                 return Err(syntax("a marker given twice"));
             }
         }
+        let mut params = Vec::new();
+        while let Some(p) = words.next_if(|w| !w.starts_with("CONFIG_")) {
+            if !is_module_param(p) {
+                return Err(syntax(&format!(
+                    "`{p}` is not a module parameter `name=value` (no spaces or quotes)"
+                )));
+            }
+            params.push(p.to_owned());
+        }
         let options: Vec<String> = words.map(str::to_owned).collect();
         if options.is_empty() || options.iter().any(|o| !o.starts_with("CONFIG_")) {
             return Err(syntax(
-                "expected `<module> [@target] [@device] CONFIG_X [CONFIG_Y ...]`",
+                "expected `<module> [@target] [@device] [@disk] [param=value ...] CONFIG_X [CONFIG_Y ...]`",
             ));
         }
         out.push(ModuleLine {
@@ -217,6 +258,8 @@ pub fn parse_modules_list(text: &str, origin: &Path) -> Result<Vec<ModuleLine>, 
             options,
             target_only,
             device_only,
+            disk_only,
+            params,
         });
     }
     Ok(out)
@@ -460,6 +503,32 @@ loop @target CONFIG_BLK_DEV_LOOP
             Path::new("m"),
         );
         assert!(twice.unwrap_err().to_string().contains("twice"));
+    }
+
+    #[test]
+    fn disk_marker_and_parameters_are_read_and_bad_parameters_refused() {
+        let lines = parse_modules_list(
+            "vfat @disk CONFIG_VFAT_FS CONFIG_FAT_FS\nloop @target max_loop=0 CONFIG_BLK_DEV_LOOP\n",
+            Path::new("m"),
+        )
+        .unwrap();
+        assert!(lines[0].disk_only && !lines[0].target_only && lines[0].params.is_empty());
+        assert_eq!(lines[0].options, ["CONFIG_VFAT_FS", "CONFIG_FAT_FS"]);
+        assert!(lines[1].target_only && !lines[1].disk_only);
+        assert_eq!(lines[1].params, ["max_loop=0"]);
+        assert_eq!(lines[1].options, ["CONFIG_BLK_DEV_LOOP"]);
+        for bad in [
+            "loop max_loop CONFIG_BLK_DEV_LOOP\n",
+            "loop max_loop= CONFIG_BLK_DEV_LOOP\n",
+            "loop =0 CONFIG_BLK_DEV_LOOP\n",
+            "loop a\"b=1 CONFIG_BLK_DEV_LOOP\n",
+            "loop max_loop=\"0\" CONFIG_BLK_DEV_LOOP\n",
+            "loop max_loop=0\n",
+            "vfat @disk @disk CONFIG_VFAT_FS\n",
+        ] {
+            let err = parse_modules_list(bad, Path::new("m")).unwrap_err();
+            assert!(err.to_string().starts_with("m:1:"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -98,13 +98,17 @@ pub struct ListedModule {
     /// Marked `@device` ([`crate::kconfig::DEVICE_ONLY`]): loaded only when a present device's
     /// modalias matches one of its aliases ([`parse_modules_alias`]).
     pub device_only: bool,
+    /// Marked `@disk` ([`crate::kconfig::DISK_ONLY`]): loaded only when a disk is present.
+    pub disk_only: bool,
+    /// Its parameters, `name=value` words ([`crate::kconfig::is_module_param`]), in order.
+    pub params: Vec<String>,
 }
 
-/// Parses `/etc/phase/modules.list`: one module name per line, optionally followed by
-/// `@target` and/or `@device`; `#` comments and blank lines ignored, names normalised as
-/// [`module_name`]. Other words after the name are ignored (the module is then loaded in every
-/// stage, whatever the devices: loading one module too many costs time, one too few can stop a
-/// boot).
+/// Parses `/etc/phase/modules.list`: one module name per line, optionally followed by the
+/// markers `@target`, `@device`, `@disk` and `name=value` parameters; `#` comments and blank
+/// lines ignored, names normalised as [`module_name`]. Other words after the name are ignored
+/// (an unknown marker then loads the module in every stage, whatever the hardware: loading one
+/// module too many costs time, one too few can stop a boot).
 pub fn parse_modules_list(text: &str) -> Vec<ListedModule> {
     text.lines()
         .map(|l| l.split('#').next().unwrap_or("").trim())
@@ -112,15 +116,22 @@ pub fn parse_modules_list(text: &str) -> Vec<ListedModule> {
         .map(|l| {
             let mut words = l.split_whitespace();
             let name = module_name(words.next().unwrap_or_default());
-            let (mut target_only, mut device_only) = (false, false);
+            let (mut target_only, mut device_only, mut disk_only) = (false, false, false);
+            let mut params = Vec::new();
             for w in words {
                 target_only |= w == crate::kconfig::TARGET_ONLY;
                 device_only |= w == crate::kconfig::DEVICE_ONLY;
+                disk_only |= w == crate::kconfig::DISK_ONLY;
+                if crate::kconfig::is_module_param(w) {
+                    params.push(w.to_owned());
+                }
             }
             ListedModule {
                 name,
                 target_only,
                 device_only,
+                disk_only,
+                params,
             }
         })
         .collect()
@@ -394,6 +405,14 @@ kernel/fs/overlayfs/overlay.ko:
                 ("e1000", false, true)
             ]
         );
+    }
+
+    #[test]
+    fn modules_list_reads_the_disk_marker_and_parameters() {
+        let listed = parse_modules_list("vfat @disk\nloop @target max_loop=0 junk x=\"1\"\n");
+        assert!(listed[0].disk_only && listed[0].params.is_empty());
+        assert!(listed[1].target_only && !listed[1].disk_only);
+        assert_eq!(listed[1].params, ["max_loop=0"]);
     }
 
     #[test]

@@ -479,8 +479,8 @@ impl Plan {
                 },
             )?;
         }
-        // Names only, `@target` and `@device` kept: the init's modules stage reads this
-        // (phase_layout::modules_dep::parse_modules_list).
+        // Names, markers and parameters, without the CONFIG_ options: the init's modules stage
+        // reads this (phase_layout::modules_dep::parse_modules_list).
         let names: String = lines
             .iter()
             .filter(|l| !deps.is_builtin(&l.module))
@@ -489,11 +489,16 @@ impl Plan {
                 for (on, marker) in [
                     (l.target_only, kconfig::TARGET_ONLY),
                     (l.device_only, kconfig::DEVICE_ONLY),
+                    (l.disk_only, kconfig::DISK_ONLY),
                 ] {
                     if on {
                         line.push(' ');
                         line.push_str(marker);
                     }
+                }
+                for p in &l.params {
+                    line.push(' ');
+                    line.push_str(p);
                 }
                 line.push('\n');
                 line
@@ -691,7 +696,11 @@ mod tests {
         )
         .unwrap();
         let list = dir.path().join("modules.list");
-        std::fs::write(&list, "a @device CONFIG_A\next4 CONFIG_EXT4_FS\n").unwrap();
+        std::fs::write(
+            &list,
+            "a @device @disk x=1 y=2 CONFIG_A\next4 CONFIG_EXT4_FS\n",
+        )
+        .unwrap();
         let l = layout(&format!(
             "[modules]\nlist = \"{}\"\ninstall_list = \"/etc/phase/modules.list\"\n",
             list.display()
@@ -725,7 +734,7 @@ mod tests {
             data("/lib/modules/9.9.9/modules.order"),
             "kernel/fs/b.ko\nkernel/fs/a.ko\n"
         );
-        assert_eq!(data("/etc/phase/modules.list"), "a @device\n");
+        assert_eq!(data("/etc/phase/modules.list"), "a @device @disk x=1 y=2\n");
         // Only the carried modules' aliases (c is not carried).
         assert_eq!(
             data("/lib/modules/9.9.9/modules.alias"),

@@ -262,10 +262,10 @@ fn cpio_holds_exactly_what_the_layout_lists() {
 }
 
 #[test]
-fn module_list_in_initramfs_has_names_and_markers_in_load_order() {
+fn module_list_in_initramfs_has_names_markers_and_parameters_in_load_order() {
     if !have(
         "cpio",
-        "module_list_in_initramfs_has_names_and_markers_in_load_order",
+        "module_list_in_initramfs_has_names_markers_and_parameters_in_load_order",
     ) {
         return;
     }
@@ -281,20 +281,21 @@ fn module_list_in_initramfs_has_names_and_markers_in_load_order() {
     assert_eq!(lines.first(), Some(&"virtio_pci @device"));
     // The rootfs mount's modules are the target stage's only.
     for m in [
-        "loop @target",
+        "loop @target max_loop=0",
         "squashfs @target",
         "overlay @target",
         "virtio_net @device",
         "e1000 @device",
-        "vfat",
+        "vfat @disk",
     ] {
         assert!(lines.contains(&m), "{m:?} not in {text}");
     }
     assert!(
         lines.iter().all(|n| !n.contains("CONFIG_")
-            && n.split(' ')
-                .skip(1)
-                .all(|w| w == "@target" || w == "@device")),
+            && n.split(' ').skip(1).all(|w| {
+                ["@target", "@device", "@disk"].contains(&w)
+                    || phase_layout::kconfig::is_module_param(w)
+            })),
         "{text}"
     );
 }

@@ -515,7 +515,7 @@ fn kexec_never_loads_the_target_modules_and_runs_the_target_in_process() -> Resu
 /// `e1000`) and no virtio device at all. Each stage loads e1000 because a PCI device's modalias
 /// matches one of its aliases, leaves out the virtio drivers (no device), and the boot runs
 /// through mDNS, the kexec and the target stage on that NIC. Every other test boots virtio-net
-/// only, where e1000 is the one left out.
+/// only, where e1000 is the one left out. No disk either: `@disk` modules (vfat) are left out.
 #[test]
 fn e1000_only_machine_loads_e1000_and_leaves_out_the_virtio_drivers() -> Result<()> {
     let test = "e1000_only_machine_loads_e1000_and_leaves_out_the_virtio_drivers";
@@ -534,7 +534,8 @@ fn e1000_only_machine_loads_e1000_and_leaves_out_the_virtio_drivers() -> Result<
         let no_device = line
             .split_once("no device for ")
             .map(|(_, rest)| rest.split_whitespace().next().unwrap_or_default())
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .trim_end_matches(',');
         let left_out: Vec<&str> = no_device.split(',').collect();
         ensure!(
             ["virtio_pci", "virtio_net", "virtio_blk", "virtio_rng"]
@@ -542,6 +543,12 @@ fn e1000_only_machine_loads_e1000_and_leaves_out_the_virtio_drivers() -> Result<
                 .all(|m| left_out.contains(m))
                 && !left_out.contains(&"e1000"),
             "virtio drivers left out, e1000 loaded: {line}"
+        );
+        // No disk either: the cache's vfat modules wait for one (`@disk`); the cache-disk tests
+        // (internet mode writes the cache) show them loaded when a disk is there.
+        ensure!(
+            line.contains(", no disk for vfat,nls_cp437,nls_ascii "),
+            "vfat left out on a diskless machine: {line}"
         );
         Ok(())
     };
