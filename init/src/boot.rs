@@ -417,6 +417,8 @@ pub fn boot_stage(
     if offline {
         log::line("net off (phase.net=off): no interface brought up; only the release on the boot medium can boot");
     }
+    // The DHCP lease of this stage, handed to the target stage with the initrd.
+    let mut lease: Option<net::Lease> = None;
     let release = match cached {
         Some(r) => r,
         None if offline => return Err(BootError::NoOfflineRelease),
@@ -426,7 +428,7 @@ pub fn boot_stage(
                 .enable_all()
                 .build()
                 .map_err(BootError::Runtime)?;
-            rt.block_on(network_release(
+            let (r, l) = rt.block_on(network_release(
                 sys,
                 &mut clock,
                 early,
@@ -434,7 +436,9 @@ pub fn boot_stage(
                 &base,
                 cache.as_ref(),
                 &state,
-            ))?
+            ))?;
+            lease = Some(l);
+            r
         }
     };
     if clock.trust == ClockTrust::BelowFloor {
@@ -475,9 +479,10 @@ pub fn boot_stage(
         sys.sync();
         let _ = sys.unmount(&c.mount_point);
     }
-    handoff(sys, early, release, target)
+    handoff(sys, early, release, lease.as_ref(), target)
 }
 
+/// Brings the network up, discovers and fetches the release; returns it with the DHCP lease.
 async fn network_release(
     sys: &dyn Syscalls,
     clock: &mut Clock,
@@ -486,7 +491,7 @@ async fn network_release(
     base: &Expectation,
     cache: Option<&Cache>,
     state: &RollbackState,
-) -> Result<Release, BootError> {
+) -> Result<(Release, net::Lease), BootError> {
     let p = &early.params;
     let lease = net::bring_up(p.iface.as_deref(), p.timeout)
         .await
@@ -556,7 +561,7 @@ async fn network_release(
         st.ok(format_args!("cmdline {url}"));
         let found = vec![("cmdline".to_string(), url)];
         if let Some(r) = fetch_first(&found, &opts, &mut tried, &mut last).await {
-            return Ok(r);
+            return Ok((r, lease));
         }
     } else {
         // Each round returns as soon as one provider not yet tried answers (fast boot). The
@@ -615,7 +620,7 @@ async fn network_release(
                 }
             }
             if let Some(r) = fetch_first(&found, &opts, &mut tried, &mut last).await {
-                return Ok(r);
+                return Ok((r, lease));
             }
         }
     }
@@ -718,6 +723,7 @@ fn handoff(
     sys: &dyn Syscalls,
     early: &Early,
     r: Release,
+    lease: Option<&net::Lease>,
     target: Option<TargetStage>,
 ) -> Result<Infallible, BootError> {
     let Release {
@@ -754,10 +760,16 @@ fn handoff(
             )
         })
         .collect();
+    // The lease and the MAC it was granted to, for the target stage (net::handover).
+    let lease_json = lease.and_then(|l| {
+        let link = net::link::read_link(Path::new(net::link::SYS_CLASS_NET), &l.iface).ok()?;
+        Some(net::handover::HandedLease::new(l, &link.mac, std::time::Instant::now()).to_json())
+    });
     let h = Handoff {
         manifest_raw: manifest.raw(),
         artifacts,
         custody: &custody,
+        lease: lease_json.as_deref(),
     };
     let st = Stage::start("kexec");
     if early.params.kexec == KexecMode::Never {

@@ -99,6 +99,10 @@ pub struct Handoff<'a> {
     /// `phase/boot/verified`: [`crate::custody::Record::render`] of the sizes and SHA-256
     /// digests the boot stage computed over these artifacts' bytes.
     pub custody: &'a str,
+    /// `phase/lease.json` ([`crate::net::handover`]): the boot stage's DHCP lease for the
+    /// target stage, when it had one. Only in the initrd (`phase.kexec=never` keeps the
+    /// running network).
+    pub lease: Option<&'a [u8]>,
 }
 
 impl<'a> Handoff<'a> {
@@ -202,6 +206,13 @@ pub fn compose_initrd(out: &mut File, h: &Handoff<'_>) -> Result<u64, KexecError
             h.custody.as_bytes(),
         )),
     ];
+    if let Some(lease) = h.lease {
+        items.push(Item::Entry(Entry::bytes(
+            crate::net::handover::FILE,
+            0o444,
+            lease,
+        )));
+    }
     for (name, v) in &h.artifacts {
         if BOOT_ARTIFACTS.contains(name) {
             items.push(Item::Verified(format!("phase/boot/{name}"), *v));
@@ -508,6 +519,7 @@ mod tests {
                 ),
             ],
             custody: CUSTODY,
+            lease: None,
         }
     }
 
@@ -537,6 +549,7 @@ mod tests {
                 ),
             ],
             custody: CUSTODY,
+            lease: None,
         };
         let e = compose_to_vec(&h).unwrap_err();
         assert!(
@@ -584,7 +597,11 @@ mod tests {
     #[test]
     fn initrd_is_initramfs_padded_then_cpio_the_cpio_tool_extracts() {
         let (k, i, r, m) = handoff_files();
-        let h = full_handoff(&k, &i, &r, &m);
+        let lease = br#"{"iface":"eth0"}"#;
+        let h = Handoff {
+            lease: Some(lease),
+            ..full_handoff(&k, &i, &r, &m)
+        };
         let (size, out) = compose_to_vec(&h).unwrap();
         assert_eq!(size, out.len() as u64);
         assert_eq!(&out[..11], b"INITRAMFS-5");
@@ -622,8 +639,13 @@ mod tests {
                 "phase/boot/kernel",
                 "phase/boot/manifest.json",
                 "phase/boot/rootfs",
-                "phase/boot/verified"
+                "phase/boot/verified",
+                "phase/lease.json"
             ]
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join(crate::net::handover::FILE)).unwrap(),
+            lease
         );
         let b = dir.path().join("phase/boot");
         assert_eq!(std::fs::read(b.join("manifest.json")).unwrap(), m);
@@ -653,6 +675,7 @@ mod tests {
                 ("initramfs", Verified { file: &i, size: 11 }),
             ],
             custody: CUSTODY,
+            lease: None,
         };
         let e = compose_to_vec(&h).unwrap_err();
         assert!(
@@ -668,6 +691,7 @@ mod tests {
             manifest_raw: &m,
             artifacts: vec![("kernel", Verified { file: &k, size: 12 })],
             custody: CUSTODY,
+            lease: None,
         };
         assert!(matches!(
             compose_to_vec(&h),

@@ -90,6 +90,42 @@ fn client_gets_lease_configures_address_route_resolv_and_renews() {
     assert!(log.contains("DHCPDISCOVER"), "{log}");
 }
 
+/// Issue 18 §3 lease handover: a lease handed over (as the boot stage writes it into the
+/// initrd) is configured on a bare interface without a DHCP exchange, and dnsmasq renews it.
+#[test]
+fn a_handed_over_lease_is_configured_without_an_exchange_and_renews() {
+    let Some((lan, stdout, stderr)) = parent_side(
+        "a_handed_over_lease_is_configured_without_an_exchange_and_renews",
+        'h',
+        true,
+        "handover",
+    ) else {
+        return;
+    };
+    let addr = field(&stdout, "PROBE taken", "addr").expect("probe printed the lease");
+    assert!(
+        stderr.contains(&format!(
+            "phase: dhcp ok {} {addr}/24 (the boot stage's lease, ",
+            lan.veth_b
+        )),
+        "{stderr}"
+    );
+    assert!(
+        lan.ipv4_addrs_b().contains(&format!("inet {addr}/24")),
+        "address configured"
+    );
+    // DISCOVERs only before the first ACK (the first bring_up; one may be retransmitted), then
+    // two ACKs in all: the bind and the renewal of the lease taken over. The takeover itself
+    // sent nothing.
+    let log = lan.dnsmasq_log();
+    let first_ack = log.find("DHCPACK(").expect("an ACK");
+    assert!(!log[first_ack..].contains("DHCPDISCOVER"), "{log}");
+    let acks = log
+        .matches(&format!("DHCPACK({}) {addr}", lan.veth_a))
+        .count();
+    assert_eq!(acks, 2, "bind and renewal, dnsmasq log:\n{log}");
+}
+
 #[test]
 fn client_without_server_times_out_and_missing_iface_is_named() {
     let Some((lan, stdout, stderr)) = parent_side(
@@ -169,6 +205,7 @@ fn probe(role: &str) {
             "lease" => probe_lease(&iface).await,
             "timeout" => probe_timeout(&iface).await,
             "addresses" => probe_addresses(&iface).await,
+            "handover" => probe_handover(&iface).await,
             other => panic!("unknown probe role {other}"),
         }
     });
@@ -254,6 +291,36 @@ async fn probe_lease(iface: &str) {
         Ok(Err(e)) => panic!("maintain failed: {}", phase_init::log::error_chain(&e)),
         Ok(Ok(never)) => match never {},
     }
+}
+
+/// bring_up, hand the lease over as the boot stage does, drop the address (a fresh kernel has
+/// none), bring_up_with the handed lease, then renew it with dnsmasq.
+async fn probe_handover(iface: &str) {
+    use phase_init::net::{configure, handover::HandedLease, link};
+    let first = net::bring_up(Some(iface), Duration::from_secs(30))
+        .await
+        .expect("bring_up");
+    let l = link::read_link(Path::new(link::SYS_CLASS_NET), iface).expect("link");
+    let json = HandedLease::new(&first, &l.mac, Instant::now()).to_json();
+    let nl = configure::Netlink::open().expect("netlink");
+    configure::remove_address(&nl.handle, l.index, iface, first.granted.addr)
+        .await
+        .expect("remove_address");
+    let handed = HandedLease::parse(&json).expect("parse");
+    let since = Duration::from_secs(2);
+    let mut lease = net::bring_up_with(Some(iface), Duration::from_secs(5), Some((&handed, since)))
+        .await
+        .expect("bring_up_with");
+    assert_eq!(lease.granted.addr, first.granted.addr);
+    assert!(
+        lease.granted.lease_secs < first.granted.lease_secs,
+        "age counted"
+    );
+    println!("PROBE taken addr={}", lease.granted.addr);
+    net::renew_once(&mut lease, Duration::from_secs(15))
+        .await
+        .expect("renew_once of the lease taken over");
+    assert_eq!(lease.granted.lease_secs, 120, "the ACK's times again");
 }
 
 async fn probe_timeout(iface: &str) {

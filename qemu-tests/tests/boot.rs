@@ -160,6 +160,15 @@ fn local_mode_boots_offline_from_cache_disk() -> Result<()> {
     let mut vm = Vm::start(&mut lan, cfg, &work)?;
     expect_boot_stage(&mut vm, "local", "cache")?;
     let addr = expect_kexec_and_target(&mut vm)?;
+    // The boot stage ran no DHCP (the release came from the disk): nothing to hand over, so
+    // the target ran the whole exchange (issue 18 §3 lease handover, the path without one).
+    let lines = vm.lines();
+    ensure!(
+        !lines
+            .iter()
+            .any(|l| l.contains("phase: dhcp ok") && l.contains("the boot stage's lease")),
+        "a lease was taken over although the boot stage had none"
+    );
     end_checks(&lan, &vm, &addr)?;
     Ok(())
 }
@@ -557,13 +566,20 @@ fn e1000_only_machine_loads_e1000_and_leaves_out_the_virtio_drivers() -> Result<
     vm.expect("e1000 0000:", secs(120))?;
     check(&vm.expect("phase: modules ok", secs(120))?)?;
     vm.expect("phase: link ok eth0", secs(90))?;
-    vm.expect("phase: dhcp ok", secs(90))?;
+    let boot_dhcp = vm.expect("phase: dhcp ok", secs(90))?;
     vm.expect("phase: discover ok mdns", secs(180))?;
     vm.expect("phase: init stage=target version=", secs(600))?;
     check(&vm.expect("phase: modules ok", secs(120))?)?;
     let dhcp = vm.expect("phase: dhcp ok", secs(120))?;
     vm.expect("phase: target ready in", secs(120))?;
     let addr = timing::dhcp_addr(&dhcp).context("address in the target's dhcp line")?;
+    // The target configured the boot stage's lease without a DHCP exchange (handed over in the
+    // initrd): the same address, said on its line.
+    ensure!(
+        dhcp.contains("(the boot stage's lease, ")
+            && timing::dhcp_addr(&boot_dhcp).as_deref() == Some(addr.as_str()),
+        "the target did not take over the boot stage's lease: {boot_dhcp} / {dhcp}"
+    );
     end_checks(&lan, &vm, &addr)
 }
 

@@ -83,8 +83,10 @@ impl Outgoing {
     }
 }
 
-/// What an ACK granted: the parameters a [`super::Lease`] is made of (RFC 2132 options).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What an ACK granted: the parameters a [`super::Lease`] is made of (RFC 2132 options). Its
+/// JSON form (field names as here) is part of the lease handover ([`super::handover`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Granted {
     /// `yiaddr` of the ACK.
     pub addr: Ipv4Addr,
@@ -683,7 +685,7 @@ fn granted(msg: &Message, server_id: Ipv4Addr) -> Result<Granted, Ignored> {
 }
 
 /// A unicast IPv4 address: not 0.0.0.0, 255.255.255.255, multicast, loopback or 240.0.0.0/4.
-fn is_unicast(ip: Ipv4Addr) -> bool {
+pub(crate) fn is_unicast(ip: Ipv4Addr) -> bool {
     !(ip.is_unspecified()
         || ip.is_broadcast()
         || ip.is_multicast()
@@ -693,7 +695,7 @@ fn is_unicast(ip: Ipv4Addr) -> bool {
 
 /// `ip` is a unicast host address of `subnet`/`prefix_len`: inside it and, below /31, neither
 /// its network nor its broadcast address (RFC 3021 lets /31 and /32 use every address).
-fn is_host_in(ip: Ipv4Addr, subnet: Ipv4Addr, prefix_len: u8) -> bool {
+pub(crate) fn is_host_in(ip: Ipv4Addr, subnet: Ipv4Addr, prefix_len: u8) -> bool {
     let mask = u32::MAX
         .checked_shl(32 - u32::from(prefix_len))
         .unwrap_or(0);

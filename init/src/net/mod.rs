@@ -5,7 +5,8 @@
 //! `phase: link ok <iface> in <N>ms` and `phase: dhcp ok <iface> <addr>/<prefix> in <N>ms`
 //! (or `phase: link|dhcp failed after <N>ms: <chain>`; callers need not print it again) and
 //! returns the [`Lease`]. Discovery then uses the configured interface. In the target stage the
-//! supervisor calls [`bring_up`] again and runs [`maintain`] to renew at T1/T2.
+//! supervisor calls [`bring_up_with`] with the boot stage's lease ([`handover`]), which it
+//! configures without a new exchange when it may, and runs [`maintain`] to renew at T1/T2.
 //!
 //! Parts: [`link`] (sysfs + carrier wait), [`dhcp`] (pure RFC 2131 state machine),
 //! [`socket`] (UDP port 68 I/O driving the machine), [`configure`] (rtnetlink, resolv.conf),
@@ -13,6 +14,7 @@
 
 pub mod configure;
 pub mod dhcp;
+pub mod handover;
 pub mod link;
 pub mod renew;
 pub mod sntp;
@@ -137,6 +139,20 @@ impl Lease {
 /// Errors: [`NetError::Link`], [`NetError::Timeout`], [`NetError::Socket`],
 /// [`NetError::Configure`].
 pub async fn bring_up(iface: Option<&str>, timeout: Duration) -> Result<Lease, NetError> {
+    bring_up_with(iface, timeout, None).await
+}
+
+/// [`bring_up`], taking over `handed` (the boot stage's lease, [`handover`], with the time since
+/// the handoff: the target kernel's [`handover::uptime`]) instead of running DHCP when
+/// [`handover::HandedLease::take_over`] accepts it for the link found: the address,
+/// route and resolver are configured from it and the `dhcp` line says so
+/// (`dhcp ok eth0 192.0.2.158/24 in 3ms (the boot stage's lease, 3585s left)`). A refused one
+/// is logged with its reason and DHCP runs from INIT. Errors: as [`bring_up`].
+pub async fn bring_up_with(
+    iface: Option<&str>,
+    timeout: Duration,
+    handed: Option<(&handover::HandedLease, Duration)>,
+) -> Result<Lease, NetError> {
     let deadline = Instant::now() + timeout;
     let nl = Netlink::open().map_err(|source| NetError::Configure {
         iface: "lo".into(),
@@ -162,6 +178,32 @@ pub async fn bring_up(iface: Option<&str>, timeout: Duration) -> Result<Lease, N
     };
 
     let stage = Stage::start("dhcp");
+    if let Some((h, since_handover)) = handed {
+        match h.take_over(&link, Instant::now(), since_handover) {
+            Ok(lease) => {
+                return match apply(&nl, link.index, &lease, None).await {
+                    Ok(()) => {
+                        stage.ok(format!(
+                            "{} {}/{} (the boot stage's lease, {}s left)",
+                            lease.iface,
+                            lease.granted.addr,
+                            lease.granted.prefix_len,
+                            lease.granted.lease_secs
+                        ));
+                        Ok(lease)
+                    }
+                    Err(e) => {
+                        stage.failed(&e);
+                        Err(e)
+                    }
+                };
+            }
+            Err(e) => crate::log::line(&format!(
+                "dhcp: the boot stage's lease is not taken over, asking again: {}",
+                crate::log::error_chain(&e)
+            )),
+        }
+    }
     match acquire(&nl, &link, deadline).await {
         Ok(lease) => {
             stage.ok(format!(

@@ -137,6 +137,19 @@ pub fn run(params: &BootParams) -> Result<Infallible, TargetError> {
         m.artifacts.len()
     ));
 
+    // The boot stage's DHCP lease lives in the initramfs, which switch_root frees: read now.
+    let handed =
+        match crate::net::handover::HandedLease::read(Path::new(crate::net::handover::PATH)) {
+            Ok(h) => h,
+            Err(e) => {
+                log::line(&format!(
+                    "dhcp: the boot stage's lease is not taken over: {}",
+                    log::error_chain(&e)
+                ));
+                None
+            }
+        };
+
     let layout = rootfs::Layout::default();
     let stage = Stage::start("rootfs");
     if let Err(e) = build_root(&layout) {
@@ -168,7 +181,7 @@ pub fn run(params: &BootParams) -> Result<Infallible, TargetError> {
         ));
     }
     if params.net {
-        network(params);
+        network(params, handed.as_ref());
     } else {
         log::line("net off (phase.net=off): no interface brought up");
     }
@@ -263,12 +276,14 @@ fn ms_since_start() -> u64 {
     uptime_ms.saturating_sub(start_ms)
 }
 
-/// The network of the target (a fresh kernel after kexec): `net::bring_up` again, which prints
-/// the `link` and `dhcp` lines, then a `dhcp` thread keeps the lease with `net::maintain`
-/// (RENEWING at T1, REBINDING at T2, a new DISCOVER if it is lost; RFC 2131 §4.4.5). The thread
-/// is spawned after the supervisor blocked its signals, so it inherits that mask and signals
-/// still reach the signalfd. Failure is logged and the services start anyway.
-fn network(params: &BootParams) {
+/// The network of the target (a fresh kernel after kexec): `net::bring_up_with` the boot
+/// stage's lease `handed` (configured without a new exchange when it may be,
+/// [`crate::net::handover`]), which prints the `link` and `dhcp` lines, then a `dhcp` thread
+/// keeps the lease with `net::maintain` (RENEWING at T1, REBINDING at T2, a new DISCOVER if it
+/// is lost; RFC 2131 §4.4.5). The thread is spawned after the supervisor blocked its signals,
+/// so it inherits that mask and signals still reach the signalfd. Failure is logged and the
+/// services start anyway.
+fn network(params: &BootParams, handed: Option<&crate::net::handover::HandedLease>) {
     let runtime = || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -281,9 +296,10 @@ fn network(params: &BootParams) {
             return;
         }
     };
-    let Ok(lease) = rt.block_on(crate::net::bring_up(
+    let Ok(lease) = rt.block_on(crate::net::bring_up_with(
         params.iface.as_deref(),
         params.timeout,
+        handed.map(|h| (h, crate::net::handover::uptime())),
     )) else {
         return; // bring_up printed the failure
     };
