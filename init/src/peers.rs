@@ -56,8 +56,17 @@ const DHT_RELOOK: Duration = Duration::from_secs(2);
 /// pays for the DHT node (a new key, a TCP + Noise handshake with each bootstrap peer, a put and
 /// the lookups), which would compete for the CPU with the very fetch it is meant to speed up;
 /// a fetch that is slow because many machines boot at once, the case peers exist for, joins
-/// after this delay. mDNS peering starts at once: it costs one multicast socket.
+/// after this delay.
 pub const DHT_PEER_DELAY: Duration = Duration::from_secs(1);
+
+/// How long the boot stage's fetch runs before it announces itself and browses for peers on
+/// mDNS (1 s; issue 18 §3), for the reason of [`DHT_PEER_DELAY`]: the mDNS daemon (a thread,
+/// its sockets, the announcement, the browse and the answers) cost a lone machine's boot about
+/// 60 ms of fetch time on one vCPU under TCG and as much again in the next kernel, whose
+/// unpack pays for the code the first stage ran. A storm's fetches last many seconds (the QEMU
+/// storm test's, ~20 s), of which the peers miss the first. `phase fetch --mdns-peers` starts
+/// at once.
+pub const MDNS_PEER_DELAY: Duration = Duration::from_secs(1);
 
 /// How the boot stage joins the DHT to find peers: its bootstrap peers (`phase.bootstrap`) and
 /// whether its clock is trusted (records' TTLs are judged only then).
@@ -115,7 +124,12 @@ impl BootPeers {
     /// machine's URL, host label and interface, and with `dht` also [`dht_finder`], their
     /// lists joined ([`PeerFinder::union`], at most [`MAX_FOUND`] in all).
     pub fn finder(&self, dht: Option<DhtPeering>) -> PeerFinder {
-        let mdns = mdns_finder(self.url.clone(), self.host.clone(), self.iface.clone());
+        let mdns = mdns_finder(
+            self.url.clone(),
+            self.host.clone(),
+            self.iface.clone(),
+            MDNS_PEER_DELAY,
+        );
         match dht {
             Some(dht) => {
                 PeerFinder::union(vec![mdns, dht_finder(self.url.clone(), dht)], MAX_FOUND)
@@ -126,20 +140,26 @@ impl BootPeers {
 }
 
 /// A peer finder over mDNS for a chunk server at `url` (`http://192.0.2.11:7400`): for each
-/// verified manifest, a task on the current tokio runtime announces `_phase-peer._tcp` instance
-/// `<host>-peer` on `iface` with the digest of the signed manifest bytes and `url`, and
-/// collects the other peers announcing the same digest (itself excluded, at most
-/// [`MAX_FOUND`]), until every receiver of its list is dropped; then it withdraws the
-/// announcement. Used by the boot stage ([`BootPeers::finder`]) and `phase fetch
-/// --mdns-peers`.
-pub fn mdns_finder(url: String, host: String, iface: String) -> PeerFinder {
+/// verified manifest, a task on the current tokio runtime waits `start_after` (and ends there
+/// if every receiver of its list is dropped first: the fetch is done), then announces
+/// `_phase-peer._tcp` instance `<host>-peer` on `iface` with the digest of the signed manifest
+/// bytes and `url`, and collects the other peers announcing the same digest (itself excluded,
+/// at most [`MAX_FOUND`]), until every receiver of its list is dropped; then it withdraws the
+/// announcement. Used by the boot stage ([`BootPeers::finder`], after [`MDNS_PEER_DELAY`]) and
+/// `phase fetch --mdns-peers` (at once).
+pub fn mdns_finder(url: String, host: String, iface: String, start_after: Duration) -> PeerFinder {
     PeerFinder(Arc::new(move |m: &VerifiedManifest| {
         let advert = PeerAdvert {
             manifest_sha256: Sha256Digest::of(m.raw()),
             url: url.clone(),
         };
         let (tx, rx) = watch::channel(Vec::new());
-        tokio::spawn(announce_and_browse(advert, host.clone(), iface.clone(), tx));
+        let (host, iface) = (host.clone(), iface.clone());
+        tokio::spawn(async move {
+            if start_after.is_zero() || open_after(&tx, start_after).await {
+                announce_and_browse(advert, host, iface, tx).await;
+            }
+        });
         rx
     }))
 }
@@ -395,6 +415,47 @@ mod tests {
             t.elapsed() >= Duration::from_millis(200),
             "it waited its delay"
         );
+    }
+
+    /// The mDNS gate (issue 18 §3): the boot stage's finder starts no mDNS daemon (mdns-sd's
+    /// `mDNS_daemon` thread) while it waits out its delay, none at all when the fetch ends
+    /// first, and one at once without a delay (`phase fetch --mdns-peers`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_mdns_finder_starts_no_daemon_before_its_delay() {
+        let mdns_threads = || {
+            let names = std::fs::read_dir("/proc/self/task").into_iter().flatten();
+            names
+                .flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .filter(|c| c.trim() == "mDNS_daemon")
+                .count()
+        };
+        let (_dir, m) = verified_manifest();
+        let finder = |delay| {
+            mdns_finder(
+                "http://127.0.0.1:7400".into(),
+                "phase-test".into(),
+                "lo".into(),
+                delay,
+            )
+        };
+        let waiting = (finder(Duration::from_secs(30)).0)(&m);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(mdns_threads(), 0, "no daemon during the delay");
+        drop(waiting);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(mdns_threads(), 0, "a fetch that ended first started none");
+
+        let at_once = (finder(Duration::ZERO).0)(&m);
+        let t = Instant::now();
+        while mdns_threads() == 0 && t.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            mdns_threads() > 0,
+            "without a delay the daemon starts at once"
+        );
+        drop(at_once);
     }
 
     /// The same gate in [`dht_finder`]'s task: with a bootstrap that cannot parse, the task

@@ -227,7 +227,12 @@ fn announcing_finder(
         addr.ip().to_string().replace('.', "-"),
         addr.port()
     );
-    let inner = crate::peers::mdns_finder(format!("http://{addr}"), host, iface.to_owned());
+    let inner = crate::peers::mdns_finder(
+        format!("http://{addr}"),
+        host,
+        iface.to_owned(),
+        std::time::Duration::ZERO,
+    );
     let keep = Arc::clone(keep);
     Ok(PeerFinder(Arc::new(move |m| {
         let rx = (inner.0)(m);
