@@ -146,7 +146,7 @@ pub async fn bring_up(iface: Option<&str>, timeout: Duration) -> Result<Lease, N
 /// the handoff: the target kernel's [`handover::uptime`]) instead of running DHCP when
 /// [`handover::HandedLease::take_over`] accepts it for the link found: the address,
 /// route and resolver are configured from it and the `dhcp` line says so
-/// (`dhcp ok eth0 192.0.2.158/24 in 3ms (the boot stage's lease, 3585s left)`). A refused one
+/// (`dhcp ok eth0 192.0.2.158/24 (the boot stage's lease, 3585s left) in 3ms`). A refused one
 /// is logged with its reason and DHCP runs from INIT. Errors: as [`bring_up`].
 pub async fn bring_up_with(
     iface: Option<&str>,
