@@ -238,14 +238,18 @@ fn staged<T, E: std::error::Error + 'static>(
 
 /// The modules stage: the modules of `/etc/phase/modules.list` that `stage` loads (the boot
 /// stage skips `@target` ones; `@device` and `@disk` ones wait for hardware), from
-/// `/lib/modules/$(uname -r)`. Errors:
-/// [`BootError::Modules`].
-pub fn load_modules(sys: &dyn Syscalls, stage: modules::ModuleStage) -> Result<(), BootError> {
+/// `/lib/modules/$(uname -r)`, with the module parameters of `cmdline` ([`Early::cmdline`]).
+/// Errors: [`BootError::Modules`].
+pub fn load_modules(
+    sys: &dyn Syscalls,
+    stage: modules::ModuleStage,
+    cmdline: &str,
+) -> Result<(), BootError> {
     staged(
         "modules",
         || {
             let wanted = modules::read_list(Path::new(modules::MODULES_LIST), stage)?;
-            modules::load(sys, &modules::modules_dir(), &wanted)
+            modules::load(sys, &modules::modules_dir(), &wanted, cmdline)
         },
         |l| match &l.no_modules_for_kernel {
             Some(dir) => format!("0 loaded (no {}: drivers must be built in)", dir.display()),
@@ -779,7 +783,7 @@ fn handoff(
         }
         st.ok("skipped (phase.kexec=never), wrote /phase/boot");
         // The boot stage skipped the `@target` modules (rootfs mount, power button).
-        load_modules(sys, modules::ModuleStage::Target)?;
+        load_modules(sys, modules::ModuleStage::Target, &early.cmdline)?;
         let run = target.ok_or(BootError::NoTarget)?;
         return run(&early.params).map_err(BootError::Target);
     }
@@ -851,7 +855,7 @@ pub fn pid1(sys: &'static (dyn Syscalls + Sync), target: Option<TargetStage>) ->
                 true => modules::ModuleStage::Target,
                 false => modules::ModuleStage::Boot,
             };
-            load_modules(sys, stage)?;
+            load_modules(sys, stage, &e.cmdline)?;
             if e.target {
                 let run = target.ok_or(BootError::NoTarget)?;
                 return run(&e.params).map_err(BootError::Target);

@@ -286,14 +286,15 @@ pub fn disk_present(sys_block: &Path) -> bool {
 /// no modules for (see [`Loaded::no_modules_for_kernel`]); an existing `dir` without
 /// `modules.dep` is an error. Errors: [`ModulesError::Resolve`] (missing module, missing
 /// dependency, cycle, no modules.dep), [`ModulesError::Load`] (finit_module failed with anything
-/// but `EEXIST`).
+/// but `EEXIST`). `cmdline` is the kernel command line the stage already read, for its
+/// module parameters ([`cmdline_params`]).
 pub fn load(
     sys: &dyn Syscalls,
     dir: &Path,
     wanted: &[ListedModule],
+    cmdline: &str,
 ) -> Result<Loaded, ModulesError> {
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let params = cmdline_params(&cmdline);
+    let params = cmdline_params(cmdline);
     let format = kernel_decompresses();
     load_with(
         sys,
@@ -779,7 +780,7 @@ mod tests {
     fn loads_dependencies_first_and_skips_builtins() {
         let d = moddir();
         let f = Recording::new();
-        let l = load(&f, d.path(), &listed("virtio_net\nloop\noverlay")).unwrap();
+        let l = load(&f, d.path(), &listed("virtio_net\nloop\noverlay"), "").unwrap();
         assert_eq!(
             l.loaded,
             ["failover", "net_failover", "virtio_net", "overlay"]
@@ -802,7 +803,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = Recording::new();
         let dir = d.path().join("6.18.0-custom");
-        let l = load(&f, &dir, &listed("virtio_net")).unwrap();
+        let l = load(&f, &dir, &listed("virtio_net"), "").unwrap();
         assert_eq!(l.no_modules_for_kernel.as_deref(), Some(dir.as_path()));
         assert!(l.loaded.is_empty() && f.calls().is_empty());
     }
@@ -810,7 +811,7 @@ mod tests {
     #[test]
     fn existing_modules_dir_without_modules_dep_is_an_error() {
         let d = tempfile::tempdir().unwrap();
-        let err = load(&Recording::new(), d.path(), &listed("loop")).unwrap_err();
+        let err = load(&Recording::new(), d.path(), &listed("loop"), "").unwrap_err();
         assert!(matches!(err, ModulesError::Resolve { .. }), "{err}");
     }
 
@@ -822,7 +823,7 @@ mod tests {
             &format!("finit_module {}/kernel/failover.ko", d.path().display()),
             libc::EEXIST,
         );
-        let l = load(&f, d.path(), &listed("virtio_net")).unwrap();
+        let l = load(&f, d.path(), &listed("virtio_net"), "").unwrap();
         assert_eq!(l.already, ["failover"]);
         assert_eq!(l.loaded, ["net_failover", "virtio_net"]);
     }
@@ -831,7 +832,7 @@ mod tests {
     fn missing_module_error_names_it_and_loads_nothing() {
         let d = moddir();
         let f = Recording::new();
-        let e = load(&f, d.path(), &listed("virtio_net\nsquashfs")).unwrap_err();
+        let e = load(&f, d.path(), &listed("virtio_net\nsquashfs"), "").unwrap_err();
         assert!(crate::log::error_chain(&e).contains("squashfs"), "{e}");
         assert!(f.calls().is_empty());
     }
@@ -844,7 +845,7 @@ mod tests {
             &format!("finit_module {}/kernel/overlay.ko", d.path().display()),
             libc::ENOEXEC,
         );
-        let e = load(&f, d.path(), &listed("overlay")).unwrap_err();
+        let e = load(&f, d.path(), &listed("overlay"), "").unwrap_err();
         assert!(
             matches!(&e, ModulesError::Load { name, .. } if name == "overlay"),
             "{e}"
